@@ -1,0 +1,320 @@
+//! The agent loop: context → model → (tools → model) × n → reply.
+//!
+//! A run gets a batch of inbox items (one, or several merged by `collect`),
+//! writes the user turn to the transcript, then alternates model calls and
+//! tool rounds up to `max_steps`. Every step is persisted and emitted as
+//! `agent`/`chat` events. The run does not commit its end itself: it returns
+//! a [`RunResult`] and the queue commits it together with removing the inbox
+//! items (one transaction; see `store`).
+
+pub mod context;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::events::RunEvents;
+use crate::provider::{run_chain, ChatRequest, ProviderError, Providers};
+use crate::store::{now_ms, Entry, InboxItem, Role, Store};
+use crate::tools;
+
+/// How many transcript entries go into the context (compaction comes later).
+const CONTEXT_ENTRIES: usize = 200;
+
+pub const NO_PROVIDER: &str = "No model provider is configured, so I cannot answer yet. \
+Add a provider to the config file, for example:\n\n\
+[providers.openai]\nkind = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\napi_key = \"${OPENAI_API_KEY}\"\n\n\
+[agents.defaults]\nmodel = \"openai/gpt-4o-mini\"\n\n\
+then restart Hearth (see docs/configuration.md).";
+
+/// What the agent loop needs; no config beyond its own agent.
+#[derive(Clone)]
+pub struct AgentCtx {
+    pub store: Store,
+    pub providers: Providers,
+    pub agent: AgentConfig,
+    pub workspace: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    Ok(String),
+    /// A user-facing message; the detail was logged.
+    Error(String),
+    /// Aborted; the partial text so far.
+    Aborted(String),
+}
+
+pub struct RunResult {
+    pub end: RunEnd,
+    /// Items answered by this run (the batch plus steered-in messages).
+    pub items: Vec<InboxItem>,
+}
+
+/// Source of messages to steer into a running turn at the next tool boundary.
+pub type SteerFn = Box<dyn FnMut() -> Vec<InboxItem> + Send>;
+
+/// The user turn text for a batch (merged for `collect`).
+pub fn turn_text(items: &[InboxItem]) -> String {
+    let mut parts = Vec::new();
+    for it in items {
+        if !it.dropped.is_empty() {
+            let list: Vec<String> = it
+                .dropped
+                .iter()
+                .map(|t| format!("\"{}\"", t.chars().take(80).collect::<String>()))
+                .collect();
+            parts.push(format!(
+                "[{} earlier message(s) were dropped because the queue was full: {}]",
+                it.dropped.len(),
+                list.join("; ")
+            ));
+        }
+        parts.push(it.text.clone());
+    }
+    parts.join("\n\n")
+}
+
+pub async fn run(
+    ctx: AgentCtx,
+    mut items: Vec<InboxItem>,
+    ev: Arc<RunEvents>,
+    cancel: CancellationToken,
+    mut steer: SteerFn,
+) -> RunResult {
+    let run_id = ev.run_id.clone();
+    let session = ev.session_key.clone();
+    let channel = items[0].channel.clone();
+    ev.agent("lifecycle", json!({"phase": "start", "startedAt": now_ms()}));
+    tracing::info!(run_id = %run_id, session = %session, messages = items.len(), "run started");
+
+    let user = Entry::new(Role::User, turn_text(&items), Some(&run_id));
+    {
+        let store = ctx.store.clone();
+        let mut its = items.clone();
+        let rid = run_id.clone();
+        let aid = ctx.agent.id.clone();
+        match tokio::task::spawn_blocking(move || {
+            store.start_run(&mut its, &rid, &aid, &[user]).map(|_| its)
+        })
+        .await
+        {
+            Ok(Ok(its)) => items = its,
+            Ok(Err(e)) => return fail(&ev, items, format!("state database error: {e}")),
+            Err(e) => return fail(&ev, items, format!("internal error: {e}")),
+        }
+    }
+
+    let timeout = ctx.agent.run_timeout;
+    let fut = turn_loop(&ctx, &mut items, &ev, &cancel, &mut steer, &channel);
+    let end = tokio::select! {
+        end = fut => end,
+        _ = tokio::time::sleep(timeout) => {
+            cancel.cancel();
+            RunEnd::Error(format!("The reply took longer than the run timeout ({} s) and was stopped.", timeout.as_secs()))
+        }
+    };
+    match &end {
+        RunEnd::Ok(_) => ev.agent("lifecycle", json!({"phase": "end", "endedAt": now_ms()})),
+        RunEnd::Aborted(_) => ev.agent("lifecycle", json!({"phase": "end", "aborted": true, "endedAt": now_ms()})),
+        RunEnd::Error(m) => ev.agent("lifecycle", json!({"phase": "error", "error": m, "endedAt": now_ms()})),
+    }
+    let outcome = match &end {
+        RunEnd::Ok(_) => "ok",
+        RunEnd::Error(_) => "error",
+        RunEnd::Aborted(_) => "aborted",
+    };
+    tracing::info!(run_id = %run_id, session = %session, outcome, "run ended");
+    RunResult { end, items }
+}
+
+fn fail(ev: &RunEvents, items: Vec<InboxItem>, msg: String) -> RunResult {
+    tracing::error!(run_id = %ev.run_id, session = %ev.session_key, "{msg}");
+    RunResult {
+        end: RunEnd::Error("Hearth could not start this reply; see the log.".into()),
+        items,
+    }
+}
+
+async fn turn_loop(
+    ctx: &AgentCtx,
+    items: &mut Vec<InboxItem>,
+    ev: &Arc<RunEvents>,
+    cancel: &CancellationToken,
+    steer: &mut SteerFn,
+    channel: &str,
+) -> RunEnd {
+    let Some(chain) = ctx.agent.model.clone() else {
+        return RunEnd::Error(NO_PROVIDER.into());
+    };
+    let specs: Vec<_> = tools::specs()
+        .into_iter()
+        .filter(|t| ctx.agent.tools.permits(&t.name))
+        .collect();
+    let mut steps = 0u32;
+    let mut partial = String::new();
+    loop {
+        if cancel.is_cancelled() {
+            return RunEnd::Aborted(partial);
+        }
+        let store = ctx.store.clone();
+        let key = ev.session_key.clone();
+        let transcript = match tokio::task::spawn_blocking(move || store.transcript(&key, CONTEXT_ENTRIES)).await {
+            Ok(Ok(t)) => t,
+            other => {
+                tracing::error!(run_id = %ev.run_id, "transcript read failed: {other:?}");
+                return RunEnd::Error("Hearth could not read this conversation; see the log.".into());
+            }
+        };
+        let system = context::system_prompt(
+            &ctx.workspace,
+            &context::Runtime {
+                agent_id: &ctx.agent.id,
+                session_key: &ev.session_key,
+                channel,
+                now_ms: now_ms(),
+            },
+            &specs,
+        );
+
+        // Model call on the blocking pool; deltas come back over a channel.
+        let (dtx, mut drx) = mpsc::unbounded_channel::<Option<String>>();
+        let flag = Arc::new(AtomicBool::new(false));
+        let providers = ctx.providers.clone();
+        let chain2 = chain.clone();
+        let specs2 = specs.clone();
+        let flag2 = flag.clone();
+        let call = tokio::task::spawn_blocking(move || {
+            let req = ChatRequest {
+                system: &system,
+                transcript: &transcript,
+                tools: &specs2,
+            };
+            let d2 = dtx.clone();
+            run_chain(
+                &providers,
+                &chain2,
+                &req,
+                &mut |d| {
+                    let _ = dtx.send(Some(d.to_string()));
+                },
+                &mut || {
+                    let _ = d2.send(None);
+                },
+                &flag2,
+            )
+        });
+        tokio::pin!(call);
+        let mut text = String::new();
+        let mut last_delta = std::time::Instant::now() - Duration::from_secs(1);
+        let res = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    flag.store(true, Ordering::Relaxed);
+                    partial.push_str(&text);
+                    return RunEnd::Aborted(partial);
+                }
+                d = drx.recv() => match d {
+                    Some(Some(d)) => {
+                        text.push_str(&d);
+                        ev.agent("assistant", json!({"text": text, "delta": d}));
+                        if last_delta.elapsed() >= Duration::from_millis(50) {
+                            last_delta = std::time::Instant::now();
+                            ev.chat_delta(&text);
+                        }
+                    }
+                    Some(None) => {
+                        // The provider restarts the reply: drop what streamed.
+                        text.clear();
+                        ev.agent("assistant", json!({"text": "", "reset": true}));
+                    }
+                    None => {}
+                },
+                r = &mut call => break r,
+            }
+        };
+        let reply = match res {
+            Ok(Ok(r)) => r,
+            Ok(Err(ProviderError::Cancelled)) => return RunEnd::Aborted(partial),
+            Ok(Err(e)) => {
+                tracing::error!(run_id = %ev.run_id, session = %ev.session_key, error = ?e, "model call failed");
+                return RunEnd::Error(format!("The model provider failed: {e}. Try again later."));
+            }
+            Err(e) => {
+                tracing::error!(run_id = %ev.run_id, "model task panicked: {e}");
+                return RunEnd::Error("Internal error while calling the model; see the log.".into());
+            }
+        };
+        let response = reply.response;
+        if response.tool_calls.is_empty() {
+            return RunEnd::Ok(response.text);
+        }
+
+        // A tool round.
+        steps += 1;
+        partial.push_str(&response.text);
+        let mut round = vec![Entry {
+            tool_calls: response.tool_calls.clone(),
+            ..Entry::new(Role::Assistant, response.text.clone(), Some(&ev.run_id))
+        }];
+        for call in &response.tool_calls {
+            ev.agent(
+                "tool",
+                json!({"phase": "start", "name": call.name, "toolCallId": call.id, "args": call.arguments}),
+            );
+            let (ok, out) = if !ctx.agent.tools.permits(&call.name) {
+                (false, tools::ToolError::Denied(call.name.clone()).to_string())
+            } else {
+                let ws = ctx.workspace.clone();
+                let (n, a) = (call.name.clone(), call.arguments.clone());
+                let job = tokio::task::spawn_blocking(move || tools::execute(&ws, &n, &a));
+                tokio::select! {
+                    _ = cancel.cancelled() => return RunEnd::Aborted(partial),
+                    r = tokio::time::timeout(ctx.agent.tool_timeout, job) => match r {
+                        Ok(Ok(Ok(s))) => (true, s),
+                        Ok(Ok(Err(e))) => (false, format!("error: {e}")),
+                        Ok(Err(e)) => (false, format!("error: tool crashed: {e}")),
+                        Err(_) => (false, format!("error: tool timed out after {} s", ctx.agent.tool_timeout.as_secs())),
+                    }
+                }
+            };
+            ev.agent(
+                "tool",
+                json!({"phase": "result", "name": call.name, "toolCallId": call.id, "isError": !ok, "result": out}),
+            );
+            round.push(Entry {
+                tool_call_id: Some(call.id.clone()),
+                ..Entry::new(Role::Tool, out, Some(&ev.run_id))
+            });
+        }
+        // Steer: messages that arrived meanwhile join this turn here.
+        let steered = steer();
+        if !steered.is_empty() {
+            round.push(Entry::new(Role::User, turn_text(&steered), Some(&ev.run_id)));
+            items.extend(steered);
+        }
+        let store = ctx.store.clone();
+        let key = ev.session_key.clone();
+        let aid = ctx.agent.id.clone();
+        if let Ok(Err(e)) | Err(e) = tokio::task::spawn_blocking(move || store.append(&key, &aid, &round))
+            .await
+            .map_err(|e| crate::store::StoreError::Db(e.to_string()))
+        {
+            tracing::error!(run_id = %ev.run_id, "transcript write failed: {e}");
+            return RunEnd::Error("Hearth could not save this conversation; see the log.".into());
+        }
+        if steps >= ctx.agent.max_steps {
+            return RunEnd::Error(format!(
+                "I stopped after {steps} tool steps (max_steps) without finishing. Ask again or raise agents.defaults.max_steps."
+            ));
+        }
+    }
+}

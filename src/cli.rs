@@ -1,0 +1,242 @@
+//! The command line: clap definitions and the thin glue that calls the library.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::config::Config;
+use crate::daemon;
+
+#[derive(Parser)]
+#[command(name = "hearth", version = crate::VERSION, about = "Hearth: an always-on AI agent gateway for the home",
+          long_about = "Hearth runs one small daemon (`hearth serve`) that connects chat channels to AI models.\n\
+Start it with no flags to run on the embedded defaults (gateway on 127.0.0.1:18789), then talk to it with `hearth chat`.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the daemon (gateway, queue, agents) in the foreground
+    Serve {
+        /// Config file (default: $HEARTH_CONFIG, /etc/hearth/hearth.toml if present, else embedded defaults)
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// State directory (default: $STATE_DIRECTORY under systemd, else ~/.local/state/hearth)
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Listen address, overriding [gateway] bind (e.g. 127.0.0.1:18789; port 0 picks a free port)
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Check the configuration
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Chat with a running gateway (one message, or interactive without MESSAGE)
+    Chat {
+        /// Gateway WebSocket URL
+        #[arg(long, env = "HEARTH_URL", default_value = "ws://127.0.0.1:18789")]
+        url: String,
+        /// Gateway token
+        #[arg(long, env = "HEARTH_GATEWAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Session key (e.g. "main" or "agent:main:main")
+        #[arg(long, default_value = "main")]
+        session: String,
+        /// The message; omit for an interactive chat
+        message: Option<String>,
+    },
+    /// Show the state of a running gateway
+    Status {
+        #[arg(long, env = "HEARTH_URL", default_value = "ws://127.0.0.1:18789")]
+        url: String,
+        #[arg(long, env = "HEARTH_GATEWAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the raw JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Report every problem in the config at once; exit 1 if there is any
+    Validate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.cmd {
+        Cmd::Serve { config, state_dir, bind } => {
+            runtime()?.block_on(daemon::serve(daemon::ServeOptions { config, state_dir, bind }))?;
+            Ok(0)
+        }
+        Cmd::Config { cmd: ConfigCmd::Validate { config } } => {
+            let path = daemon::config_path(config.as_deref());
+            match Config::load(path.as_deref()) {
+                Ok(c) => {
+                    let what = path.map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into());
+                    println!("{what}: OK ({} agent(s), {} provider(s), gateway {})", c.agents.len(), c.providers.len(), c.gateway.bind);
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(1)
+                }
+            }
+        }
+        Cmd::Chat { url, token, session, message } => runtime()?.block_on(chat(url, token, session, message)),
+        Cmd::Status { url, token, json } => runtime()?.block_on(status(url, token, json)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result<i32> {
+    let c = match Client::connect(&url, token.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hearth is not reachable: {e}");
+            return Ok(1);
+        }
+    };
+    let s = c.request("status", json!({})).await?;
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(0);
+    }
+    println!("hearth {} — up {} s", s["version"].as_str().unwrap_or("?"), s["uptimeMs"].as_u64().unwrap_or(0) / 1000);
+    println!("gateway   {} (auth: {})", s["gateway"]["bind"].as_str().unwrap_or("?"), s["gateway"]["auth"].as_str().unwrap_or("?"));
+    println!("config    {}", s["config"].as_str().unwrap_or("?"));
+    println!("state     {}", s["stateDir"].as_str().unwrap_or("?"));
+    let q = &s["queue"];
+    println!("queue     mode {}, {} running, {} pending, max {} concurrent", q["mode"].as_str().unwrap_or("?"), q["running"], q["pending"], q["maxConcurrent"]);
+    for a in s["agents"].as_array().into_iter().flatten() {
+        let model = a["model"]["primary"].as_str().unwrap_or("(no provider configured)");
+        println!("agent     {}{} — model {model}", a["id"].as_str().unwrap_or("?"), if a["default"] == true { " (default)" } else { "" });
+    }
+    for p in s["providers"].as_array().into_iter().flatten() {
+        println!("provider  {} ({}) {} key {}", p["name"].as_str().unwrap_or("?"), p["kind"].as_str().unwrap_or("?"), p["baseUrl"].as_str().unwrap_or("?"), p["apiKey"].as_str().unwrap_or("none"));
+    }
+    Ok(0)
+}
+
+/// Sends one message and streams the reply to stdout. Returns true on success.
+async fn one_turn(c: &Client, session: &str, text: &str) -> anyhow::Result<bool> {
+    let idem = crate::store::new_id();
+    let r = c
+        .request("chat.send", json!({"sessionKey": session, "message": text, "idempotencyKey": idem}))
+        .await?;
+    let run_id = r["runId"].as_str().unwrap_or(&idem).to_string();
+    if r["reset"] == true {
+        println!("Started a new session.");
+        return Ok(true);
+    }
+    if r.get("aborted").is_some() {
+        println!("{}", if r["aborted"] == true { "Stopped." } else { "Nothing to stop." });
+        return Ok(true);
+    }
+    let mut shown = 0usize;
+    let mut out = std::io::stdout();
+    loop {
+        let Some(p) = c.wait_event("chat", Duration::from_secs(3600), |p| p["runId"] == run_id.as_str()).await else {
+            anyhow::bail!("the gateway closed the connection before the reply was complete");
+        };
+        let text = message_text(&p);
+        match p["state"].as_str() {
+            Some("delta") => {
+                if text.len() > shown && text.is_char_boundary(shown) {
+                    print!("{}", &text[shown..]);
+                    shown = text.len();
+                    out.flush().ok();
+                }
+            }
+            Some("final") => {
+                if text.len() >= shown && text.is_char_boundary(shown) {
+                    print!("{}", &text[shown..]);
+                } else {
+                    print!("\n{text}");
+                }
+                println!();
+                return Ok(true);
+            }
+            Some("aborted") => {
+                println!("\n[stopped]");
+                return Ok(false);
+            }
+            Some("error") => {
+                if shown > 0 {
+                    println!();
+                }
+                eprintln!("{}", p["errorMessage"].as_str().unwrap_or("the reply failed"));
+                return Ok(false);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn message_text(p: &Value) -> String {
+    p["message"]["content"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join(""))
+        .unwrap_or_default()
+}
+
+async fn chat(url: String, token: Option<String>, session: String, message: Option<String>) -> anyhow::Result<i32> {
+    let c = match Client::connect(&url, token.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}\nIs `hearth serve` running? Use --url to point at another gateway.");
+            return Ok(1);
+        }
+    };
+    if let Some(m) = message {
+        return Ok(if one_turn(&c, &session, &m).await? { 0 } else { 1 });
+    }
+    eprintln!("Connected to {url} (session {session}). Type a message; /new starts over, /quit or Ctrl-D leaves.");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(l) = line else { break };
+            if tx.blocking_send(l).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        eprint!("> ");
+        let Some(line) = rx.recv().await else { break };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "/quit" || line == "/exit" {
+            break;
+        }
+        if let Err(e) = one_turn(&c, &session, line).await {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,886 @@
+//! Configuration: TOML in two stages.
+//!
+//! Stage one reads the file into a `toml::Table`, expands `${VAR}` in every
+//! string and deserializes each section on its own, so one bad section does not
+//! hide the problems of the next. Stage two validates the raw sections into a
+//! [`Config`] (model refs point at real providers, a non-loopback bind has a
+//! token, bindings name real agents, ...). Every problem is collected as a
+//! [`ConfigProblem`] with the file and key; `hearth config validate` and
+//! `hearth serve` run exactly the same code.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:18789";
+pub const DEFAULT_AGENT: &str = "main";
+
+/// A secret string (API key, gateway token). Its `Debug`/`Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// `sk-a…7f` style mask for status output.
+    pub fn masked(&self) -> String {
+        let n = self.0.chars().count();
+        if n <= 8 {
+            return "****".into();
+        }
+        let head: String = self.0.chars().take(3).collect();
+        let tail: String = self.0.chars().skip(n - 2).collect();
+        format!("{head}…{tail}")
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+/// All problems of one configuration, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DmScope {
+    Main,
+    PerPeer,
+    PerChannelPeer,
+    PerAccountChannelPeer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueMode {
+    Collect,
+    Followup,
+    Steer,
+    Interrupt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DropPolicy {
+    Old,
+    New,
+    Summarize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetMode {
+    None,
+    Daily,
+    Idle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+}
+
+// ---------------------------------------------------------------- raw stage
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    bind: Option<String>,
+    token: Option<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    max_connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    kind: ProviderKind,
+    base_url: String,
+    api_key: Option<String>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawModel {
+    One(String),
+    Chain {
+        primary: String,
+        #[serde(default)]
+        fallbacks: Vec<String>,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgentDefaults {
+    model: Option<RawModel>,
+    workspace: Option<PathBuf>,
+    max_concurrent: Option<usize>,
+    max_steps: Option<u32>,
+    run_timeout_secs: Option<u64>,
+    tool_timeout_secs: Option<u64>,
+    tools: Option<RawTools>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTools {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    id: String,
+    workspace: Option<PathBuf>,
+    model: Option<RawModel>,
+    max_steps: Option<u32>,
+    run_timeout_secs: Option<u64>,
+    tool_timeout_secs: Option<u64>,
+    tools: Option<RawTools>,
+    #[serde(default)]
+    default: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgents {
+    #[serde(default)]
+    defaults: RawAgentDefaults,
+    #[serde(default)]
+    list: Vec<RawAgent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBinding {
+    agent: String,
+    #[serde(rename = "match", default)]
+    matches: RawBindingMatch,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBindingMatch {
+    channel: Option<String>,
+    account: Option<String>,
+    peer: Option<String>,
+    group: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    dm_scope: Option<DmScope>,
+    #[serde(default)]
+    reset: RawReset,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReset {
+    mode: Option<ResetMode>,
+    at_hour: Option<u32>,
+    idle_minutes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMessages {
+    #[serde(default)]
+    queue: RawQueue,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    mode: Option<QueueMode>,
+    debounce_ms: Option<u64>,
+    cap: Option<usize>,
+    drop: Option<DropPolicy>,
+}
+
+// ---------------------------------------------------------- validated stage
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub bind: SocketAddr,
+    pub token: Option<Secret>,
+    /// Extra browser origins allowed to open the WebSocket (the gateway's own
+    /// origin and loopback origins are always allowed).
+    pub allowed_origins: Vec<String>,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub timeout: Duration,
+}
+
+/// `provider/model` plus ordered fallbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChain {
+    pub primary: String,
+    pub fallbacks: Vec<String>,
+}
+
+impl ModelChain {
+    pub fn refs(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.primary.as_str()).chain(self.fallbacks.iter().map(|s| s.as_str()))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ToolPolicy {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+impl ToolPolicy {
+    /// Deny wins over allow; an empty allow list allows the built-in file tools.
+    pub fn permits(&self, tool: &str) -> bool {
+        let hit = |list: &[String]| {
+            list.iter().any(|p| {
+                p == tool || p == "*" || (p == "group:fs" && crate::tools::FS_TOOLS.contains(&tool))
+            })
+        };
+        if hit(&self.deny) {
+            return false;
+        }
+        self.allow.is_empty() || hit(&self.allow)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub id: String,
+    /// `None` means the default `<state>/workspace` (or `workspace-<id>`).
+    pub workspace: Option<PathBuf>,
+    /// `None` when no provider is configured at all.
+    pub model: Option<ModelChain>,
+    pub max_steps: u32,
+    pub run_timeout: Duration,
+    pub tool_timeout: Duration,
+    pub tools: ToolPolicy,
+}
+
+impl AgentConfig {
+    pub fn workspace_in(&self, state_dir: &Path) -> PathBuf {
+        match &self.workspace {
+            Some(p) => p.clone(),
+            None if self.id == DEFAULT_AGENT => state_dir.join("workspace"),
+            None => state_dir.join(format!("workspace-{}", self.id)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BindingMatch {
+    pub channel: Option<String>,
+    pub account: Option<String>,
+    pub peer: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub agent: String,
+    pub matches: BindingMatch,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ResetPolicy {
+    pub mode: ResetMode,
+    /// Hour of day (UTC) for `daily`.
+    pub at_hour: u32,
+    pub idle_minutes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    pub mode: QueueMode,
+    pub debounce: Duration,
+    pub cap: usize,
+    pub drop: DropPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Option<PathBuf>,
+    pub gateway: GatewayConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub agents: Vec<AgentConfig>,
+    pub default_agent: String,
+    pub max_concurrent: usize,
+    pub bindings: Vec<Binding>,
+    pub dm_scope: DmScope,
+    pub reset: ResetPolicy,
+    pub queue: QueueConfig,
+}
+
+impl Config {
+    /// The embedded defaults: loopback gateway, agent `main`, no provider.
+    pub fn embedded() -> Config {
+        Config::from_str("", None, &|_| None).expect("embedded defaults are valid")
+    }
+
+    pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
+        self.agents.iter().find(|a| a.id == id)
+    }
+
+    /// Loads `path` (or the embedded defaults when `path` is `None`),
+    /// expanding `${VAR}` from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let env = |k: &str| std::env::var(k).ok();
+        match path {
+            None => Config::from_str("", None, &env),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    ConfigErrors(vec![ConfigProblem {
+                        file: p.display().to_string(),
+                        key: String::new(),
+                        message: format!("cannot read the file: {e}"),
+                    }])
+                })?;
+                Config::from_str(&text, Some(p), &env)
+            }
+        }
+    }
+
+    /// Parses and validates config text. `env` resolves `${VAR}`.
+    pub fn from_str(
+        text: &str,
+        source: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let file = source
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<embedded defaults>".into());
+        let mut probs = Problems {
+            file: file.clone(),
+            list: Vec::new(),
+        };
+        let mut table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                probs.add("", format!("not valid TOML: {}", e.message().trim()));
+                if let Some(span) = e.span() {
+                    let line = text[..span.start].lines().count().max(1);
+                    probs.list.last_mut().unwrap().message += &format!(" (line {line})");
+                }
+                return Err(ConfigErrors(probs.list));
+            }
+        };
+        for (k, v) in table.iter_mut() {
+            interpolate(v, k, env, &mut probs);
+        }
+        const KNOWN: [&str; 6] = [
+            "gateway",
+            "providers",
+            "agents",
+            "bindings",
+            "session",
+            "messages",
+        ];
+        for k in table.keys() {
+            if !KNOWN.contains(&k.as_str()) {
+                probs.add(
+                    k,
+                    format!("unknown section (known: {})", KNOWN.join(", ")),
+                );
+            }
+        }
+        let gateway: RawGateway = section(&table, "gateway", &mut probs).unwrap_or_default();
+        let providers: BTreeMap<String, toml::Value> =
+            section(&table, "providers", &mut probs).unwrap_or_default();
+        let agents: RawAgents = section(&table, "agents", &mut probs).unwrap_or_default();
+        let bindings: Vec<toml::Value> =
+            section(&table, "bindings", &mut probs).unwrap_or_default();
+        let session: RawSession = section(&table, "session", &mut probs).unwrap_or_default();
+        let messages: RawMessages = section(&table, "messages", &mut probs).unwrap_or_default();
+
+        // gateway
+        let bind_s = gateway.bind.unwrap_or_else(|| DEFAULT_BIND.to_string());
+        let bind = match bind_s.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                probs.add(
+                    "gateway.bind",
+                    format!("{bind_s:?} is not an ADDRESS:PORT like \"127.0.0.1:18789\""),
+                );
+                DEFAULT_BIND.parse().unwrap()
+            }
+        };
+        let token = gateway.token.filter(|t| !t.is_empty()).map(Secret);
+        if !bind.ip().is_loopback() && token.is_none() {
+            probs.add(
+                "gateway.token",
+                format!("required because gateway.bind ({bind}) is not a loopback address; set token = \"${{HEARTH_GATEWAY_TOKEN}}\""),
+            );
+        }
+        let max_connections = gateway.max_connections.unwrap_or(32);
+        if max_connections == 0 {
+            probs.add("gateway.max_connections", "must be at least 1");
+        }
+
+        // providers
+        let mut prov = BTreeMap::new();
+        for (name, v) in providers {
+            let key = format!("providers.{name}");
+            if !valid_id(&name) {
+                probs.add(&key, "provider names may use a-z, 0-9, '-' and '_' only");
+            }
+            match RawProvider::deserialize(v) {
+                Ok(p) => {
+                    if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                        probs.add(
+                            format!("{key}.base_url"),
+                            format!("{:?} must start with http:// or https://", p.base_url),
+                        );
+                    }
+                    prov.insert(
+                        name.clone(),
+                        ProviderConfig {
+                            name,
+                            kind: p.kind,
+                            base_url: p.base_url.trim_end_matches('/').to_string(),
+                            api_key: p.api_key.filter(|k| !k.is_empty()).map(Secret),
+                            timeout: Duration::from_secs(p.timeout_secs.unwrap_or(120)),
+                        },
+                    );
+                }
+                Err(e) => probs.add(&key, clean_de(&e.to_string())),
+            }
+        }
+
+        // agents
+        let d = &agents.defaults;
+        let default_model = match &d.model {
+            Some(m) => Some(chain(m)),
+            None => prov.keys().next().map(|p| ModelChain {
+                primary: format!("{p}/default"),
+                fallbacks: vec![],
+            }),
+        };
+        let mk = |id: String,
+                  ws: Option<PathBuf>,
+                  model: Option<&RawModel>,
+                  steps: Option<u32>,
+                  rt: Option<u64>,
+                  tt: Option<u64>,
+                  tools: Option<&RawTools>| {
+            let tools = tools.or(d.tools.as_ref()).cloned().unwrap_or_default();
+            AgentConfig {
+                id,
+                workspace: ws.or_else(|| d.workspace.clone()),
+                model: model.map(chain).or_else(|| default_model.clone()),
+                max_steps: steps.or(d.max_steps).unwrap_or(8),
+                run_timeout: Duration::from_secs(rt.or(d.run_timeout_secs).unwrap_or(300)),
+                tool_timeout: Duration::from_secs(tt.or(d.tool_timeout_secs).unwrap_or(30)),
+                tools: ToolPolicy {
+                    allow: tools.allow,
+                    deny: tools.deny,
+                },
+            }
+        };
+        let mut list = Vec::new();
+        let mut default_agent = None;
+        let mut seen = BTreeSet::new();
+        for (i, a) in agents.list.iter().enumerate() {
+            let key = format!("agents.list[{i}]");
+            if !valid_id(&a.id) {
+                probs.add(format!("{key}.id"), "agent ids may use a-z, 0-9, '-' and '_' only");
+            }
+            if !seen.insert(a.id.clone()) {
+                probs.add(format!("{key}.id"), format!("duplicate agent id {:?}", a.id));
+            }
+            if a.default {
+                if default_agent.is_some() {
+                    probs.add(format!("{key}.default"), "only one agent can be the default");
+                }
+                default_agent = Some(a.id.clone());
+            }
+            list.push(mk(
+                a.id.clone(),
+                a.workspace.clone(),
+                a.model.as_ref(),
+                a.max_steps,
+                a.run_timeout_secs,
+                a.tool_timeout_secs,
+                a.tools.as_ref(),
+            ));
+        }
+        if !seen.contains(DEFAULT_AGENT) {
+            list.insert(
+                0,
+                mk(DEFAULT_AGENT.into(), None, None, None, None, None, None),
+            );
+        }
+        let default_agent = default_agent.unwrap_or_else(|| DEFAULT_AGENT.into());
+        for a in &list {
+            if a.max_steps == 0 {
+                probs.add(format!("agents[{}].max_steps", a.id), "must be at least 1");
+            }
+            if let Some(m) = &a.model {
+                for r in m.refs() {
+                    match r.split_once('/') {
+                        Some((p, model)) if !model.is_empty() => {
+                            if !prov.contains_key(p) {
+                                probs.add(
+                                    format!("agents[{}].model", a.id),
+                                    format!("{r:?} names provider {p:?}, which is not configured under [providers]"),
+                                );
+                            }
+                        }
+                        _ => probs.add(
+                            format!("agents[{}].model", a.id),
+                            format!("{r:?} is not a model ref of the form \"<provider>/<model>\""),
+                        ),
+                    }
+                }
+            }
+        }
+        let max_concurrent = d.max_concurrent.unwrap_or(2);
+        if max_concurrent == 0 {
+            probs.add("agents.defaults.max_concurrent", "must be at least 1");
+        }
+
+        // bindings
+        let mut binds = Vec::new();
+        for (i, v) in bindings.into_iter().enumerate() {
+            let key = format!("bindings[{i}]");
+            match RawBinding::deserialize(v) {
+                Ok(b) => {
+                    if !list.iter().any(|a| a.id == b.agent) {
+                        probs.add(
+                            format!("{key}.agent"),
+                            format!("unknown agent {:?}", b.agent),
+                        );
+                    }
+                    let m = b.matches;
+                    if m.peer.is_some() && m.group.is_some() {
+                        probs.add(format!("{key}.match"), "set peer or group, not both");
+                    }
+                    binds.push(Binding {
+                        agent: b.agent,
+                        matches: BindingMatch {
+                            channel: m.channel,
+                            account: m.account,
+                            peer: m.peer,
+                            group: m.group,
+                        },
+                    });
+                }
+                Err(e) => probs.add(&key, clean_de(&e.to_string())),
+            }
+        }
+
+        // session
+        let reset = ResetPolicy {
+            mode: session.reset.mode.unwrap_or(ResetMode::None),
+            at_hour: session.reset.at_hour.unwrap_or(4),
+            idle_minutes: session.reset.idle_minutes.unwrap_or(0),
+        };
+        if reset.at_hour > 23 {
+            probs.add("session.reset.at_hour", "must be 0..=23");
+        }
+        if reset.mode == ResetMode::Idle && reset.idle_minutes == 0 {
+            probs.add("session.reset.idle_minutes", "must be set (> 0) when mode = \"idle\"");
+        }
+
+        // queue
+        let q = messages.queue;
+        let queue = QueueConfig {
+            mode: q.mode.unwrap_or(QueueMode::Collect),
+            debounce: Duration::from_millis(q.debounce_ms.unwrap_or(1000)),
+            cap: q.cap.unwrap_or(20),
+            drop: q.drop.unwrap_or(DropPolicy::Summarize),
+        };
+        if queue.cap == 0 {
+            probs.add("messages.queue.cap", "must be at least 1");
+        }
+
+        if !probs.list.is_empty() {
+            return Err(ConfigErrors(probs.list));
+        }
+        Ok(Config {
+            source: source.map(Path::to_path_buf),
+            gateway: GatewayConfig {
+                bind,
+                token,
+                allowed_origins: gateway.allowed_origins,
+                max_connections,
+            },
+            providers: prov,
+            agents: list,
+            default_agent,
+            max_concurrent,
+            bindings: binds,
+            dm_scope: session.dm_scope.unwrap_or(DmScope::Main),
+            reset,
+            queue,
+        })
+    }
+}
+
+struct Problems {
+    file: String,
+    list: Vec<ConfigProblem>,
+}
+
+impl Problems {
+    fn add(&mut self, key: impl AsRef<str>, message: impl Into<String>) {
+        self.list.push(ConfigProblem {
+            file: self.file.clone(),
+            key: key.as_ref().to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+fn section<T: DeserializeOwned>(t: &toml::Table, key: &str, p: &mut Problems) -> Option<T> {
+    let v = t.get(key)?.clone();
+    match T::deserialize(v) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            p.add(key, clean_de(&e.to_string()));
+            None
+        }
+    }
+}
+
+fn clean_de(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn chain(m: &RawModel) -> ModelChain {
+    match m {
+        RawModel::One(s) => ModelChain {
+            primary: s.clone(),
+            fallbacks: vec![],
+        },
+        RawModel::Chain { primary, fallbacks } => ModelChain {
+            primary: primary.clone(),
+            fallbacks: fallbacks.clone(),
+        },
+    }
+}
+
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Expands `${VAR}` (and `$${` as a literal `${`) in every string value.
+fn interpolate(
+    v: &mut toml::Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+) {
+    match v {
+        toml::Value::String(s) => match expand(s, env) {
+            Ok(n) => *s = n,
+            Err(e) => p.add(path, e),
+        },
+        toml::Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                interpolate(x, &format!("{path}[{i}]"), env, p);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, x) in t.iter_mut() {
+                interpolate(x, &format!("{path}.{k}"), env, p);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| "unclosed ${ in value".to_string())?;
+            let name = &tail[..end];
+            let (name, default) = match name.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (name, None),
+            };
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!("${{{name}}} is not a valid variable name"));
+            }
+            match (env(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (use ${{{name}:-default}} for a fallback)"
+                    ))
+                }
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "TOKEN").then(|| "s3cret-token".to_string())
+    }
+
+    #[test]
+    fn embedded_defaults() {
+        let c = Config::embedded();
+        assert_eq!(c.gateway.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(c.default_agent, "main");
+        assert!(c.agent("main").unwrap().model.is_none());
+        assert_eq!(c.queue.mode, QueueMode::Collect);
+    }
+
+    #[test]
+    fn interpolation() {
+        assert_eq!(expand("a${TOKEN}b", &env).unwrap(), "as3cret-tokenb");
+        assert_eq!(expand("$${TOKEN}", &env).unwrap(), "${TOKEN}");
+        assert_eq!(expand("${NOPE:-x}", &env).unwrap(), "x");
+        assert!(expand("${NOPE}", &env).unwrap_err().contains("NOPE"));
+        assert_eq!(expand("cost $5", &env).unwrap(), "cost $5");
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let text = r#"
+            bogus = 1
+            [gateway]
+            bind = "0.0.0.0:18789"
+            [providers.fake]
+            kind = "openai"
+            base_url = "ftp://x"
+            api_key = "${MISSING}"
+            [agents.defaults]
+            model = "nope/x"
+            [messages.queue]
+            mode = "sideways"
+        "#;
+        let e = Config::from_str(text, Some(Path::new("h.toml")), &env).unwrap_err();
+        let keys: Vec<_> = e.0.iter().map(|p| p.key.as_str()).collect();
+        for want in [
+            "bogus",
+            "gateway.token",
+            "providers.fake.api_key",
+            "providers.fake.base_url",
+            "agents[main].model",
+            "messages",
+        ] {
+            assert!(keys.contains(&want), "missing {want} in {keys:?}");
+        }
+        assert!(e.to_string().contains("h.toml"));
+    }
+
+    #[test]
+    fn secrets_are_not_debug_printed() {
+        let c = Config::from_str(
+            "[gateway]\nbind = \"0.0.0.0:1\"\ntoken = \"${TOKEN}\"",
+            None,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.gateway.token.as_ref().unwrap().expose(), "s3cret-token");
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn model_chain_and_policy() {
+        let c = Config::from_str(
+            r#"
+            [providers.a]
+            kind = "openai"
+            base_url = "http://127.0.0.1:1/v1"
+            [agents.defaults]
+            model = { primary = "a/m1", fallbacks = ["a/m2"] }
+            [[agents.list]]
+            id = "home"
+            tools = { deny = ["write"] }
+            [[bindings]]
+            agent = "home"
+            match = { channel = "mqtt" }
+            "#,
+            None,
+            &env,
+        )
+        .unwrap();
+        let home = c.agent("home").unwrap();
+        assert_eq!(home.model.as_ref().unwrap().fallbacks, vec!["a/m2"]);
+        assert!(!home.tools.permits("write"));
+        assert!(home.tools.permits("read"));
+        assert_eq!(c.bindings[0].agent, "home");
+    }
+}

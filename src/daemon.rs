@@ -1,0 +1,260 @@
+//! `hearth serve`: wires the parts together and owns the process life.
+//!
+//! Start: config → state dir → single-instance lock → redb → agents and
+//! workspaces → queue (resumes the inbox) → bind → READY=1.
+//! Stop (SIGTERM/SIGINT): STOPPING=1 → close the listener and tell clients →
+//! let runs finish until the drain deadline (cut ones stay in the inbox) →
+//! drop the store → exit 0.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{context, AgentCtx};
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::gateway::Gateway;
+use crate::provider::Providers;
+use crate::queue::Queue;
+use crate::store::Store;
+
+/// Below systemd's default TimeoutStopSec (90 s) with room to flush.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+
+pub struct ServeOptions {
+    pub config: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub bind: Option<SocketAddr>,
+}
+
+/// The state directory: flag, `$STATE_DIRECTORY` (systemd), `$HEARTH_STATE_DIR`,
+/// `$XDG_STATE_HOME/hearth`, `~/.local/state/hearth`, else `/var/lib/hearth`.
+pub fn state_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(s) = env("STATE_DIRECTORY") {
+        // systemd may pass several, colon-separated; the first is ours.
+        let s = s.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        return PathBuf::from(s);
+    }
+    if let Some(s) = env("HEARTH_STATE_DIR") {
+        return PathBuf::from(s);
+    }
+    if let Some(x) = env("XDG_STATE_HOME") {
+        return PathBuf::from(x).join("hearth");
+    }
+    if let Some(h) = env("HOME") {
+        return PathBuf::from(h).join(".local/state/hearth");
+    }
+    PathBuf::from("/var/lib/hearth")
+}
+
+/// The config file: flag, `$HEARTH_CONFIG`, `$CONFIGURATION_DIRECTORY/hearth.toml`,
+/// `/etc/hearth/hearth.toml` if present, else none (embedded defaults).
+pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = flag {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("HEARTH_CONFIG").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(d) = std::env::var_os("CONFIGURATION_DIRECTORY").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(d).join("hearth.toml");
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    let etc = PathBuf::from("/etc/hearth/hearth.toml");
+    etc.exists().then_some(etc)
+}
+
+/// Holds the exclusive lock on `<state>/hearth.lock` for the process life.
+pub struct InstanceLock {
+    _file: File,
+}
+
+pub fn lock_state_dir(dir: &Path) -> anyhow::Result<InstanceLock> {
+    let path = dir.join("hearth.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another `hearth serve` (pid {}) is already running with the state dir {}; \
+                 two gateways on one state dir would answer messages twice. Stop it first, \
+                 or use another --state-dir.",
+                pid.trim(),
+                dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    f.set_len(0)?;
+    write!(f, "{}", std::process::id())?;
+    Ok(InstanceLock { _file: f })
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(states) {
+            tracing::warn!("sd_notify failed: {e}");
+        }
+    }
+}
+
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let cfg_path = config_path(opts.config.as_deref());
+    let mut cfg = Config::load(cfg_path.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(b) = opts.bind {
+        if !b.ip().is_loopback() && cfg.gateway.token.is_none() {
+            bail!("--bind {b} is not a loopback address, so a gateway token is required: set [gateway] token in the config (e.g. token = \"${{HEARTH_GATEWAY_TOKEN}}\")");
+        }
+        cfg.gateway.bind = b;
+    }
+    let cfg = Arc::new(cfg);
+    let dir = state_dir(opts.state_dir.as_deref());
+    create_private_dir(&dir)?;
+    let _lock = lock_state_dir(&dir)?;
+    tracing::info!(state_dir = %dir.display(), config = %cfg_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into()), "starting hearth {}", crate::VERSION);
+
+    let db_path = dir.join("hearth.redb");
+    let store = {
+        let p = db_path.clone();
+        tokio::task::spawn_blocking(move || Store::open(&p))
+            .await?
+            .with_context(|| format!("cannot open the state database {}", db_path.display()))?
+    };
+    let providers = Providers::from_config(&cfg);
+    let mut agents = HashMap::new();
+    for a in &cfg.agents {
+        let ws = a.workspace_in(&dir);
+        context::ensure_workspace(&ws)
+            .with_context(|| format!("cannot create the workspace {} of agent {}", ws.display(), a.id))?;
+        if a.model.is_none() {
+            tracing::warn!(agent = %a.id, "no model provider configured: chats get a reply explaining how to add one");
+        }
+        agents.insert(
+            a.id.clone(),
+            AgentCtx {
+                store: store.clone(),
+                providers: providers.clone(),
+                agent: a.clone(),
+                workspace: ws,
+            },
+        );
+    }
+    let bus = EventBus::new(1024);
+    let queue = Queue::new(cfg.queue, cfg.reset, cfg.max_concurrent, store.clone(), bus.clone(), agents);
+    let shutdown = CancellationToken::new();
+
+    let listener = tokio::net::TcpListener::bind(cfg.gateway.bind)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another program using the port?)", cfg.gateway.bind))?;
+    let addr = listener.local_addr()?;
+    let gw = Gateway::new(cfg.clone(), queue.clone(), bus.clone(), dir.clone(), shutdown.clone());
+    let app = gw.router().into_make_service_with_connect_info::<SocketAddr>();
+    let stop_listen = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop_listen.cancelled().await })
+            .await
+    });
+    let resumed = queue.resume().await.context("cannot read the inbox")?;
+    if resumed > 0 {
+        tracing::info!(messages = resumed, "resuming messages accepted before the last stop");
+    }
+    write_addr_file(&dir, addr);
+    tracing::info!("gateway listening on {addr} (ws://{addr}, http://{addr}/health)");
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("listening on {addr}")),
+    ]);
+    let watchdog = spawn_watchdog(shutdown.clone());
+
+    wait_for_signal().await;
+    tracing::info!("stopping: draining runs (up to {} s)", DRAIN_DEADLINE.as_secs());
+    notify(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status("draining")]);
+    shutdown.cancel();
+    queue.shutdown(DRAIN_DEADLINE).await;
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!("gateway server error: {e}"),
+        Err(_) => tracing::warn!("gateway connections did not close in time"),
+        _ => {}
+    }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    let _ = std::fs::remove_file(dir.join("gateway.json"));
+    drop(gw);
+    drop(queue);
+    drop(store);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the state dir {}", dir.display()))
+}
+
+/// `<state>/gateway.json` lets `hearth status` / `hearth chat` find the gateway.
+fn write_addr_file(dir: &Path, addr: SocketAddr) {
+    let body = serde_json::json!({"url": format!("ws://{addr}"), "pid": std::process::id()});
+    let tmp = dir.join("gateway.json.tmp");
+    if std::fs::write(&tmp, body.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join("gateway.json"));
+    }
+}
+
+/// WATCHDOG=1 at half of `$WATCHDOG_USEC` while the runtime is responsive.
+fn spawn_watchdog(stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    let every = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
+    tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
+    Some(tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = t.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
+            }
+        }
+    }))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

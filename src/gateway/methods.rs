@@ -1,0 +1,514 @@
+//! The gateway's methods: one `match` in [`dispatch`], one function each.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::protocol::{ErrorShape, Frame};
+use super::{str_param, Conn, Gateway, MAX_BUFFERED, MAX_PAYLOAD, PROTOCOL, TICK_MS};
+use crate::events::RunEvents;
+use crate::queue::QueueError;
+use crate::routing;
+use crate::store::{new_id, now_ms, Entry, IdemRecord, InboxItem, Role, RunRecord, RunStatus, StoreError};
+
+pub const METHODS: [&str; 13] = [
+    "connect",
+    "health",
+    "status",
+    "chat.send",
+    "chat.history",
+    "chat.abort",
+    "agent",
+    "agent.wait",
+    "send",
+    "sessions.list",
+    "sessions.reset",
+    "sessions.delete",
+    "models.list",
+];
+pub const EVENTS: [&str; 7] = [
+    "connect.challenge",
+    "tick",
+    "agent",
+    "chat",
+    "sessions.changed",
+    "health",
+    "shutdown",
+];
+
+type Res = Result<Value, ErrorShape>;
+
+/// Checks the first frame. Errors carry (request id, error, close code).
+pub fn handshake(
+    g: &Gateway,
+    text: &str,
+    conn_id: &str,
+    peer: SocketAddr,
+) -> Result<Frame, (String, ErrorShape, u16)> {
+    let (id, method, params) = super::protocol::parse_request(text)
+        .map_err(|(id, _)| (id, ErrorShape::invalid("first request must be connect"), 1008))?;
+    if method != "connect" {
+        return Err((id, ErrorShape::invalid("first request must be connect"), 1008));
+    }
+    let minp = params["minProtocol"].as_u64();
+    let maxp = params["maxProtocol"].as_u64();
+    let (Some(minp), Some(maxp)) = (minp, maxp) else {
+        return Err((id, ErrorShape::invalid("connect needs minProtocol and maxProtocol"), 1008));
+    };
+    if !(minp..=maxp).contains(&PROTOCOL) {
+        let mut e = ErrorShape::new(
+            "PROTOCOL_MISMATCH",
+            format!("this gateway speaks protocol {PROTOCOL}; the client offered {minp}..{maxp}"),
+        );
+        e.details = Some(json!({"expectedProtocol": PROTOCOL}));
+        return Err((id, e, 1002));
+    }
+    if let Some(want) = &g.cfg.gateway.token {
+        let got = params["auth"]["token"]
+            .as_str()
+            .or_else(|| params["auth"]["password"].as_str())
+            .unwrap_or("");
+        if !constant_time_eq(got.as_bytes(), want.expose().as_bytes()) {
+            let msg = if got.is_empty() {
+                "this gateway needs a token (auth.token)"
+            } else {
+                "gateway token mismatch"
+            };
+            return Err((id, ErrorShape::new("AUTH_TOKEN_MISMATCH", msg), 1008));
+        }
+    } else if !peer.ip().is_loopback() {
+        return Err((id, ErrorShape::new("AUTH_TOKEN_MISMATCH", "no token configured; only loopback clients may connect"), 1008));
+    }
+    let role = params["role"].as_str().unwrap_or("operator").to_string();
+    let scopes = params["scopes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| vec![json!("operator.admin")]);
+    let (running, pending) = g.queue.load();
+    Ok(Frame::ok(
+        &id,
+        json!({
+            "type": "hello-ok",
+            "protocol": PROTOCOL,
+            "server": {"version": crate::VERSION, "connId": conn_id},
+            "features": {"methods": &METHODS[1..], "events": EVENTS},
+            "snapshot": {
+                "presence": [],
+                "health": {"ok": true, "queue": {"running": running, "pending": pending}},
+                "stateVersion": {"presence": 0, "health": 0},
+                "uptimeMs": g.started.elapsed().as_millis() as u64,
+                "sessionDefaults": {"defaultAgentId": g.cfg.default_agent, "mainKey": "main",
+                                     "mainSessionKey": format!("agent:{}:main", g.cfg.default_agent)},
+            },
+            "auth": {"role": role, "scopes": scopes},
+            "policy": {"maxPayload": MAX_PAYLOAD, "maxBufferedBytes": MAX_BUFFERED, "tickIntervalMs": TICK_MS},
+        }),
+    ))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (*a.get(i).unwrap_or(&0) ^ *b.get(i).unwrap_or(&0)) as usize;
+    }
+    diff == 0
+}
+
+pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p: Value) {
+    let r = match method.as_str() {
+        "health" => health(g),
+        "status" => status(g),
+        "chat.send" => chat_send(g, &p).await,
+        "chat.history" => chat_history(g, &p).await,
+        "chat.abort" => chat_abort(g, &p),
+        "agent" => return agent(g, c, &id, &p).await,
+        "agent.wait" => agent_wait(g, &p).await,
+        "send" => send(g, &p).await,
+        "sessions.list" => sessions_list(g, &p).await,
+        "sessions.reset" => sessions_reset(g, &p).await,
+        "sessions.delete" => sessions_delete(g, &p).await,
+        "models.list" => Ok(models_list(g)),
+        "connect" => Err(ErrorShape::invalid("already connected")),
+        other => Err(ErrorShape::invalid(format!("unknown method {other:?}"))),
+    };
+    c.send(match r {
+        Ok(v) => Frame::ok(&id, v),
+        Err(e) => Frame::err(&id, e),
+    })
+    .await;
+}
+
+fn blocking_err(e: impl std::fmt::Display) -> ErrorShape {
+    tracing::error!("state database error: {e}");
+    ErrorShape::unavailable("Hearth's state database had an error; see the log")
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ErrorShape> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(blocking_err)?
+        .map_err(blocking_err)
+}
+
+fn health(g: &Gateway) -> Res {
+    let (running, pending) = g.queue.load();
+    Ok(json!({"ok": true, "ts": now_ms(), "uptimeMs": g.started.elapsed().as_millis() as u64,
+              "queue": {"running": running, "pending": pending}}))
+}
+
+fn status(g: &Gateway) -> Res {
+    let (running, pending) = g.queue.load();
+    let cfg = &g.cfg;
+    let agents: Vec<Value> = cfg
+        .agents
+        .iter()
+        .map(|a| {
+            json!({"id": a.id, "default": a.id == cfg.default_agent,
+                   "workspace": a.workspace_in(&g.state_dir),
+                   "model": a.model.as_ref().map(|m| json!({"primary": m.primary, "fallbacks": m.fallbacks})),
+                   "maxSteps": a.max_steps})
+        })
+        .collect();
+    let providers: Vec<Value> = cfg
+        .providers
+        .values()
+        .map(|p| {
+            json!({"name": p.name, "kind": format!("{:?}", p.kind).to_lowercase(), "baseUrl": p.base_url,
+                   "apiKey": p.api_key.as_ref().map(|k| k.masked())})
+        })
+        .collect();
+    Ok(json!({
+        "version": crate::VERSION,
+        "uptimeMs": g.started.elapsed().as_millis() as u64,
+        "gateway": {"bind": cfg.gateway.bind.to_string(), "auth": if cfg.gateway.token.is_some() { "token" } else { "none (loopback only)" }},
+        "stateDir": g.state_dir,
+        "config": cfg.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into()),
+        "agents": agents,
+        "providers": providers,
+        "queue": {"mode": format!("{:?}", cfg.queue.mode).to_lowercase(), "running": running, "pending": pending,
+                  "maxConcurrent": cfg.max_concurrent, "cap": cfg.queue.cap},
+    }))
+}
+
+fn session_param(g: &Gateway, p: &Value) -> Result<String, ErrorShape> {
+    let k = str_param(p, "sessionKey")
+        .or_else(|| str_param(p, "key"))
+        .unwrap_or("main");
+    routing::canonical_key(&g.cfg, k).map_err(ErrorShape::invalid)
+}
+
+fn idem_param(p: &Value) -> Result<String, ErrorShape> {
+    let k = str_param(p, "idempotencyKey")
+        .ok_or_else(|| ErrorShape::invalid("idempotencyKey is required for this method"))?;
+    if k.len() > 200 {
+        return Err(ErrorShape::invalid("idempotencyKey is longer than 200 characters"));
+    }
+    Ok(k.to_string())
+}
+
+fn message_param(p: &Value) -> Result<String, ErrorShape> {
+    let m = p
+        .get("message")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ErrorShape::invalid("message (string) is required"))?;
+    if m.trim().is_empty() {
+        return Err(ErrorShape::invalid("message is empty"));
+    }
+    if m.len() > 256 * 1024 {
+        return Err(ErrorShape::invalid("message is longer than 256 KiB"));
+    }
+    Ok(m.to_string())
+}
+
+fn queue_err(e: QueueError) -> ErrorShape {
+    match e {
+        QueueError::Full(_) => ErrorShape::unavailable(e.to_string()),
+        QueueError::ShuttingDown => ErrorShape {
+            retry_after_ms: Some(5000),
+            ..ErrorShape::unavailable(e.to_string())
+        },
+        QueueError::UnknownAgent(_) => ErrorShape::invalid(e.to_string()),
+        QueueError::Store(s) => blocking_err(s),
+    }
+}
+
+/// Queues a message for an agent run; duplicates return the first record.
+async fn submit(
+    g: &Gateway,
+    method: &str,
+    session: String,
+    text: String,
+    idem: String,
+) -> Result<Result<InboxItem, IdemRecord>, ErrorShape> {
+    let agent_id = routing::agent_of(&session).unwrap_or(&g.cfg.default_agent).to_string();
+    let run_id = idem.clone();
+    let item = InboxItem {
+        seq: 0,
+        session_key: session,
+        agent_id,
+        text,
+        run_id: run_id.clone(),
+        channel: "webchat".into(),
+        received_ms: now_ms(),
+        dropped: vec![],
+        started: None,
+    };
+    let rec = IdemRecord {
+        method: method.into(),
+        run_id: run_id.clone(),
+        response: json!({"runId": run_id, "status": "started"}),
+    };
+    match g.queue.submit(item, Some((format!("{method}:{idem}"), rec))).await {
+        Ok(it) => Ok(Ok(it)),
+        Err(QueueError::Store(StoreError::Duplicate(r))) => Ok(Err(*r)),
+        Err(e) => Err(queue_err(e)),
+    }
+}
+
+async fn chat_send(g: &Gateway, p: &Value) -> Res {
+    let session = session_param(g, p)?;
+    let text = message_param(p)?;
+    let idem = idem_param(p)?;
+    match text.trim() {
+        "/stop" | "/abort" => {
+            let aborted = g.queue.abort(&session, None);
+            return Ok(json!({"runId": idem, "status": "ok", "aborted": aborted.is_some()}));
+        }
+        "/new" | "/reset" => {
+            let store = g.queue.store().clone();
+            let k = session.clone();
+            blocking(move || store.reset_session(&k)).await?;
+            let ev = RunEvents::new(g.bus.clone(), &idem, &session);
+            ev.chat_final("Started a new session.");
+            return Ok(json!({"runId": idem, "status": "ok", "reset": true}));
+        }
+        _ => {}
+    }
+    match submit(g, "chat.send", session, text, idem).await? {
+        Ok(it) => Ok(json!({"runId": it.run_id, "status": "started"})),
+        Err(first) => Ok(first.response),
+    }
+}
+
+fn entry_json(e: &Entry) -> Value {
+    let mut m = json!({"role": e.role, "content": [{"type": "text", "text": e.text}], "timestamp": e.ts});
+    if !e.tool_calls.is_empty() {
+        m["toolCalls"] = json!(e
+            .tool_calls
+            .iter()
+            .map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments}))
+            .collect::<Vec<_>>());
+    }
+    if let Some(id) = &e.tool_call_id {
+        m["toolCallId"] = json!(id);
+    }
+    if let Some(r) = &e.run_id {
+        m["runId"] = json!(r);
+    }
+    if let Some(s) = &e.state {
+        m["state"] = json!(s);
+    }
+    m
+}
+
+async fn chat_history(g: &Gateway, p: &Value) -> Res {
+    let session = session_param(g, p)?;
+    let limit = p["limit"].as_u64().unwrap_or(200).clamp(1, 1000) as usize;
+    let store = g.queue.store().clone();
+    let k = session.clone();
+    let (entries, meta) = blocking(move || Ok((store.transcript(&k, limit)?, store.session(&k)?))).await?;
+    Ok(json!({
+        "sessionKey": session,
+        "sessionId": meta.map(|m| m.session_id),
+        "messages": entries.iter().map(entry_json).collect::<Vec<_>>(),
+    }))
+}
+
+fn chat_abort(g: &Gateway, p: &Value) -> Res {
+    let session = session_param(g, p)?;
+    let aborted = g.queue.abort(&session, str_param(p, "runId"));
+    Ok(json!({"ok": true, "aborted": aborted.is_some(), "runIds": aborted.into_iter().collect::<Vec<_>>()}))
+}
+
+fn run_payload(r: &RunRecord) -> Value {
+    let status = match r.status {
+        RunStatus::Ok => "ok",
+        RunStatus::Error | RunStatus::Dropped => "error",
+        RunStatus::Aborted => "aborted",
+        RunStatus::Queued | RunStatus::Running => "running",
+    };
+    let mut v = json!({"runId": r.run_id, "sessionKey": r.session_key, "status": status,
+                       "startedAt": r.started_ms, "endedAt": r.ended_ms});
+    if let Some(t) = &r.reply {
+        v["summary"] = json!("completed");
+        v["result"] = json!({"payloads": [{"text": t}]});
+    }
+    if let Some(e) = &r.error {
+        v["error"] = json!(e);
+    }
+    v
+}
+
+/// Waits until the run is final, or `timeout`. `None` on timeout.
+async fn wait_run(g: &Gateway, run_id: &str, timeout: Duration) -> Result<Option<RunRecord>, ErrorShape> {
+    let mut done = g.queue.completions();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        done.borrow_and_update();
+        let store = g.queue.store().clone();
+        let id = run_id.to_string();
+        if let Some(r) = blocking(move || store.get_run(&id)).await? {
+            if r.status.is_final() {
+                return Ok(Some(r));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return Ok(None),
+            ch = done.changed() => if ch.is_err() { return Ok(None) },
+        }
+    }
+}
+
+async fn agent(g: &Gateway, c: &Conn, id: &str, p: &Value) {
+    let r: Result<(String, bool), ErrorShape> = async {
+        let session = match str_param(p, "agentId") {
+            Some(a) if str_param(p, "sessionKey").is_none() => routing::canonical_key(&g.cfg, &format!("agent:{a}:main"))
+                .map_err(ErrorShape::invalid)?,
+            _ => session_param(g, p)?,
+        };
+        let text = message_param(p)?;
+        let idem = idem_param(p)?;
+        match submit(g, "agent", session, text, idem).await? {
+            Ok(it) => Ok((it.run_id, true)),
+            Err(first) => Ok((first.run_id, false)),
+        }
+    }
+    .await;
+    let (run_id, fresh) = match r {
+        Ok(x) => x,
+        Err(e) => return c.send(Frame::err(id, e)).await,
+    };
+    let timeout = Duration::from_millis(p["timeout"].as_u64().map(|s| s * 1000).unwrap_or(600_000));
+    c.send(Frame::ok(id, json!({"runId": run_id, "status": "accepted", "acceptedAt": now_ms(), "duplicate": !fresh})))
+        .await;
+    match wait_run(g, &run_id, timeout).await {
+        Ok(Some(r)) => c.send(Frame::ok(id, run_payload(&r))).await,
+        Ok(None) => c.send(Frame::ok(id, json!({"runId": run_id, "status": "timeout"}))).await,
+        Err(e) => c.send(Frame::err(id, e)).await,
+    }
+}
+
+async fn agent_wait(g: &Gateway, p: &Value) -> Res {
+    let run_id = str_param(p, "runId").ok_or_else(|| ErrorShape::invalid("runId is required"))?;
+    let timeout = Duration::from_millis(p["timeoutMs"].as_u64().unwrap_or(30_000).min(600_000));
+    match wait_run(g, run_id, timeout).await? {
+        Some(r) => Ok(run_payload(&r)),
+        None => Ok(json!({"runId": run_id, "status": "timeout"})),
+    }
+}
+
+/// Delivers a message to a session without an agent run (webchat: it is
+/// added to the transcript and sent to connected clients).
+async fn send(g: &Gateway, p: &Value) -> Res {
+    let session = match str_param(p, "to") {
+        Some(to) => routing::canonical_key(&g.cfg, to).map_err(ErrorShape::invalid)?,
+        None => session_param(g, p)?,
+    };
+    let text = message_param(p)?;
+    let idem = idem_param(p)?;
+    let message_id = new_id();
+    let response = json!({"runId": idem, "messageId": message_id, "channel": "webchat", "sessionKey": session});
+    let rec = IdemRecord {
+        method: "send".into(),
+        run_id: idem.clone(),
+        response: response.clone(),
+    };
+    let store = g.queue.store().clone();
+    let key = format!("send:{idem}");
+    let agent_id = routing::agent_of(&session).unwrap_or(&g.cfg.default_agent).to_string();
+    let (k2, t2, i2) = (session.clone(), text.clone(), idem.clone());
+    let dup = tokio::task::spawn_blocking(move || -> Result<Option<IdemRecord>, StoreError> {
+        match store.put_idem(&key, &rec) {
+            Ok(()) => {}
+            Err(StoreError::Duplicate(r)) => return Ok(Some(*r)),
+            Err(e) => return Err(e),
+        }
+        store.append(&k2, &agent_id, &[Entry::new(Role::Assistant, t2, Some(&i2))])?;
+        Ok(None)
+    })
+    .await
+    .map_err(blocking_err)?
+    .map_err(blocking_err)?;
+    if let Some(first) = dup {
+        return Ok(first.response);
+    }
+    RunEvents::new(g.bus.clone(), &idem, &session).chat_final(&text);
+    Ok(response)
+}
+
+async fn sessions_list(g: &Gateway, p: &Value) -> Res {
+    let limit = p["limit"].as_u64().unwrap_or(500) as usize;
+    let store = g.queue.store().clone();
+    let mut list = blocking(move || store.sessions()).await?;
+    list.sort_by_key(|s| std::cmp::Reverse(s.updated_ms));
+    list.truncate(limit);
+    let sessions: Vec<Value> = list
+        .iter()
+        .map(|s| {
+            json!({"key": s.key, "sessionId": s.session_id, "agentId": s.agent_id,
+                   "createdAt": s.created_ms, "updatedAt": s.updated_ms, "channel": s.last_channel,
+                   "busy": g.queue.is_busy(&s.key)})
+        })
+        .collect();
+    Ok(json!({"count": sessions.len(), "sessions": sessions}))
+}
+
+async fn sessions_reset(g: &Gateway, p: &Value) -> Res {
+    let session = session_param(g, p)?;
+    let store = g.queue.store().clone();
+    let k = session.clone();
+    match blocking(move || store.reset_session(&k)).await? {
+        Some(m) => {
+            g.bus.emit("sessions.changed", json!({"sessionKey": session, "reason": "reset"}));
+            Ok(json!({"ok": true, "key": session, "sessionId": m.session_id}))
+        }
+        None => Err(ErrorShape::invalid(format!("no session {session:?}"))),
+    }
+}
+
+async fn sessions_delete(g: &Gateway, p: &Value) -> Res {
+    let session = session_param(g, p)?;
+    if g.queue.is_busy(&session) {
+        return Err(ErrorShape::unavailable("the session has a run in progress or queued messages; abort it first"));
+    }
+    let store = g.queue.store().clone();
+    let k = session.clone();
+    let deleted = blocking(move || store.delete_session(&k)).await?;
+    if deleted {
+        g.bus.emit("sessions.changed", json!({"sessionKey": session, "reason": "deleted"}));
+    }
+    Ok(json!({"ok": true, "key": session, "deleted": deleted}))
+}
+
+fn models_list(g: &Gateway) -> Value {
+    let mut seen = std::collections::BTreeSet::new();
+    for a in &g.cfg.agents {
+        if let Some(m) = &a.model {
+            for r in m.refs() {
+                seen.insert(r.to_string());
+            }
+        }
+    }
+    let models: Vec<Value> = seen
+        .iter()
+        .filter_map(|r| {
+            let (p, m) = r.split_once('/')?;
+            Some(json!({"id": m, "name": m, "provider": p, "ref": r}))
+        })
+        .collect();
+    json!({"models": models})
+}

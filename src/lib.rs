@@ -1,0 +1,59 @@
+//! # Hearth
+//!
+//! An always-on AI agent gateway for the home: one process per host that
+//! turns channel messages into agent runs and replies.
+//!
+//! # Layout
+//!
+//! Read in this order; the flow of one message goes down the list.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`cli`] | command line (clap) and the glue each subcommand calls |
+//! | [`daemon`] | `hearth serve`: state dir, instance lock, sd-notify, signals, ordered shutdown |
+//! | [`config`] | TOML config in two stages, `${VAR}` interpolation, every problem at once |
+//! | [`gateway`] | WebSocket (OpenClaw protocol v4) + HTTP on one port; methods in `gateway::methods` |
+//! | [`routing`] | normalized [`routing::Inbound`], bindings → agent, OpenClaw session keys |
+//! | [`queue`] | per-session serial runs, global concurrency, collect/followup/steer/interrupt, durability |
+//! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` builds the prompt |
+//! | [`provider`] | the `Provider` trait, typed errors, retry/fallback chain; `provider::openai` |
+//! | [`tools`] | built-in workspace-confined file tools |
+//! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys |
+//! | [`events`] | the event bus feeding `agent` / `chat` events to clients |
+//! | [`client`] | a gateway client for `hearth chat` / `status` and the tests |
+//! | [`util`] | small shared helpers |
+
+pub mod agent;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod gateway;
+pub mod provider;
+pub mod queue;
+pub mod routing;
+pub mod store;
+pub mod tools;
+pub mod util;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Sets up logging: plain lines without timestamps under systemd/journald
+/// (it adds its own), timestamps otherwise. `HEARTH_LOG` / `RUST_LOG` filter.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HEARTH_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some();
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if journald {
+        b.without_time().with_ansi(false).init();
+    } else {
+        b.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
+}

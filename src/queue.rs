@@ -1,0 +1,508 @@
+//! The queue: one run at a time per session, at most `max_concurrent` runs
+//! over the gateway, and the four modes for messages that arrive while their
+//! session is busy (SPEC §4).
+//!
+//! - **collect**: wait `debounce` after the last arrival, then merge all
+//!   pending messages into one turn.
+//! - **followup**: each pending message is its own turn, in order.
+//! - **steer**: pending messages join the running turn at its next tool
+//!   boundary; those left when it ends run as a follow-up.
+//! - **interrupt**: abort the running turn; the pending ones run next, merged.
+//!
+//! Durability: `submit` returns only after the message is committed to the
+//! inbox. On start, [`Queue::resume`] rolls back the transcript of runs that
+//! were cut off and queues every inbox item again. A run's end is committed
+//! with the removal of its items in one transaction, so a message is answered
+//! exactly once. On shutdown, runs cut off at the deadline are *not*
+//! committed: they stay in the inbox and run again on the next start.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::{self, AgentCtx, RunEnd};
+use crate::config::{DropPolicy, QueueConfig, QueueMode, ResetMode, ResetPolicy};
+use crate::events::{EventBus, RunEvents};
+use crate::store::{now_ms, Entry, IdemRecord, InboxItem, Role, RunCommit, RunRecord, RunStatus, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    #[error("this conversation already has {0} messages waiting; try again when Hearth has answered")]
+    Full(usize),
+    #[error("Hearth is shutting down and does not accept new messages")]
+    ShuttingDown,
+    #[error("unknown agent {0:?}")]
+    UnknownAgent(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Running {
+    run_id: String,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+struct SessionQ {
+    pending: VecDeque<InboxItem>,
+    running: Option<Running>,
+    worker: bool,
+    last_arrival: Option<Instant>,
+}
+
+struct Inner {
+    cfg: QueueConfig,
+    reset: ResetPolicy,
+    store: Store,
+    bus: EventBus,
+    agents: HashMap<String, AgentCtx>,
+    sessions: Mutex<HashMap<String, SessionQ>>,
+    sem: Arc<Semaphore>,
+    tracker: TaskTracker,
+    /// Stop taking new batches.
+    intake_closed: CancellationToken,
+    /// Cut running turns (shutdown deadline passed); they are not committed.
+    hard_stop: CancellationToken,
+    done: watch::Sender<u64>,
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+impl Queue {
+    pub fn new(
+        cfg: QueueConfig,
+        reset: ResetPolicy,
+        max_concurrent: usize,
+        store: Store,
+        bus: EventBus,
+        agents: HashMap<String, AgentCtx>,
+    ) -> Queue {
+        Queue {
+            inner: Arc::new(Inner {
+                cfg,
+                reset,
+                store,
+                bus,
+                agents,
+                sessions: Mutex::new(HashMap::new()),
+                sem: Arc::new(Semaphore::new(max_concurrent)),
+                tracker: TaskTracker::new(),
+                intake_closed: CancellationToken::new(),
+                hard_stop: CancellationToken::new(),
+                done: watch::channel(0).0,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Bumped whenever a run reaches a final state (for `agent.wait`).
+    pub fn completions(&self) -> watch::Receiver<u64> {
+        self.inner.done.subscribe()
+    }
+
+    /// Queues every message left in the inbox by a previous process.
+    pub async fn resume(&self) -> Result<usize, StoreError> {
+        let store = self.inner.store.clone();
+        let items = tokio::task::spawn_blocking(move || -> Result<Vec<InboxItem>, StoreError> {
+            let mut items = store.inbox()?;
+            let mut from: HashMap<String, u64> = HashMap::new();
+            for it in &items {
+                if let Some((_, f)) = &it.started {
+                    let e = from.entry(it.session_key.clone()).or_insert(*f);
+                    *e = (*e).min(*f);
+                }
+            }
+            for (k, f) in &from {
+                let n = store.rollback_partial(k, *f)?;
+                tracing::warn!(session = %k, entries = n, "rolled back a run cut off by a restart");
+            }
+            let touched: Vec<InboxItem> = items
+                .iter_mut()
+                .filter(|i| i.started.is_some())
+                .map(|i| {
+                    i.started = None;
+                    i.clone()
+                })
+                .collect();
+            store.update_inbox(&touched)?;
+            Ok(items)
+        })
+        .await
+        .map_err(|e| StoreError::Db(e.to_string()))??;
+        let n = items.len();
+        let mut kick = Vec::new();
+        {
+            let mut s = self.inner.sessions.lock().unwrap();
+            for it in items {
+                if !self.inner.agents.contains_key(&it.agent_id) {
+                    tracing::error!(agent = %it.agent_id, seq = it.seq, "queued message for an agent that no longer exists; it stays in the inbox");
+                    continue;
+                }
+                let q = s.entry(it.session_key.clone()).or_default();
+                q.pending.push_back(it.clone());
+                if !q.worker {
+                    q.worker = true;
+                    kick.push(it.session_key.clone());
+                }
+            }
+        }
+        for k in kick {
+            self.spawn_worker(k);
+        }
+        Ok(n)
+    }
+
+    /// Accepts a message (durably) and schedules it.
+    pub async fn submit(
+        &self,
+        item: InboxItem,
+        idem: Option<(String, IdemRecord)>,
+    ) -> Result<InboxItem, QueueError> {
+        if self.inner.intake_closed.is_cancelled() {
+            return Err(QueueError::ShuttingDown);
+        }
+        if !self.inner.agents.contains_key(&item.agent_id) {
+            return Err(QueueError::UnknownAgent(item.agent_id));
+        }
+        if self.inner.cfg.drop == DropPolicy::New {
+            let s = self.inner.sessions.lock().unwrap();
+            if let Some(q) = s.get(&item.session_key) {
+                if q.pending.len() >= self.inner.cfg.cap {
+                    return Err(QueueError::Full(q.pending.len()));
+                }
+            }
+        }
+        let store = self.inner.store.clone();
+        let item = tokio::task::spawn_blocking(move || {
+            store.enqueue(item, idem.as_ref().map(|(k, r)| (k.as_str(), r.clone())))
+        })
+        .await
+        .map_err(|e| StoreError::Db(e.to_string()))??;
+
+        let (start, dropped, updated) = {
+            let mut s = self.inner.sessions.lock().unwrap();
+            let q = s.entry(item.session_key.clone()).or_default();
+            q.pending.push_back(item.clone());
+            q.last_arrival = Some(Instant::now());
+            let mut dropped = Vec::new();
+            let mut updated = Vec::new();
+            while q.pending.len() > self.inner.cfg.cap {
+                let old = q.pending.pop_front().expect("non-empty");
+                if self.inner.cfg.drop == DropPolicy::Summarize {
+                    if let Some(next) = q.pending.front_mut() {
+                        let mut d = old.dropped.clone();
+                        d.push(old.text.clone());
+                        d.append(&mut next.dropped);
+                        next.dropped = d;
+                        updated.push(next.clone());
+                    }
+                }
+                dropped.push(old);
+            }
+            if let Some(r) = &q.running {
+                if self.inner.cfg.mode == QueueMode::Interrupt {
+                    tracing::info!(run_id = %r.run_id, "interrupting the running turn for a new message");
+                    r.cancel.cancel();
+                }
+            }
+            let start = !q.worker;
+            q.worker = true;
+            (start, dropped, updated)
+        };
+        if !dropped.is_empty() {
+            let store = self.inner.store.clone();
+            let ids: Vec<String> = dropped.iter().map(|d| d.run_id.clone()).collect();
+            tracing::warn!(session = %item.session_key, dropped = dropped.len(), "queue cap reached; dropped the oldest message(s)");
+            let why = "dropped: the queue for this conversation was full";
+            let res = tokio::task::spawn_blocking(move || {
+                store.drop_inbox(&dropped, why)?;
+                store.update_inbox(&updated)
+            })
+            .await;
+            if let Ok(Err(e)) = res {
+                tracing::error!("recording dropped messages failed: {e}");
+            }
+            let mut ev = RunEvents::new(self.inner.bus.clone(), &ids[0], &item.session_key);
+            ev.also = ids[1..].to_vec();
+            ev.chat_error(why);
+            self.inner.done.send_modify(|n| *n += 1);
+        }
+        if start {
+            self.spawn_worker(item.session_key.clone());
+        }
+        Ok(item)
+    }
+
+    /// Aborts the running turn of a session (optionally only if it is `run_id`).
+    pub fn abort(&self, session_key: &str, run_id: Option<&str>) -> Option<String> {
+        let s = self.inner.sessions.lock().unwrap();
+        let r = s.get(session_key)?.running.as_ref()?;
+        if run_id.is_some_and(|id| id != r.run_id) {
+            return None;
+        }
+        r.cancel.cancel();
+        Some(r.run_id.clone())
+    }
+
+    /// Number of (running, pending) over all sessions.
+    pub fn load(&self) -> (usize, usize) {
+        let s = self.inner.sessions.lock().unwrap();
+        s.values().fold((0, 0), |(r, p), q| {
+            (r + q.running.is_some() as usize, p + q.pending.len())
+        })
+    }
+
+    pub fn is_busy(&self, session_key: &str) -> bool {
+        let s = self.inner.sessions.lock().unwrap();
+        s.get(session_key)
+            .is_some_and(|q| q.running.is_some() || !q.pending.is_empty())
+    }
+
+    /// Ordered shutdown: stop intake, let runs finish until `deadline`, then
+    /// cut them (uncommitted, so they run again on the next start).
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.inner.intake_closed.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(deadline, self.inner.tracker.wait()).await.is_err() {
+            tracing::warn!("runs still going at the shutdown deadline; they will run again on the next start");
+            self.inner.hard_stop.cancel();
+            {
+                let s = self.inner.sessions.lock().unwrap();
+                for q in s.values() {
+                    if let Some(r) = &q.running {
+                        r.cancel.cancel();
+                    }
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.tracker.wait()).await;
+        }
+    }
+
+    fn spawn_worker(&self, key: String) {
+        let q = self.clone();
+        self.inner.tracker.spawn(async move { q.worker(key).await });
+    }
+
+    /// Takes the next batch, or `None` when the worker should exit.
+    async fn next_batch(&self, key: &str, followup: bool) -> Option<Vec<InboxItem>> {
+        loop {
+            let wait = {
+                let mut s = self.inner.sessions.lock().unwrap();
+                let q = s.get_mut(key)?;
+                if self.inner.intake_closed.is_cancelled() || q.pending.is_empty() {
+                    q.worker = false;
+                    if q.pending.is_empty() && q.running.is_none() {
+                        s.remove(key);
+                    }
+                    return None;
+                }
+                let mode = self.inner.cfg.mode;
+                let wait = match (mode, followup, q.last_arrival) {
+                    (QueueMode::Collect, true, Some(t)) => {
+                        (t + self.inner.cfg.debounce).checked_duration_since(Instant::now())
+                    }
+                    _ => None,
+                };
+                match wait {
+                    Some(w) if !w.is_zero() => w,
+                    _ => {
+                        let batch: Vec<InboxItem> = match mode {
+                            QueueMode::Collect | QueueMode::Interrupt => q.pending.drain(..).collect(),
+                            QueueMode::Followup | QueueMode::Steer => {
+                                q.pending.pop_front().into_iter().collect()
+                            }
+                        };
+                        return Some(batch);
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.intake_closed.cancelled() => {}
+            }
+        }
+    }
+
+    async fn worker(self, key: String) {
+        let mut followup = false;
+        while let Some(batch) = self.next_batch(&key, followup).await {
+            followup = true;
+            let permit = tokio::select! {
+                p = self.inner.sem.clone().acquire_owned() => p.expect("semaphore open"),
+                _ = self.inner.hard_stop.cancelled() => { self.requeue(&key, batch); return; }
+            };
+            self.run_batch(&key, batch).await;
+            drop(permit);
+        }
+    }
+
+    fn requeue(&self, key: &str, batch: Vec<InboxItem>) {
+        let mut s = self.inner.sessions.lock().unwrap();
+        let q = s.entry(key.to_string()).or_default();
+        for it in batch.into_iter().rev() {
+            q.pending.push_front(it);
+        }
+        q.worker = false;
+    }
+
+    async fn run_batch(&self, key: &str, batch: Vec<InboxItem>) {
+        let agent_id = batch[0].agent_id.clone();
+        let ctx = self.inner.agents[&agent_id].clone();
+        self.apply_reset_policy(key).await;
+        let run_id = batch[0].run_id.clone();
+        let cancel = CancellationToken::new();
+        {
+            let mut s = self.inner.sessions.lock().unwrap();
+            let q = s.entry(key.to_string()).or_default();
+            q.running = Some(Running {
+                run_id: run_id.clone(),
+                cancel: cancel.clone(),
+            });
+        }
+        let mut ev = RunEvents::new(self.inner.bus.clone(), &run_id, key);
+        ev.also = batch[1..].iter().map(|i| i.run_id.clone()).collect();
+        let ev = Arc::new(ev);
+        let steer: agent::SteerFn = if self.inner.cfg.mode == QueueMode::Steer {
+            let inner = self.inner.clone();
+            let k = key.to_string();
+            Box::new(move || {
+                let mut s = inner.sessions.lock().unwrap();
+                s.get_mut(&k)
+                    .map(|q| q.pending.drain(..).collect())
+                    .unwrap_or_default()
+            })
+        } else {
+            Box::new(Vec::new)
+        };
+
+        let result = agent::run(ctx, batch, ev.clone(), cancel, steer).await;
+
+        {
+            let mut s = self.inner.sessions.lock().unwrap();
+            if let Some(q) = s.get_mut(key) {
+                q.running = None;
+            }
+        }
+        if self.inner.hard_stop.is_cancelled() && matches!(result.end, RunEnd::Aborted(_)) {
+            tracing::info!(run_id = %run_id, "run cut by shutdown; left in the inbox to run again");
+            return;
+        }
+        let (status, text, state) = match &result.end {
+            RunEnd::Ok(t) => (RunStatus::Ok, t.clone(), None),
+            RunEnd::Error(m) => (RunStatus::Error, m.clone(), Some("error")),
+            RunEnd::Aborted(p) => (RunStatus::Aborted, p.clone(), Some("aborted")),
+        };
+        let mut entry = Entry::new(Role::Assistant, text.clone(), Some(&run_id));
+        entry.state = state.map(str::to_string);
+        let now = now_ms();
+        let runs: Vec<RunRecord> = result
+            .items
+            .iter()
+            .map(|it| RunRecord {
+                run_id: it.run_id.clone(),
+                session_key: key.to_string(),
+                status,
+                created_ms: it.received_ms,
+                started_ms: Some(now),
+                ended_ms: Some(now),
+                reply: (status == RunStatus::Ok).then(|| text.clone()),
+                error: (status != RunStatus::Ok).then(|| text.clone()),
+            })
+            .collect();
+        let seqs: Vec<u64> = result.items.iter().map(|i| i.seq).collect();
+        let store = self.inner.store.clone();
+        let k = key.to_string();
+        let commit = tokio::task::spawn_blocking(move || {
+            store.finish_run(
+                RunCommit {
+                    session_key: &k,
+                    entries: vec![entry],
+                    remove_inbox: seqs,
+                    runs,
+                },
+                &agent_id,
+            )
+        })
+        .await;
+        match commit {
+            Ok(Ok(())) => {}
+            other => {
+                tracing::error!(run_id = %run_id, "could not commit the run: {other:?}; it will run again on restart");
+                return;
+            }
+        }
+        // Steered-in messages are answered by this run too.
+        let mut ev2 = RunEvents::new(self.inner.bus.clone(), &run_id, key);
+        ev2.also = result.items[1..].iter().map(|i| i.run_id.clone()).collect();
+        match &result.end {
+            RunEnd::Ok(t) => ev2.chat_final(t),
+            RunEnd::Error(m) => ev2.chat_error(m),
+            RunEnd::Aborted(p) => ev2.chat_aborted(p),
+        }
+        self.inner.bus.emit("sessions.changed", serde_json::json!({"sessionKey": key, "reason": "run"}));
+        self.inner.done.send_modify(|n| *n += 1);
+    }
+
+    async fn apply_reset_policy(&self, key: &str) {
+        let policy = self.inner.reset;
+        if policy.mode == ResetMode::None {
+            return;
+        }
+        let store = self.inner.store.clone();
+        let k = key.to_string();
+        let _ = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let Some(meta) = store.session(&k)? else {
+                return Ok(());
+            };
+            if due_for_reset(policy, meta.updated_ms, now_ms()) {
+                tracing::info!(session = %k, "session reset by policy");
+                store.reset_session(&k)?;
+            }
+            Ok(())
+        })
+        .await;
+    }
+}
+
+/// Whether a session last active at `last_ms` should be reset at `now_ms`.
+pub fn due_for_reset(p: ResetPolicy, last_ms: u64, now_ms: u64) -> bool {
+    match p.mode {
+        ResetMode::None => false,
+        ResetMode::Idle => now_ms.saturating_sub(last_ms) >= p.idle_minutes * 60_000,
+        ResetMode::Daily => {
+            // Most recent boundary at `at_hour` UTC not after now.
+            let day = 86_400_000;
+            let off = p.at_hour as u64 * 3_600_000;
+            let boundary = (now_ms.saturating_sub(off) / day) * day + off;
+            last_ms < boundary && boundary <= now_ms
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_policy() {
+        let idle = ResetPolicy { mode: ResetMode::Idle, at_hour: 4, idle_minutes: 30 };
+        assert!(!due_for_reset(idle, 0, 29 * 60_000));
+        assert!(due_for_reset(idle, 0, 30 * 60_000));
+        let daily = ResetPolicy { mode: ResetMode::Daily, at_hour: 4, idle_minutes: 0 };
+        let h = 3_600_000;
+        assert!(!due_for_reset(daily, 86_400_000 + 5 * h, 86_400_000 + 6 * h));
+        assert!(due_for_reset(daily, 86_400_000 + 3 * h, 86_400_000 + 5 * h));
+        assert!(due_for_reset(daily, 3 * h, 86_400_000 + 5 * h));
+    }
+}

@@ -1,0 +1,647 @@
+//! Durable state in one redb file: the inbox (accepted, unanswered messages),
+//! session transcripts, session metadata, run records and idempotency keys.
+//!
+//! Invariants this module keeps:
+//! - A message is in `INBOX` (one committed write transaction) before anyone
+//!   is told it was accepted.
+//! - A run's completion is one transaction: reply appended to the transcript,
+//!   its inbox items removed, its run and idempotency records updated. So after
+//!   a crash a message is either finished (and never runs again) or still in
+//!   the inbox (and runs again from a clean transcript, see
+//!   [`Store::rollback_partial`]).
+//! - All calls block on disk: async code calls them through `spawn_blocking`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
+const TRANSCRIPT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("transcript");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+const IDEM: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("state database: {0}")]
+    Db(String),
+    #[error("state database record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("duplicate idempotency key")]
+    Duplicate(Box<IdemRecord>),
+}
+
+fn db<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into().to_string())
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+fn dec<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An accepted message waiting for (or in) a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxItem {
+    pub seq: u64,
+    pub session_key: String,
+    pub agent_id: String,
+    pub text: String,
+    /// The run id the submitter was told (events and `agent.wait` use it).
+    pub run_id: String,
+    pub channel: String,
+    pub received_ms: u64,
+    /// Texts of messages dropped by `drop = "summarize"`, folded into this one.
+    #[serde(default)]
+    pub dropped: Vec<String>,
+    /// Set when a run picked the item up: the run id and the transcript index
+    /// it started writing at (rolled back if the process dies mid-run).
+    #[serde(default)]
+    pub started: Option<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    Tool,
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// JSON text as the model produced it.
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub role: Role,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// `aborted` / `error` for replies that did not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    pub ts: u64,
+}
+
+impl Entry {
+    pub fn new(role: Role, text: impl Into<String>, run_id: Option<&str>) -> Entry {
+        Entry {
+            role,
+            text: text.into(),
+            tool_calls: vec![],
+            tool_call_id: None,
+            run_id: run_id.map(str::to_string),
+            state: None,
+            ts: now_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionMeta {
+    pub key: String,
+    pub agent_id: String,
+    pub session_id: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// Index the next transcript entry gets.
+    pub next_index: u64,
+    /// First index that belongs to the current session id (older = before reset).
+    pub first_index: u64,
+    #[serde(default)]
+    pub last_channel: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Ok,
+    Error,
+    Aborted,
+    Dropped,
+}
+
+impl RunStatus {
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub session_key: String,
+    pub status: RunStatus,
+    pub created_ms: u64,
+    #[serde(default)]
+    pub started_ms: Option<u64>,
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
+    #[serde(default)]
+    pub reply: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdemRecord {
+    pub method: String,
+    pub run_id: String,
+    /// The response payload the first request got.
+    pub response: Value,
+}
+
+/// What a finished run commits in one transaction.
+pub struct RunCommit<'a> {
+    pub session_key: &'a str,
+    pub entries: Vec<Entry>,
+    pub remove_inbox: Vec<u64>,
+    pub runs: Vec<RunRecord>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let d = Database::create(path).map_err(db)?;
+        let w = d.begin_write().map_err(db)?;
+        {
+            w.open_table(INBOX).map_err(db)?;
+            w.open_table(TRANSCRIPT).map_err(db)?;
+            w.open_table(SESSIONS).map_err(db)?;
+            w.open_table(RUNS).map_err(db)?;
+            w.open_table(IDEM).map_err(db)?;
+            w.open_table(META).map_err(db)?;
+        }
+        w.commit().map_err(db)?;
+        Ok(Store { db: Arc::new(d) })
+    }
+
+    /// Accepts a message: idempotency check, inbox insert and a queued run
+    /// record in one transaction. Returns the item with its sequence number,
+    /// or `Duplicate` with the first request's record.
+    pub fn enqueue(
+        &self,
+        mut item: InboxItem,
+        idem: Option<(&str, IdemRecord)>,
+    ) -> Result<InboxItem, StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        {
+            if let Some((key, rec)) = &idem {
+                let mut t = w.open_table(IDEM).map_err(db)?;
+                if let Some(old) = t.get(*key).map_err(db)? {
+                    return Err(StoreError::Duplicate(Box::new(dec(old.value())?)));
+                }
+                t.insert(*key, enc(rec).as_slice()).map_err(db)?;
+            }
+            let mut meta = w.open_table(META).map_err(db)?;
+            let seq = meta.get("inbox_seq").map_err(db)?.map(|v| v.value()).unwrap_or(0) + 1;
+            meta.insert("inbox_seq", seq).map_err(db)?;
+            item.seq = seq;
+            w.open_table(INBOX)
+                .map_err(db)?
+                .insert(seq, enc(&item).as_slice())
+                .map_err(db)?;
+            let run = RunRecord {
+                run_id: item.run_id.clone(),
+                session_key: item.session_key.clone(),
+                status: RunStatus::Queued,
+                created_ms: now_ms(),
+                started_ms: None,
+                ended_ms: None,
+                reply: None,
+                error: None,
+            };
+            w.open_table(RUNS)
+                .map_err(db)?
+                .insert(item.run_id.as_str(), enc(&run).as_slice())
+                .map_err(db)?;
+        }
+        w.commit().map_err(db)?;
+        Ok(item)
+    }
+
+    /// Records a request/response pair for an idempotency key without a queued
+    /// message (e.g. `send`). Returns `Duplicate` if the key exists.
+    pub fn put_idem(&self, key: &str, rec: &IdemRecord) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = w.open_table(IDEM).map_err(db)?;
+            if let Some(old) = t.get(key).map_err(db)? {
+                return Err(StoreError::Duplicate(Box::new(dec(old.value())?)));
+            }
+            t.insert(key, enc(rec).as_slice()).map_err(db)?;
+        }
+        w.commit().map_err(db)
+    }
+
+    pub fn get_idem(&self, key: &str) -> Result<Option<IdemRecord>, StoreError> {
+        let r = self.db.begin_read().map_err(db)?;
+        let t = r.open_table(IDEM).map_err(db)?;
+        t.get(key).map_err(db)?.map(|v| dec(v.value())).transpose()
+    }
+
+    pub fn inbox(&self) -> Result<Vec<InboxItem>, StoreError> {
+        let r = self.db.begin_read().map_err(db)?;
+        let t = r.open_table(INBOX).map_err(db)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db)? {
+            let (_, v) = row.map_err(db)?;
+            out.push(dec(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn update_inbox(&self, items: &[InboxItem]) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = w.open_table(INBOX).map_err(db)?;
+            for it in items {
+                t.insert(it.seq, enc(it).as_slice()).map_err(db)?;
+            }
+        }
+        w.commit().map_err(db)
+    }
+
+    /// Removes dropped items and marks their runs `dropped`.
+    pub fn drop_inbox(&self, items: &[InboxItem], why: &str) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = w.open_table(INBOX).map_err(db)?;
+            let mut runs = w.open_table(RUNS).map_err(db)?;
+            for it in items {
+                t.remove(it.seq).map_err(db)?;
+                let rec = RunRecord {
+                    run_id: it.run_id.clone(),
+                    session_key: it.session_key.clone(),
+                    status: RunStatus::Dropped,
+                    created_ms: it.received_ms,
+                    started_ms: None,
+                    ended_ms: Some(now_ms()),
+                    reply: None,
+                    error: Some(why.to_string()),
+                };
+                runs.insert(it.run_id.as_str(), enc(&rec).as_slice())
+                    .map_err(db)?;
+            }
+        }
+        w.commit().map_err(db)
+    }
+
+    /// Marks items as picked up by `run_id`, starting at transcript `from`,
+    /// and appends `entries` (the user turn) in the same transaction.
+    pub fn start_run(
+        &self,
+        items: &mut [InboxItem],
+        run_id: &str,
+        agent_id: &str,
+        entries: &[Entry],
+    ) -> Result<u64, StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        let from;
+        {
+            let key = items[0].session_key.clone();
+            let mut meta = session_meta_mut(&w, &key, agent_id)?;
+            from = meta.next_index;
+            let mut inbox = w.open_table(INBOX).map_err(db)?;
+            let mut runs = w.open_table(RUNS).map_err(db)?;
+            for it in items.iter_mut() {
+                it.started = Some((run_id.to_string(), from));
+                inbox.insert(it.seq, enc(&*it).as_slice()).map_err(db)?;
+                let mut rec: RunRecord = match runs.get(it.run_id.as_str()).map_err(db)? {
+                    Some(v) => dec(v.value())?,
+                    None => continue,
+                };
+                rec.status = RunStatus::Running;
+                rec.started_ms = Some(now_ms());
+                runs.insert(it.run_id.as_str(), enc(&rec).as_slice())
+                    .map_err(db)?;
+            }
+            meta.last_channel = Some(items[0].channel.clone());
+            append(&w, &mut meta, entries)?;
+            put_meta(&w, &meta)?;
+        }
+        w.commit().map_err(db)?;
+        Ok(from)
+    }
+
+    /// Appends transcript entries of a running turn (tool calls, results).
+    pub fn append(&self, session: &str, agent_id: &str, entries: &[Entry]) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        {
+            let mut meta = session_meta_mut(&w, session, agent_id)?;
+            append(&w, &mut meta, entries)?;
+            put_meta(&w, &meta)?;
+        }
+        w.commit().map_err(db)
+    }
+
+    /// Commits a finished run (see the module invariants).
+    pub fn finish_run(&self, c: RunCommit<'_>, agent_id: &str) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        {
+            let mut meta = session_meta_mut(&w, c.session_key, agent_id)?;
+            append(&w, &mut meta, &c.entries)?;
+            put_meta(&w, &meta)?;
+            let mut inbox = w.open_table(INBOX).map_err(db)?;
+            for s in &c.remove_inbox {
+                inbox.remove(*s).map_err(db)?;
+            }
+            let mut runs = w.open_table(RUNS).map_err(db)?;
+            for r in &c.runs {
+                runs.insert(r.run_id.as_str(), enc(r).as_slice())
+                    .map_err(db)?;
+            }
+        }
+        w.commit().map_err(db)
+    }
+
+    /// After a crash: deletes transcript entries a run wrote from `from` on,
+    /// so the message runs again from a clean state.
+    pub fn rollback_partial(&self, session: &str, from: u64) -> Result<u64, StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        let mut n = 0;
+        {
+            let mut t = w.open_table(TRANSCRIPT).map_err(db)?;
+            let keys: Vec<u64> = t
+                .range((session, from)..=(session, u64::MAX))
+                .map_err(db)?
+                .map(|r| r.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()
+                .map_err(db)?;
+            for k in keys {
+                t.remove((session, k)).map_err(db)?;
+                n += 1;
+            }
+            let mut s = w.open_table(SESSIONS).map_err(db)?;
+            let meta = s.get(session).map_err(db)?.map(|v| dec::<SessionMeta>(v.value()));
+            if let Some(meta) = meta {
+                let mut meta = meta?;
+                meta.next_index = meta.next_index.min(from.max(meta.first_index));
+                s.insert(session, enc(&meta).as_slice()).map_err(db)?;
+            }
+        }
+        w.commit().map_err(db)?;
+        Ok(n)
+    }
+
+    /// The last `limit` entries of the session's current transcript.
+    pub fn transcript(&self, session: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let r = self.db.begin_read().map_err(db)?;
+        let first = match r
+            .open_table(SESSIONS)
+            .map_err(db)?
+            .get(session)
+            .map_err(db)?
+        {
+            Some(v) => dec::<SessionMeta>(v.value())?.first_index,
+            None => return Ok(vec![]),
+        };
+        let t = r.open_table(TRANSCRIPT).map_err(db)?;
+        let mut out = Vec::new();
+        for row in t
+            .range((session, first)..=(session, u64::MAX))
+            .map_err(db)?
+            .rev()
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = row.map_err(db)?;
+            out.push(dec(v.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let r = self.db.begin_read().map_err(db)?;
+        let t = r.open_table(RUNS).map_err(db)?;
+        t.get(run_id).map_err(db)?.map(|v| dec(v.value())).transpose()
+    }
+
+    pub fn sessions(&self) -> Result<Vec<SessionMeta>, StoreError> {
+        let r = self.db.begin_read().map_err(db)?;
+        let t = r.open_table(SESSIONS).map_err(db)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db)? {
+            out.push(dec(row.map_err(db)?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn session(&self, key: &str) -> Result<Option<SessionMeta>, StoreError> {
+        let r = self.db.begin_read().map_err(db)?;
+        let t = r.open_table(SESSIONS).map_err(db)?;
+        t.get(key).map_err(db)?.map(|v| dec(v.value())).transpose()
+    }
+
+    /// Starts a new session id; the old transcript stays on disk but leaves
+    /// the context.
+    pub fn reset_session(&self, key: &str) -> Result<Option<SessionMeta>, StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        let out;
+        {
+            let mut s = w.open_table(SESSIONS).map_err(db)?;
+            let meta = s.get(key).map_err(db)?.map(|v| dec::<SessionMeta>(v.value()));
+            out = match meta {
+                None => None,
+                Some(m) => {
+                    let mut m = m?;
+                    m.first_index = m.next_index;
+                    m.session_id = new_id();
+                    m.updated_ms = now_ms();
+                    s.insert(key, enc(&m).as_slice()).map_err(db)?;
+                    Some(m)
+                }
+            };
+        }
+        w.commit().map_err(db)?;
+        Ok(out)
+    }
+
+    /// Deletes the session and its whole transcript.
+    pub fn delete_session(&self, key: &str) -> Result<bool, StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        let existed;
+        {
+            existed = w
+                .open_table(SESSIONS)
+                .map_err(db)?
+                .remove(key)
+                .map_err(db)?
+                .is_some();
+            let mut t = w.open_table(TRANSCRIPT).map_err(db)?;
+            t.retain_in((key, 0)..=(key, u64::MAX), |_, _| false)
+                .map_err(db)?;
+        }
+        w.commit().map_err(db)?;
+        Ok(existed)
+    }
+
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        match Arc::get_mut(&mut self.db) {
+            Some(d) => d.compact().map_err(db),
+            None => Ok(false),
+        }
+    }
+}
+
+fn session_meta_mut(
+    w: &redb::WriteTransaction,
+    key: &str,
+    agent_id: &str,
+) -> Result<SessionMeta, StoreError> {
+    let s = w.open_table(SESSIONS).map_err(db)?;
+    let got = s.get(key).map_err(db)?.map(|v| dec::<SessionMeta>(v.value()));
+    match got {
+        Some(m) => m,
+        None => Ok(SessionMeta {
+            key: key.to_string(),
+            agent_id: agent_id.to_string(),
+            session_id: new_id(),
+            created_ms: now_ms(),
+            updated_ms: now_ms(),
+            next_index: 0,
+            first_index: 0,
+            last_channel: None,
+        }),
+    }
+}
+
+fn put_meta(w: &redb::WriteTransaction, m: &SessionMeta) -> Result<(), StoreError> {
+    w.open_table(SESSIONS)
+        .map_err(db)?
+        .insert(m.key.as_str(), enc(m).as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
+fn append(
+    w: &redb::WriteTransaction,
+    meta: &mut SessionMeta,
+    entries: &[Entry],
+) -> Result<(), StoreError> {
+    let mut t = w.open_table(TRANSCRIPT).map_err(db)?;
+    for e in entries {
+        t.insert((meta.key.as_str(), meta.next_index), enc(e).as_slice())
+            .map_err(db)?;
+        meta.next_index += 1;
+    }
+    meta.updated_ms = now_ms();
+    Ok(())
+}
+
+/// A random 128-bit id as 32 hex chars.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("OS random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(session: &str, run: &str) -> InboxItem {
+        InboxItem {
+            seq: 0,
+            session_key: session.into(),
+            agent_id: "main".into(),
+            text: "hello".into(),
+            run_id: run.into(),
+            channel: "webchat".into(),
+            received_ms: now_ms(),
+            dropped: vec![],
+            started: None,
+        }
+    }
+
+    #[test]
+    fn enqueue_idempotent_and_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let s = Store::open(&path).unwrap();
+            let rec = IdemRecord {
+                method: "chat.send".into(),
+                run_id: "r1".into(),
+                response: serde_json::json!({"runId": "r1"}),
+            };
+            let it = s.enqueue(item("agent:main:a", "r1"), Some(("k1", rec.clone()))).unwrap();
+            assert_eq!(it.seq, 1);
+            match s.enqueue(item("agent:main:a", "r2"), Some(("k1", rec))) {
+                Err(StoreError::Duplicate(r)) => assert_eq!(r.run_id, "r1"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let s = Store::open(&path).unwrap();
+        let inbox = s.inbox().unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(s.get_run("r1").unwrap().unwrap().status, RunStatus::Queued);
+    }
+
+    #[test]
+    fn rollback_and_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let k = "agent:main:a";
+        s.append(k, "main", &[Entry::new(Role::User, "old", None)]).unwrap();
+        let mut items = vec![s.enqueue(item(k, "r1"), None).unwrap()];
+        let from = s
+            .start_run(&mut items, "r1", "main", &[Entry::new(Role::User, "hello", Some("r1"))])
+            .unwrap();
+        assert_eq!(from, 1);
+        assert_eq!(s.transcript(k, 10).unwrap().len(), 2);
+        // crash: roll back the partial turn
+        assert_eq!(s.rollback_partial(k, from).unwrap(), 1);
+        assert_eq!(s.transcript(k, 10).unwrap().len(), 1);
+        s.finish_run(
+            RunCommit {
+                session_key: k,
+                entries: vec![Entry::new(Role::Assistant, "hi", Some("r1"))],
+                remove_inbox: vec![items[0].seq],
+                runs: vec![],
+            },
+            "main",
+        )
+        .unwrap();
+        assert!(s.inbox().unwrap().is_empty());
+        let t = s.transcript(k, 1).unwrap();
+        assert_eq!(t[0].text, "hi");
+        s.reset_session(k).unwrap();
+        assert!(s.transcript(k, 10).unwrap().is_empty());
+        assert!(s.delete_session(k).unwrap());
+        assert!(s.session(k).unwrap().is_none());
+    }
+}
