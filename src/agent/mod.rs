@@ -214,6 +214,7 @@ async fn turn_loop(
         tokio::pin!(call);
         let mut text = String::new();
         let mut last_delta = std::time::Instant::now() - Duration::from_secs(1);
+        let mut deltas_open = true;
         let res = loop {
             tokio::select! {
                 biased;
@@ -222,7 +223,7 @@ async fn turn_loop(
                     partial.push_str(&text);
                     return RunEnd::Aborted(partial);
                 }
-                d = drx.recv() => match d {
+                d = drx.recv(), if deltas_open => match d {
                     Some(Some(d)) => {
                         text.push_str(&d);
                         ev.agent("assistant", json!({"text": text, "delta": d}));
@@ -236,9 +237,15 @@ async fn turn_loop(
                         text.clear();
                         ev.agent("assistant", json!({"text": "", "reset": true}));
                     }
-                    None => {}
+                    None => deltas_open = false,
                 },
-                r = &mut call => break r,
+                r = &mut call => {
+                    // Deltas sent just before the end are still queued.
+                    while let Ok(Some(d)) = drx.try_recv() {
+                        text.push_str(&d);
+                    }
+                    break r;
+                }
             }
         };
         let reply = match res {
