@@ -35,6 +35,8 @@ pub struct Client {
     /// Every event frame (`{event, payload, seq}`) the gateway sends.
     pub events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Value>>,
     pub hello: Value,
+    /// Events a `wait_event` call skipped, kept for later calls (bounded).
+    backlog: Mutex<std::collections::VecDeque<Value>>,
     _closed: oneshot::Receiver<()>,
 }
 
@@ -119,6 +121,7 @@ impl Client {
             next: AtomicU64::new(1),
             events: tokio::sync::Mutex::new(ev_rx),
             hello: hello["payload"].clone(),
+            backlog: Mutex::default(),
             _closed: closed_rx,
         })
     }
@@ -143,12 +146,26 @@ impl Client {
 
     /// Waits for the next event named `name` matching `pred`.
     pub async fn wait_event(&self, name: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let hit = |e: &Value| e["event"] == name && pred(&e["payload"]);
+        {
+            let mut b = self.backlog.lock().unwrap();
+            if let Some(i) = b.iter().position(hit) {
+                return b.remove(i).map(|e| e["payload"].clone());
+            }
+        }
         let mut ev = self.events.lock().await;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let e = tokio::time::timeout_at(deadline, ev.recv()).await.ok()??;
-            if e["event"] == name && pred(&e["payload"]) {
+            if hit(&e) {
                 return Some(e["payload"].clone());
+            }
+            if e["event"] != "tick" {
+                let mut b = self.backlog.lock().unwrap();
+                if b.len() >= 1000 {
+                    b.pop_front();
+                }
+                b.push_back(e);
             }
         }
     }

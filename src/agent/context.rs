@@ -99,7 +99,10 @@ mod tests {
         }
         let b = bootstrap(d.path());
         assert!(b[0].1.contains("AGENTS.md truncated: showing 20000 of 25000"));
-        let total: usize = b.iter().map(|(_, t)| t.chars().filter(|c| *c == 'a' || *c == 'b').count()).sum();
+        let total: usize = b
+            .iter()
+            .map(|(_, t)| t.split("\n\n[").next().unwrap().chars().count())
+            .sum();
         assert_eq!(total, TOTAL_MAX);
         assert!(b[3].1.contains("MEMORY.md truncated: showing 2000 of 19000"));
     }
