@@ -78,16 +78,33 @@ pub enum ConfigCmd {
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
-        Cmd::Serve { config, state_dir, bind } => {
-            runtime()?.block_on(daemon::serve(daemon::ServeOptions { config, state_dir, bind }))?;
+        Cmd::Serve {
+            config,
+            state_dir,
+            bind,
+        } => {
+            runtime()?.block_on(daemon::serve(daemon::ServeOptions {
+                config,
+                state_dir,
+                bind,
+            }))?;
             Ok(0)
         }
-        Cmd::Config { cmd: ConfigCmd::Validate { config } } => {
+        Cmd::Config {
+            cmd: ConfigCmd::Validate { config },
+        } => {
             let path = daemon::config_path(config.as_deref());
             match Config::load(path.as_deref()) {
                 Ok(c) => {
-                    let what = path.map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into());
-                    println!("{what}: OK ({} agent(s), {} provider(s), gateway {})", c.agents.len(), c.providers.len(), c.gateway.bind);
+                    let what = path
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "embedded defaults".into());
+                    println!(
+                        "{what}: OK ({} agent(s), {} provider(s), gateway {})",
+                        c.agents.len(),
+                        c.providers.len(),
+                        c.gateway.bind
+                    );
                     Ok(0)
                 }
                 Err(e) => {
@@ -96,7 +113,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
-        Cmd::Chat { url, token, session, message } => runtime()?.block_on(chat(url, token, session, message)),
+        Cmd::Chat {
+            url,
+            token,
+            session,
+            message,
+        } => runtime()?.block_on(chat(url, token, session, message)),
         Cmd::Status { url, token, json } => runtime()?.block_on(status(url, token, json)),
     }
 }
@@ -123,18 +145,48 @@ async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(0);
     }
-    println!("hearth {} — up {} s", s["version"].as_str().unwrap_or("?"), s["uptimeMs"].as_u64().unwrap_or(0) / 1000);
-    println!("gateway   {} (auth: {})", s["gateway"]["bind"].as_str().unwrap_or("?"), s["gateway"]["auth"].as_str().unwrap_or("?"));
+    println!(
+        "hearth {} — up {} s",
+        s["version"].as_str().unwrap_or("?"),
+        s["uptimeMs"].as_u64().unwrap_or(0) / 1000
+    );
+    println!(
+        "gateway   {} (auth: {})",
+        s["gateway"]["bind"].as_str().unwrap_or("?"),
+        s["gateway"]["auth"].as_str().unwrap_or("?")
+    );
     println!("config    {}", s["config"].as_str().unwrap_or("?"));
     println!("state     {}", s["stateDir"].as_str().unwrap_or("?"));
     let q = &s["queue"];
-    println!("queue     mode {}, {} running, {} pending, max {} concurrent", q["mode"].as_str().unwrap_or("?"), q["running"], q["pending"], q["maxConcurrent"]);
+    println!(
+        "queue     mode {}, {} running, {} pending, max {} concurrent",
+        q["mode"].as_str().unwrap_or("?"),
+        q["running"],
+        q["pending"],
+        q["maxConcurrent"]
+    );
     for a in s["agents"].as_array().into_iter().flatten() {
-        let model = a["model"]["primary"].as_str().unwrap_or("(no provider configured)");
-        println!("agent     {}{} — model {model}", a["id"].as_str().unwrap_or("?"), if a["default"] == true { " (default)" } else { "" });
+        let model = a["model"]["primary"]
+            .as_str()
+            .unwrap_or("(no provider configured)");
+        println!(
+            "agent     {}{} — model {model}",
+            a["id"].as_str().unwrap_or("?"),
+            if a["default"] == true {
+                " (default)"
+            } else {
+                ""
+            }
+        );
     }
     for p in s["providers"].as_array().into_iter().flatten() {
-        println!("provider  {} ({}) {} key {}", p["name"].as_str().unwrap_or("?"), p["kind"].as_str().unwrap_or("?"), p["baseUrl"].as_str().unwrap_or("?"), p["apiKey"].as_str().unwrap_or("none"));
+        println!(
+            "provider  {} ({}) {} key {}",
+            p["name"].as_str().unwrap_or("?"),
+            p["kind"].as_str().unwrap_or("?"),
+            p["baseUrl"].as_str().unwrap_or("?"),
+            p["apiKey"].as_str().unwrap_or("none")
+        );
     }
     Ok(0)
 }
@@ -143,7 +195,10 @@ async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result
 async fn one_turn(c: &Client, session: &str, text: &str) -> anyhow::Result<bool> {
     let idem = crate::store::new_id();
     let r = c
-        .request("chat.send", json!({"sessionKey": session, "message": text, "idempotencyKey": idem}))
+        .request(
+            "chat.send",
+            json!({"sessionKey": session, "message": text, "idempotencyKey": idem}),
+        )
         .await?;
     let run_id = r["runId"].as_str().unwrap_or(&idem).to_string();
     if r["reset"] == true {
@@ -151,23 +206,33 @@ async fn one_turn(c: &Client, session: &str, text: &str) -> anyhow::Result<bool>
         return Ok(true);
     }
     if r.get("aborted").is_some() {
-        println!("{}", if r["aborted"] == true { "Stopped." } else { "Nothing to stop." });
+        println!(
+            "{}",
+            if r["aborted"] == true {
+                "Stopped."
+            } else {
+                "Nothing to stop."
+            }
+        );
         return Ok(true);
     }
     let mut shown = 0usize;
     let mut out = std::io::stdout();
     loop {
-        let Some(p) = c.wait_event("chat", Duration::from_secs(3600), |p| p["runId"] == run_id.as_str()).await else {
+        let Some(p) = c
+            .wait_event("chat", Duration::from_secs(3600), |p| {
+                p["runId"] == run_id.as_str()
+            })
+            .await
+        else {
             anyhow::bail!("the gateway closed the connection before the reply was complete");
         };
         let text = message_text(&p);
         match p["state"].as_str() {
-            Some("delta") => {
-                if text.len() > shown && text.is_char_boundary(shown) {
-                    print!("{}", &text[shown..]);
-                    shown = text.len();
-                    out.flush().ok();
-                }
+            Some("delta") if text.len() > shown && text.is_char_boundary(shown) => {
+                print!("{}", &text[shown..]);
+                shown = text.len();
+                out.flush().ok();
             }
             Some("final") => {
                 if text.len() >= shown && text.is_char_boundary(shown) {
@@ -186,7 +251,10 @@ async fn one_turn(c: &Client, session: &str, text: &str) -> anyhow::Result<bool>
                 if shown > 0 {
                     println!();
                 }
-                eprintln!("{}", p["errorMessage"].as_str().unwrap_or("the reply failed"));
+                eprintln!(
+                    "{}",
+                    p["errorMessage"].as_str().unwrap_or("the reply failed")
+                );
                 return Ok(false);
             }
             _ => {}
@@ -197,11 +265,21 @@ async fn one_turn(c: &Client, session: &str, text: &str) -> anyhow::Result<bool>
 fn message_text(p: &Value) -> String {
     p["message"]["content"]
         .as_array()
-        .map(|a| a.iter().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join(""))
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("")
+        })
         .unwrap_or_default()
 }
 
-async fn chat(url: String, token: Option<String>, session: String, message: Option<String>) -> anyhow::Result<i32> {
+async fn chat(
+    url: String,
+    token: Option<String>,
+    session: String,
+    message: Option<String>,
+) -> anyhow::Result<i32> {
     let c = match Client::connect(&url, token.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
@@ -210,7 +288,11 @@ async fn chat(url: String, token: Option<String>, session: String, message: Opti
         }
     };
     if let Some(m) = message {
-        return Ok(if one_turn(&c, &session, &m).await? { 0 } else { 1 });
+        return Ok(if one_turn(&c, &session, &m).await? {
+            0
+        } else {
+            1
+        });
     }
     eprintln!("Connected to {url} (session {session}). Type a message; /new starts over, /quit or Ctrl-D leaves.");
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);

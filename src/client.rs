@@ -46,10 +46,13 @@ impl Client {
             url: url.to_string(),
             reason,
         };
-        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
-            .await
-            .map_err(|_| cerr("timed out".into()))?
-            .map_err(|e| cerr(e.to_string()))?;
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .map_err(|_| cerr("timed out".into()))?
+        .map_err(|e| cerr(e.to_string()))?;
         let (mut tx, mut rx) = ws.split();
         // connect.challenge first
         let first = next_json(&mut rx).await?;
@@ -128,7 +131,11 @@ impl Client {
 
     /// Sends a request; the receiver yields every response with its id
     /// (`agent` answers twice).
-    pub fn start(&self, method: &str, params: Value) -> Result<mpsc::UnboundedReceiver<Result<Value, ClientError>>, ClientError> {
+    pub fn start(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<mpsc::UnboundedReceiver<Result<Value, ClientError>>, ClientError> {
         let id = format!("r{}", self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::unbounded_channel();
         self.pending.lock().unwrap().insert(id.clone(), tx);
@@ -145,7 +152,12 @@ impl Client {
     }
 
     /// Waits for the next event named `name` matching `pred`.
-    pub async fn wait_event(&self, name: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    pub async fn wait_event(
+        &self,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let hit = |e: &Value| e["event"] == name && pred(&e["payload"]);
         {
             let mut b = self.backlog.lock().unwrap();
@@ -177,13 +189,20 @@ where
 {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), rx.next()).await {
-            Err(_) => return Err(ClientError::Protocol("timed out during the handshake".into())),
+            Err(_) => {
+                return Err(ClientError::Protocol(
+                    "timed out during the handshake".into(),
+                ))
+            }
             Ok(Some(Ok(Message::Text(t)))) => {
                 return serde_json::from_str(&t).map_err(|e| ClientError::Protocol(e.to_string()))
             }
             Ok(Some(Ok(Message::Close(f)))) => {
                 return Err(ClientError::Refused {
-                    code: f.as_ref().map(|f| u16::from(f.code).to_string()).unwrap_or_default(),
+                    code: f
+                        .as_ref()
+                        .map(|f| u16::from(f.code).to_string())
+                        .unwrap_or_default(),
                     message: f.map(|f| f.reason.to_string()).unwrap_or_default(),
                 })
             }

@@ -425,10 +425,7 @@ impl Config {
         ];
         for k in table.keys() {
             if !KNOWN.contains(&k.as_str()) {
-                probs.add(
-                    k,
-                    format!("unknown section (known: {})", KNOWN.join(", ")),
-                );
+                probs.add(k, format!("unknown section (known: {})", KNOWN.join(", ")));
             }
         }
         let gateway: RawGateway = section(&table, "gateway", &mut probs).unwrap_or_default();
@@ -530,14 +527,23 @@ impl Config {
         for (i, a) in agents.list.iter().enumerate() {
             let key = format!("agents.list[{i}]");
             if !valid_id(&a.id) {
-                probs.add(format!("{key}.id"), "agent ids may use a-z, 0-9, '-' and '_' only");
+                probs.add(
+                    format!("{key}.id"),
+                    "agent ids may use a-z, 0-9, '-' and '_' only",
+                );
             }
             if !seen.insert(a.id.clone()) {
-                probs.add(format!("{key}.id"), format!("duplicate agent id {:?}", a.id));
+                probs.add(
+                    format!("{key}.id"),
+                    format!("duplicate agent id {:?}", a.id),
+                );
             }
             if a.default {
                 if default_agent.is_some() {
-                    probs.add(format!("{key}.default"), "only one agent can be the default");
+                    probs.add(
+                        format!("{key}.default"),
+                        "only one agent can be the default",
+                    );
                 }
                 default_agent = Some(a.id.clone());
             }
@@ -626,7 +632,10 @@ impl Config {
             probs.add("session.reset.at_hour", "must be 0..=23");
         }
         if reset.mode == ResetMode::Idle && reset.idle_minutes == 0 {
-            probs.add("session.reset.idle_minutes", "must be set (> 0) when mode = \"idle\"");
+            probs.add(
+                "session.reset.idle_minutes",
+                "must be set (> 0) when mode = \"idle\"",
+            );
         }
 
         // queue
@@ -714,8 +723,7 @@ fn chain(m: &RawModel) -> ModelChain {
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
@@ -763,11 +771,7 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
                 Some((n, d)) => (n, Some(d)),
                 None => (name, None),
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("${{{name}}} is not a valid variable name"));
             }
             match (env(name), default) {

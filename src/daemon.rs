@@ -43,7 +43,12 @@ pub fn state_dir(flag: Option<&Path>) -> PathBuf {
     let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(s) = env("STATE_DIRECTORY") {
         // systemd may pass several, colon-separated; the first is ours.
-        let s = s.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        let s = s
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
         return PathBuf::from(s);
     }
     if let Some(s) = env("HEARTH_STATE_DIR") {
@@ -146,8 +151,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let mut agents = HashMap::new();
     for a in &cfg.agents {
         let ws = a.workspace_in(&dir);
-        context::ensure_workspace(&ws)
-            .with_context(|| format!("cannot create the workspace {} of agent {}", ws.display(), a.id))?;
+        context::ensure_workspace(&ws).with_context(|| {
+            format!(
+                "cannot create the workspace {} of agent {}",
+                ws.display(),
+                a.id
+            )
+        })?;
         if a.model.is_none() {
             tracing::warn!(agent = %a.id, "no model provider configured: chats get a reply explaining how to add one");
         }
@@ -162,15 +172,35 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     let bus = EventBus::new(1024);
-    let queue = Queue::new(cfg.queue, cfg.reset, cfg.max_concurrent, store.clone(), bus.clone(), agents);
+    let queue = Queue::new(
+        cfg.queue,
+        cfg.reset,
+        cfg.max_concurrent,
+        store.clone(),
+        bus.clone(),
+        agents,
+    );
     let shutdown = CancellationToken::new();
 
     let listener = tokio::net::TcpListener::bind(cfg.gateway.bind)
         .await
-        .with_context(|| format!("cannot listen on {} (is another program using the port?)", cfg.gateway.bind))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another program using the port?)",
+                cfg.gateway.bind
+            )
+        })?;
     let addr = listener.local_addr()?;
-    let gw = Gateway::new(cfg.clone(), queue.clone(), bus.clone(), dir.clone(), shutdown.clone());
-    let app = gw.router().into_make_service_with_connect_info::<SocketAddr>();
+    let gw = Gateway::new(
+        cfg.clone(),
+        queue.clone(),
+        bus.clone(),
+        dir.clone(),
+        shutdown.clone(),
+    );
+    let app = gw
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
     let stop_listen = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -179,7 +209,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     });
     let resumed = queue.resume().await.context("cannot read the inbox")?;
     if resumed > 0 {
-        tracing::info!(messages = resumed, "resuming messages accepted before the last stop");
+        tracing::info!(
+            messages = resumed,
+            "resuming messages accepted before the last stop"
+        );
     }
     write_addr_file(&dir, addr);
     tracing::info!("gateway listening on {addr} (ws://{addr}, http://{addr}/health)");
@@ -190,8 +223,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let watchdog = spawn_watchdog(shutdown.clone());
 
     wait_for_signal().await;
-    tracing::info!("stopping: draining runs (up to {} s)", DRAIN_DEADLINE.as_secs());
-    notify(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status("draining")]);
+    tracing::info!(
+        "stopping: draining runs (up to {} s)",
+        DRAIN_DEADLINE.as_secs()
+    );
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("draining"),
+    ]);
     shutdown.cancel();
     queue.shutdown(DRAIN_DEADLINE).await;
     match tokio::time::timeout(Duration::from_secs(5), server).await {

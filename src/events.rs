@@ -73,7 +73,8 @@ impl RunEvents {
 
     fn chat(&self, run_id: &str, state: &str, extra: Value) {
         let seq = self.chat_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut p = json!({"runId": run_id, "sessionKey": self.session_key, "seq": seq, "state": state});
+        let mut p =
+            json!({"runId": run_id, "sessionKey": self.session_key, "seq": seq, "state": state});
         if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
             for (k, v) in e {
                 p.insert(k.clone(), v.clone());

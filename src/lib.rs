@@ -46,7 +46,8 @@ pub fn init_logging() {
     let filter = EnvFilter::try_from_env("HEARTH_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some();
+    let journald =
+        std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some();
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -54,6 +55,7 @@ pub fn init_logging() {
     if journald {
         b.without_time().with_ansi(false).init();
     } else {
-        b.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        b.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }

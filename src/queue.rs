@@ -27,12 +27,16 @@ use tokio_util::task::TaskTracker;
 use crate::agent::{self, AgentCtx, RunEnd};
 use crate::config::{DropPolicy, QueueConfig, QueueMode, ResetMode, ResetPolicy};
 use crate::events::{EventBus, RunEvents};
-use crate::store::{now_ms, Entry, IdemRecord, InboxItem, Role, RunCommit, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{
+    now_ms, Entry, IdemRecord, InboxItem, Role, RunCommit, RunRecord, RunStatus, Store, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {
-    #[error("this conversation already has {0} messages waiting; try again when Hearth has answered")]
+    #[error(
+        "this conversation already has {0} messages waiting; try again when Hearth has answered"
+    )]
     Full(usize),
     #[error("Hearth is shutting down and does not accept new messages")]
     ShuttingDown,
@@ -274,8 +278,13 @@ impl Queue {
     pub async fn shutdown(&self, deadline: Duration) {
         self.inner.intake_closed.cancel();
         self.inner.tracker.close();
-        if tokio::time::timeout(deadline, self.inner.tracker.wait()).await.is_err() {
-            tracing::warn!("runs still going at the shutdown deadline; they will run again on the next start");
+        if tokio::time::timeout(deadline, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "runs still going at the shutdown deadline; they will run again on the next start"
+            );
             self.inner.hard_stop.cancel();
             {
                 let s = self.inner.sessions.lock().unwrap();
@@ -318,7 +327,9 @@ impl Queue {
                     Some(w) if !w.is_zero() => w,
                     _ => {
                         let batch: Vec<InboxItem> = match mode {
-                            QueueMode::Collect | QueueMode::Interrupt => q.pending.drain(..).collect(),
+                            QueueMode::Collect | QueueMode::Interrupt => {
+                                q.pending.drain(..).collect()
+                            }
                             QueueMode::Followup | QueueMode::Steer => {
                                 q.pending.pop_front().into_iter().collect()
                             }
@@ -450,7 +461,10 @@ impl Queue {
             RunEnd::Error(m) => ev2.chat_error(m),
             RunEnd::Aborted(p) => ev2.chat_aborted(p),
         }
-        self.inner.bus.emit("sessions.changed", serde_json::json!({"sessionKey": key, "reason": "run"}));
+        self.inner.bus.emit(
+            "sessions.changed",
+            serde_json::json!({"sessionKey": key, "reason": "run"}),
+        );
         self.inner.done.send_modify(|n| *n += 1);
     }
 
@@ -496,12 +510,24 @@ mod tests {
 
     #[test]
     fn reset_policy() {
-        let idle = ResetPolicy { mode: ResetMode::Idle, at_hour: 4, idle_minutes: 30 };
+        let idle = ResetPolicy {
+            mode: ResetMode::Idle,
+            at_hour: 4,
+            idle_minutes: 30,
+        };
         assert!(!due_for_reset(idle, 0, 29 * 60_000));
         assert!(due_for_reset(idle, 0, 30 * 60_000));
-        let daily = ResetPolicy { mode: ResetMode::Daily, at_hour: 4, idle_minutes: 0 };
+        let daily = ResetPolicy {
+            mode: ResetMode::Daily,
+            at_hour: 4,
+            idle_minutes: 0,
+        };
         let h = 3_600_000;
-        assert!(!due_for_reset(daily, 86_400_000 + 5 * h, 86_400_000 + 6 * h));
+        assert!(!due_for_reset(
+            daily,
+            86_400_000 + 5 * h,
+            86_400_000 + 6 * h
+        ));
         assert!(due_for_reset(daily, 86_400_000 + 3 * h, 86_400_000 + 5 * h));
         assert!(due_for_reset(daily, 3 * h, 86_400_000 + 5 * h));
     }

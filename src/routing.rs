@@ -205,9 +205,18 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        assert_eq!(agent_for(&cfg, &msg("telegram", PeerKind::Direct, "42")), "kid");
-        assert_eq!(agent_for(&cfg, &msg("telegram", PeerKind::Direct, "7")), "home");
-        assert_eq!(agent_for(&cfg, &msg("telegram", PeerKind::Group, "-100")), "fam");
+        assert_eq!(
+            agent_for(&cfg, &msg("telegram", PeerKind::Direct, "42")),
+            "kid"
+        );
+        assert_eq!(
+            agent_for(&cfg, &msg("telegram", PeerKind::Direct, "7")),
+            "home"
+        );
+        assert_eq!(
+            agent_for(&cfg, &msg("telegram", PeerKind::Group, "-100")),
+            "fam"
+        );
         let mut a2 = msg("telegram", PeerKind::Direct, "7");
         a2.account = Some("acc2".into());
         assert_eq!(agent_for(&cfg, &a2), "acct");

@@ -225,7 +225,12 @@ impl Store {
                 t.insert(*key, enc(rec).as_slice()).map_err(db)?;
             }
             let mut meta = w.open_table(META).map_err(db)?;
-            let seq = meta.get("inbox_seq").map_err(db)?.map(|v| v.value()).unwrap_or(0) + 1;
+            let seq = meta
+                .get("inbox_seq")
+                .map_err(db)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
             meta.insert("inbox_seq", seq).map_err(db)?;
             item.seq = seq;
             w.open_table(INBOX)
@@ -356,7 +361,12 @@ impl Store {
     }
 
     /// Appends transcript entries of a running turn (tool calls, results).
-    pub fn append(&self, session: &str, agent_id: &str, entries: &[Entry]) -> Result<(), StoreError> {
+    pub fn append(
+        &self,
+        session: &str,
+        agent_id: &str,
+        entries: &[Entry],
+    ) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(db)?;
         {
             let mut meta = session_meta_mut(&w, session, agent_id)?;
@@ -404,7 +414,10 @@ impl Store {
                 n += 1;
             }
             let mut s = w.open_table(SESSIONS).map_err(db)?;
-            let meta = s.get(session).map_err(db)?.map(|v| dec::<SessionMeta>(v.value()));
+            let meta = s
+                .get(session)
+                .map_err(db)?
+                .map(|v| dec::<SessionMeta>(v.value()));
             if let Some(meta) = meta {
                 let mut meta = meta?;
                 meta.next_index = meta.next_index.min(from.max(meta.first_index));
@@ -447,7 +460,10 @@ impl Store {
     pub fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         let r = self.db.begin_read().map_err(db)?;
         let t = r.open_table(RUNS).map_err(db)?;
-        t.get(run_id).map_err(db)?.map(|v| dec(v.value())).transpose()
+        t.get(run_id)
+            .map_err(db)?
+            .map(|v| dec(v.value()))
+            .transpose()
     }
 
     pub fn sessions(&self) -> Result<Vec<SessionMeta>, StoreError> {
@@ -473,7 +489,10 @@ impl Store {
         let out;
         {
             let mut s = w.open_table(SESSIONS).map_err(db)?;
-            let meta = s.get(key).map_err(db)?.map(|v| dec::<SessionMeta>(v.value()));
+            let meta = s
+                .get(key)
+                .map_err(db)?
+                .map(|v| dec::<SessionMeta>(v.value()));
             out = match meta {
                 None => None,
                 Some(m) => {
@@ -523,7 +542,10 @@ fn session_meta_mut(
     agent_id: &str,
 ) -> Result<SessionMeta, StoreError> {
     let s = w.open_table(SESSIONS).map_err(db)?;
-    let got = s.get(key).map_err(db)?.map(|v| dec::<SessionMeta>(v.value()));
+    let got = s
+        .get(key)
+        .map_err(db)?
+        .map(|v| dec::<SessionMeta>(v.value()));
     match got {
         Some(m) => m,
         None => Ok(SessionMeta {
@@ -598,7 +620,9 @@ mod tests {
                 run_id: "r1".into(),
                 response: serde_json::json!({"runId": "r1"}),
             };
-            let it = s.enqueue(item("agent:main:a", "r1"), Some(("k1", rec.clone()))).unwrap();
+            let it = s
+                .enqueue(item("agent:main:a", "r1"), Some(("k1", rec.clone())))
+                .unwrap();
             assert_eq!(it.seq, 1);
             match s.enqueue(item("agent:main:a", "r2"), Some(("k1", rec))) {
                 Err(StoreError::Duplicate(r)) => assert_eq!(r.run_id, "r1"),
@@ -616,10 +640,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb")).unwrap();
         let k = "agent:main:a";
-        s.append(k, "main", &[Entry::new(Role::User, "old", None)]).unwrap();
+        s.append(k, "main", &[Entry::new(Role::User, "old", None)])
+            .unwrap();
         let mut items = vec![s.enqueue(item(k, "r1"), None).unwrap()];
         let from = s
-            .start_run(&mut items, "r1", "main", &[Entry::new(Role::User, "hello", Some("r1"))])
+            .start_run(
+                &mut items,
+                "r1",
+                "main",
+                &[Entry::new(Role::User, "hello", Some("r1"))],
+            )
             .unwrap();
         assert_eq!(from, 1);
         assert_eq!(s.transcript(k, 10).unwrap().len(), 2);

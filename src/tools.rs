@@ -132,7 +132,8 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
     let a: Value = if args.trim().is_empty() {
         json!({})
     } else {
-        serde_json::from_str(args).map_err(|e| ToolError::BadArgs(format!("arguments are not JSON: {e}")))?
+        serde_json::from_str(args)
+            .map_err(|e| ToolError::BadArgs(format!("arguments are not JSON: {e}")))?
     };
     if !a.is_object() {
         return Err(ToolError::BadArgs("arguments must be a JSON object".into()));
@@ -143,7 +144,9 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
             let p = confine(root, rel)?;
             let f = std::fs::File::open(&p).map_err(|e| io(e, rel))?;
             let mut buf = Vec::new();
-            f.take(MAX_FILE as u64).read_to_end(&mut buf).map_err(|e| io(e, rel))?;
+            f.take(MAX_FILE as u64)
+                .read_to_end(&mut buf)
+                .map_err(|e| io(e, rel))?;
             let text = String::from_utf8_lossy(&buf);
             let offset = a["offset"].as_u64().unwrap_or(1).max(1) as usize;
             let limit = a["limit"].as_u64().map(|l| l as usize);
@@ -210,7 +213,11 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
             names.sort();
             let mut out = names.join("\n");
             truncate(&mut out);
-            Ok(if out.is_empty() { "(empty)".into() } else { out })
+            Ok(if out.is_empty() {
+                "(empty)".into()
+            } else {
+                out
+            })
         }
         other => Err(ToolError::Unknown(other.into())),
     }
@@ -231,7 +238,9 @@ pub fn truncate(s: &mut String) {
         }
         let total = s.len();
         s.truncate(cut);
-        s.push_str(&format!("\n[output truncated: {total} bytes, showing the first {cut}]"));
+        s.push_str(&format!(
+            "\n[output truncated: {total} bytes, showing the first {cut}]"
+        ));
     }
 }
 
@@ -243,13 +252,35 @@ mod tests {
     fn file_tools_round_trip() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        execute(r, "write", r#"{"path":"notes/a.md","content":"one\ntwo\nthree"}"#).unwrap();
-        assert_eq!(execute(r, "read", r#"{"path":"notes/a.md","offset":2,"limit":1}"#).unwrap(), "two");
-        execute(r, "edit", r#"{"path":"notes/a.md","old_text":"two","new_text":"2"}"#).unwrap();
-        assert_eq!(execute(r, "read", r#"{"path":"notes/a.md"}"#).unwrap(), "one\n2\nthree");
+        execute(
+            r,
+            "write",
+            r#"{"path":"notes/a.md","content":"one\ntwo\nthree"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            execute(r, "read", r#"{"path":"notes/a.md","offset":2,"limit":1}"#).unwrap(),
+            "two"
+        );
+        execute(
+            r,
+            "edit",
+            r#"{"path":"notes/a.md","old_text":"two","new_text":"2"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            execute(r, "read", r#"{"path":"notes/a.md"}"#).unwrap(),
+            "one\n2\nthree"
+        );
         assert_eq!(execute(r, "ls", "{}").unwrap(), "notes/");
-        assert!(matches!(execute(r, "read", r#"{"path":"nope"}"#), Err(ToolError::Io(_))));
-        assert!(matches!(execute(r, "read", "[1]"), Err(ToolError::BadArgs(_))));
+        assert!(matches!(
+            execute(r, "read", r#"{"path":"nope"}"#),
+            Err(ToolError::Io(_))
+        ));
+        assert!(matches!(
+            execute(r, "read", "[1]"),
+            Err(ToolError::BadArgs(_))
+        ));
     }
 
     #[test]
@@ -260,7 +291,14 @@ mod tests {
         std::fs::write(d.path().join("secret"), "x").unwrap();
         std::os::unix::fs::symlink(d.path(), ws.join("out")).unwrap();
         std::os::unix::fs::symlink(d.path().join("secret"), ws.join("s")).unwrap();
-        for bad in ["../secret", "/etc/passwd", "a/../../secret", "out/secret", "s", "out/new.txt"] {
+        for bad in [
+            "../secret",
+            "/etc/passwd",
+            "a/../../secret",
+            "out/secret",
+            "s",
+            "out/new.txt",
+        ] {
             let args = format!(r#"{{"path":"{bad}"}}"#);
             assert!(
                 matches!(execute(&ws, "read", &args), Err(ToolError::Escape(_))),
@@ -268,7 +306,10 @@ mod tests {
             );
         }
         let w = r#"{"path":"out/evil.txt","content":"x"}"#;
-        assert!(matches!(execute(&ws, "write", w), Err(ToolError::Escape(_))));
+        assert!(matches!(
+            execute(&ws, "write", w),
+            Err(ToolError::Escape(_))
+        ));
         assert!(!d.path().join("evil.txt").exists());
     }
 }

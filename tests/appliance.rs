@@ -30,7 +30,10 @@ fn second_instance_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already running"), "{err}");
-    assert!(err.contains(&d.child.as_ref().unwrap().id().to_string()), "names the pid: {err}");
+    assert!(
+        err.contains(&d.child.as_ref().unwrap().id().to_string()),
+        "names the pid: {err}"
+    );
 }
 
 #[test]
@@ -38,9 +41,14 @@ fn sd_notify_ready_watchdog_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let sp = sock_path.to_str().unwrap().to_string();
-    let mut d = Daemon::start_env(dir.path(), "", &[("NOTIFY_SOCKET", &sp), ("WATCHDOG_USEC", "400000")]);
+    let mut d = Daemon::start_env(
+        dir.path(),
+        "",
+        &[("NOTIFY_SOCKET", &sp), ("WATCHDOG_USEC", "400000")],
+    );
     let mut got = String::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -56,7 +64,8 @@ fn sd_notify_ready_watchdog_stopping() {
     assert_eq!(ureq::get(&url).call().unwrap().status(), 200);
     assert_eq!(d.term(), Some(0));
     let mut rest = String::new();
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     while let Ok(n) = sock.recv(&mut buf) {
         rest.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
@@ -75,13 +84,25 @@ fn config_validate_reports_every_problem() {
     let out = hearth(&["config", "validate", "--config", p.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    for want in ["bad.toml", "gateway.token", "agents[main].model", "messages", "typo", "sideways"] {
+    for want in [
+        "bad.toml",
+        "gateway.token",
+        "agents[main].model",
+        "messages",
+        "typo",
+        "sideways",
+    ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[gateway]\nbind = \"127.0.0.1:18789\"\n").unwrap();
     let out = hearth(&["config", "validate", "--config", good.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // serve refuses the bad file with the same report.
     let out = Command::new(bin())
         .args(["serve", "--config", p.to_str().unwrap(), "--state-dir"])
@@ -108,11 +129,23 @@ fn non_loopback_bind_needs_a_token() {
 #[test]
 fn help_and_version() {
     let v = hearth(&["--version"]);
-    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("hearth {}", env!("CARGO_PKG_VERSION")));
-    for args in [&["--help"][..], &["serve", "--help"], &["chat", "--help"], &["status", "--help"], &["config", "validate", "--help"]] {
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("hearth {}", env!("CARGO_PKG_VERSION"))
+    );
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["chat", "--help"],
+        &["status", "--help"],
+        &["config", "validate", "--help"],
+    ] {
         let h = hearth(args);
         assert_eq!(h.status.code(), Some(0));
-        assert!(String::from_utf8_lossy(&h.stdout).contains("Usage:"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&h.stdout).contains("Usage:"),
+            "{args:?}"
+        );
     }
     let s = String::from_utf8_lossy(&hearth(&["serve", "--help"]).stdout).to_string();
     assert!(s.contains("--state-dir") && s.contains("--bind") && s.contains("--config"));

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw(url: &str) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
@@ -19,7 +20,10 @@ async fn raw(url: &str) -> Ws {
 
 async fn next_text(ws: &mut Ws) -> Value {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected a text frame, got {other:?}"),
@@ -30,7 +34,10 @@ async fn next_text(ws: &mut Ws) -> Value {
 /// Reads until the close frame and returns its code.
 async fn close_code(ws: &mut Ws) -> u16 {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
@@ -60,7 +67,9 @@ async fn handshake_and_refusals() {
     assert_eq!(ch["event"], "connect.challenge");
     assert!(ch["payload"]["nonce"].as_str().unwrap().len() >= 16);
     assert!(ch["payload"]["ts"].as_u64().unwrap() > 0);
-    ws.send(Message::Text(connect_frame(3, 4, Some("tok-123")).into())).await.unwrap();
+    ws.send(Message::Text(connect_frame(3, 4, Some("tok-123")).into()))
+        .await
+        .unwrap();
     let hello = next_text(&mut ws).await;
     assert_eq!(hello["type"], "res");
     assert_eq!(hello["ok"], true, "{hello}");
@@ -68,26 +77,64 @@ async fn handshake_and_refusals() {
     assert_eq!(p["type"], "hello-ok");
     assert_eq!(p["protocol"], 4);
     assert!(p["server"]["connId"].as_str().is_some());
-    let methods: Vec<&str> = p["features"]["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
-    for m in ["health", "status", "chat.send", "chat.history", "chat.abort", "agent", "agent.wait", "send",
-              "sessions.list", "sessions.reset", "sessions.delete", "models.list"] {
+    let methods: Vec<&str> = p["features"]["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    for m in [
+        "health",
+        "status",
+        "chat.send",
+        "chat.history",
+        "chat.abort",
+        "agent",
+        "agent.wait",
+        "send",
+        "sessions.list",
+        "sessions.reset",
+        "sessions.delete",
+        "models.list",
+    ] {
         assert!(methods.contains(&m), "missing method {m}");
     }
-    assert!(p["features"]["events"].as_array().unwrap().contains(&json!("tick")));
+    assert!(p["features"]["events"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("tick")));
     assert_eq!(p["policy"]["tickIntervalMs"], 30000);
     assert!(p["policy"]["maxPayload"].as_u64().unwrap() >= 65536);
-    ws.send(Message::Text(json!({"type":"req","id":"h","method":"health"}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(
+        json!({"type":"req","id":"h","method":"health"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
     let h = next_text(&mut ws).await;
-    assert_eq!((h["id"].as_str(), h["ok"].as_bool()), (Some("h"), Some(true)));
+    assert_eq!(
+        (h["id"].as_str(), h["ok"].as_bool()),
+        (Some("h"), Some(true))
+    );
 
     // Not connect first → INVALID_REQUEST, 1008.
     let mut ws = raw(&d.url).await;
     next_text(&mut ws).await;
-    ws.send(Message::Text(json!({"type":"req","id":"x","method":"health"}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(
+        json!({"type":"req","id":"x","method":"health"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
     let e = next_text(&mut ws).await;
     assert_eq!(e["ok"], false);
     assert_eq!(e["error"]["code"], "INVALID_REQUEST");
-    assert!(e["error"]["message"].as_str().unwrap().contains("first request must be connect"));
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("first request must be connect"));
     assert_eq!(close_code(&mut ws).await, 1008);
 
     // Garbage first → same.
@@ -101,7 +148,9 @@ async fn handshake_and_refusals() {
     for tok in [Some("wrong"), None] {
         let mut ws = raw(&d.url).await;
         next_text(&mut ws).await;
-        ws.send(Message::Text(connect_frame(4, 4, tok).into())).await.unwrap();
+        ws.send(Message::Text(connect_frame(4, 4, tok).into()))
+            .await
+            .unwrap();
         let e = next_text(&mut ws).await;
         assert_eq!(e["error"]["code"], "AUTH_TOKEN_MISMATCH", "{e}");
         assert_eq!(close_code(&mut ws).await, 1008);
@@ -110,14 +159,22 @@ async fn handshake_and_refusals() {
     // Protocol mismatch → PROTOCOL_MISMATCH, 1002.
     let mut ws = raw(&d.url).await;
     next_text(&mut ws).await;
-    ws.send(Message::Text(connect_frame(5, 6, Some("tok-123")).into())).await.unwrap();
-    assert_eq!(next_text(&mut ws).await["error"]["code"], "PROTOCOL_MISMATCH");
+    ws.send(Message::Text(connect_frame(5, 6, Some("tok-123")).into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut ws).await["error"]["code"],
+        "PROTOCOL_MISMATCH"
+    );
     assert_eq!(close_code(&mut ws).await, 1002);
 
     // Over 64 KiB before auth → error and close, daemon fine.
     let mut ws = raw(&d.url).await;
     next_text(&mut ws).await;
-    let big = format!("{{\"type\":\"req\",\"id\":\"c\",\"method\":\"connect\",\"params\":{{\"pad\":\"{}\"}}}}", "x".repeat(70_000));
+    let big = format!(
+        "{{\"type\":\"req\",\"id\":\"c\",\"method\":\"connect\",\"params\":{{\"pad\":\"{}\"}}}}",
+        "x".repeat(70_000)
+    );
     ws.send(Message::Text(big.into())).await.unwrap();
     let e = next_text(&mut ws).await;
     assert_eq!(e["error"]["code"], "INVALID_REQUEST");
@@ -125,11 +182,13 @@ async fn handshake_and_refusals() {
 
     // Browser from a foreign origin → refused at the upgrade.
     let mut req = d.url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
     // Same-origin browser → fine.
     let mut req = d.url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("origin", d.http().parse().unwrap());
+    req.headers_mut()
+        .insert("origin", d.http().parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 
     // The token was never logged.
@@ -144,7 +203,9 @@ async fn malformed_and_oversize_frames_after_auth() {
     let d = Daemon::start(dir.path(), "");
     let mut ws = raw(&d.url).await;
     next_text(&mut ws).await;
-    ws.send(Message::Text(connect_frame(4, 4, None).into())).await.unwrap();
+    ws.send(Message::Text(connect_frame(4, 4, None).into()))
+        .await
+        .unwrap();
     assert_eq!(next_text(&mut ws).await["ok"], true);
 
     let bad = [
@@ -170,14 +231,27 @@ async fn malformed_and_oversize_frames_after_auth() {
         assert_eq!(r["ok"], false, "accepted {}", &b[..b.len().min(80)]);
         assert_eq!(r["error"]["code"], "INVALID_REQUEST", "{r}");
     }
-    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     assert_eq!(next_text(&mut ws).await["ok"], false);
     // Still alive, same connection.
-    ws.send(Message::Text(json!({"type":"req","id":"ok","method":"health"}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(
+        json!({"type":"req","id":"ok","method":"health"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
     let r = next_text(&mut ws).await;
-    assert_eq!((r["id"].as_str(), r["ok"].as_bool()), (Some("ok"), Some(true)));
+    assert_eq!(
+        (r["id"].as_str(), r["ok"].as_bool()),
+        (Some("ok"), Some(true))
+    );
     // A frame over the hard limit ends only this connection.
-    ws.send(Message::Text("z".repeat(3_000_000).into())).await.ok();
+    ws.send(Message::Text("z".repeat(3_000_000).into()))
+        .await
+        .ok();
     let _ = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
     let r = reqwest_health(&d).await;
     assert_eq!(r["ok"], true);
@@ -202,8 +276,18 @@ async fn http_health_metrics_console() {
     assert_eq!(h["status"], "ready");
     let base = d.http();
     let (m, root) = tokio::task::spawn_blocking(move || {
-        let m = ureq::get(&format!("{base}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
-        let r = ureq::get(&format!("{base}/")).call().unwrap().body_mut().read_to_string().unwrap();
+        let m = ureq::get(&format!("{base}/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let r = ureq::get(&format!("{base}/"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
         (m, r)
     })
     .await
@@ -222,7 +306,12 @@ async fn chat_send_streams_to_final_and_history() {
     assert_eq!(r["runId"], "k1");
     assert_eq!(r["status"], "started");
     // agent lifecycle start + assistant deltas + chat final
-    let start = c.wait_event("agent", Duration::from_secs(10), |p| p["runId"] == "k1" && p["stream"] == "lifecycle").await.unwrap();
+    let start = c
+        .wait_event("agent", Duration::from_secs(10), |p| {
+            p["runId"] == "k1" && p["stream"] == "lifecycle"
+        })
+        .await
+        .unwrap();
     assert_eq!(start["data"]["phase"], "start");
     assert_eq!(start["sessionKey"], "agent:main:main");
     let fin = terminal(&c, "k1").await;
@@ -231,15 +320,24 @@ async fn chat_send_streams_to_final_and_history() {
     assert_eq!(fin["message"]["content"][0]["type"], "text");
     assert_eq!(fin["message"]["role"], "assistant");
 
-    let h = c.request("chat.history", json!({"sessionKey": "main", "limit": 10})).await.unwrap();
+    let h = c
+        .request("chat.history", json!({"sessionKey": "main", "limit": 10}))
+        .await
+        .unwrap();
     assert_eq!(h["sessionKey"], "agent:main:main");
     let m = h["messages"].as_array().unwrap();
     assert_eq!(m.len(), 2);
     assert_eq!(m[0]["role"], "user");
     assert_eq!(m[0]["content"][0]["text"], "hello there");
     assert_eq!(m[1]["role"], "assistant");
-    assert_eq!(m[1]["content"][0], json!({"type": "text", "text": "echo: hello there"}));
-    let limited = c.request("chat.history", json!({"sessionKey": "main", "limit": 1})).await.unwrap();
+    assert_eq!(
+        m[1]["content"][0],
+        json!({"type": "text", "text": "echo: hello there"})
+    );
+    let limited = c
+        .request("chat.history", json!({"sessionKey": "main", "limit": 1}))
+        .await
+        .unwrap();
     assert_eq!(limited["messages"].as_array().unwrap().len(), 1);
 
     // The model saw the system prompt built from the workspace and our text,
@@ -247,8 +345,15 @@ async fn chat_send_streams_to_final_and_history() {
     let req = &fake.log.all()[0];
     assert_eq!(req["model"], "fake-1");
     assert_eq!(req["stream"], true);
-    assert!(req["messages"][0]["content"].as_str().unwrap().contains("AGENTS.md"));
-    assert!(req["tools"].as_array().unwrap().iter().any(|t| t["function"]["name"] == "read"));
+    assert!(req["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("AGENTS.md"));
+    assert!(req["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["function"]["name"] == "read"));
     assert!(!d.log().contains("sk-test-secret-key"));
 
     // sessions.list / models.list / status / send / reset / delete
@@ -258,18 +363,49 @@ async fn chat_send_streams_to_final_and_history() {
     assert_eq!(ml["models"][0]["ref"], "fake/fake-1");
     let st = c.request("status", json!({})).await.unwrap();
     assert_eq!(st["providers"][0]["apiKey"], "sk-…ey");
-    let out = c.request("send", json!({"sessionKey": "main", "message": "Dinner is ready", "idempotencyKey": "s1"})).await.unwrap();
-    let again = c.request("send", json!({"sessionKey": "main", "message": "Dinner is ready", "idempotencyKey": "s1"})).await.unwrap();
+    let out = c
+        .request(
+            "send",
+            json!({"sessionKey": "main", "message": "Dinner is ready", "idempotencyKey": "s1"}),
+        )
+        .await
+        .unwrap();
+    let again = c
+        .request(
+            "send",
+            json!({"sessionKey": "main", "message": "Dinner is ready", "idempotencyKey": "s1"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(out, again);
-    assert_eq!(history(&c, "main").await.iter().filter(|m| m["content"][0]["text"] == "Dinner is ready").count(), 1);
-    assert!(c.request("send", json!({"sessionKey": "main", "message": "x"})).await.is_err());
+    assert_eq!(
+        history(&c, "main")
+            .await
+            .iter()
+            .filter(|m| m["content"][0]["text"] == "Dinner is ready")
+            .count(),
+        1
+    );
+    assert!(c
+        .request("send", json!({"sessionKey": "main", "message": "x"}))
+        .await
+        .is_err());
     let old_id = h["sessionId"].clone();
-    let r = c.request("sessions.reset", json!({"key": "main"})).await.unwrap();
+    let r = c
+        .request("sessions.reset", json!({"key": "main"}))
+        .await
+        .unwrap();
     assert_ne!(r["sessionId"], old_id);
     assert!(history(&c, "main").await.is_empty());
-    let r = c.request("sessions.delete", json!({"key": "main"})).await.unwrap();
+    let r = c
+        .request("sessions.delete", json!({"key": "main"}))
+        .await
+        .unwrap();
     assert_eq!(r["deleted"], true);
-    assert_eq!(c.request("sessions.list", json!({})).await.unwrap()["count"], 0);
+    assert_eq!(
+        c.request("sessions.list", json!({})).await.unwrap()["count"],
+        0
+    );
 }
 
 #[tokio::test]
@@ -280,19 +416,36 @@ async fn agent_method_accepts_then_answers_and_wait() {
     let c = d.client().await;
     let mut rx = c.start("agent", json!({"message": "what time", "idempotencyKey": "a1", "sessionKey": "agent:main:main"})).unwrap();
     let acc = rx.recv().await.unwrap().unwrap();
-    assert_eq!((acc["runId"].as_str(), acc["status"].as_str()), (Some("a1"), Some("accepted")));
+    assert_eq!(
+        (acc["runId"].as_str(), acc["status"].as_str()),
+        (Some("a1"), Some("accepted"))
+    );
     let fin = rx.recv().await.unwrap().unwrap();
     assert_eq!(fin["status"], "ok");
     assert_eq!(fin["result"]["payloads"][0]["text"], "echo: what time");
-    let w = c.request("agent.wait", json!({"runId": "a1", "timeoutMs": 1000})).await.unwrap();
+    let w = c
+        .request("agent.wait", json!({"runId": "a1", "timeoutMs": 1000}))
+        .await
+        .unwrap();
     assert_eq!(w["status"], "ok");
-    let w = c.request("agent.wait", json!({"runId": "nope", "timeoutMs": 100})).await.unwrap();
+    let w = c
+        .request("agent.wait", json!({"runId": "nope", "timeoutMs": 100}))
+        .await
+        .unwrap();
     assert_eq!(w["status"], "timeout");
     // Repeat: same final result, no new model call.
     let n = fake.log.count();
-    let mut rx = c.start("agent", json!({"message": "what time", "idempotencyKey": "a1"})).unwrap();
+    let mut rx = c
+        .start(
+            "agent",
+            json!({"message": "what time", "idempotencyKey": "a1"}),
+        )
+        .unwrap();
     assert_eq!(rx.recv().await.unwrap().unwrap()["duplicate"], true);
-    assert_eq!(rx.recv().await.unwrap().unwrap()["result"]["payloads"][0]["text"], "echo: what time");
+    assert_eq!(
+        rx.recv().await.unwrap().unwrap()["result"]["payloads"][0]["text"],
+        "echo: what time"
+    );
     assert_eq!(fake.log.count(), n);
     assert!(c.request("agent", json!({"message": "x"})).await.is_err());
 }
@@ -306,9 +459,16 @@ async fn no_provider_gives_a_clear_error_reply() {
     let t = terminal(&c, "n1").await;
     assert_eq!(t["state"], "error");
     let msg = t["errorMessage"].as_str().unwrap();
-    assert!(msg.contains("No model provider is configured") && msg.contains("[providers."), "{msg}");
+    assert!(
+        msg.contains("No model provider is configured") && msg.contains("[providers."),
+        "{msg}"
+    );
     // The CLI shows it and exits 1.
-    let out = std::process::Command::new(bin()).args(["chat", "--url", &d.url, "hello"]).env_remove("HEARTH_GATEWAY_TOKEN").output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["chat", "--url", &d.url, "hello"])
+        .env_remove("HEARTH_GATEWAY_TOKEN")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("No model provider is configured"));
 }
@@ -320,15 +480,31 @@ async fn cli_chat_streams_a_reply() {
     let d = Daemon::start(dir.path(), &config_with(&fake.url, ""));
     let url = d.url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(bin()).args(["chat", "--url", &url, "--session", "cli", "good morning"]).output().unwrap()
+        std::process::Command::new(bin())
+            .args(["chat", "--url", &url, "--session", "cli", "good morning"])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "echo: good morning");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "echo: good morning"
+    );
     let url = d.url.clone();
-    let st = tokio::task::spawn_blocking(move || std::process::Command::new(bin()).args(["status", "--url", &url]).output().unwrap())
-        .await
-        .unwrap();
+    let st = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin())
+            .args(["status", "--url", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert!(String::from_utf8_lossy(&st.stdout).contains("fake/fake-1"));
 }

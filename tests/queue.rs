@@ -48,7 +48,11 @@ async fn idempotent_resend_also_across_restart() {
     let third = send(&c, "main", "once only", "idem-1").await;
     assert_eq!(first, third);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(fake.log.count(), 1, "a repeat after restart called the model again");
+    assert_eq!(
+        fake.log.count(),
+        1,
+        "a repeat after restart called the model again"
+    );
     let h = history(&c, "main").await;
     assert_eq!(h.len(), 2, "{h:?}");
 }
@@ -83,7 +87,10 @@ async fn collect_merges_quick_messages_into_one_turn() {
     let d = Daemon::start(dir.path(), &queue_cfg(&fake, "collect", ""));
     let c = d.client().await;
     send(&c, "main", "[slow:60] first", "c0").await;
-    until("first model call", Duration::from_secs(5), || fake.log.count() == 1).await;
+    until("first model call", Duration::from_secs(5), || {
+        fake.log.count() == 1
+    })
+    .await;
     for (i, t) in ["buy milk", "and eggs", "and bread"].iter().enumerate() {
         send(&c, "main", t, &format!("c{}", i + 1)).await;
     }
@@ -96,7 +103,10 @@ async fn collect_merges_quick_messages_into_one_turn() {
     let reqs = fake.log.all();
     assert_eq!(reqs.len(), 2, "three quick messages must be one turn");
     let merged = last_user(&reqs[1]);
-    assert!(merged.contains("buy milk") && merged.contains("and eggs") && merged.contains("and bread"), "{merged}");
+    assert!(
+        merged.contains("buy milk") && merged.contains("and eggs") && merged.contains("and bread"),
+        "{merged}"
+    );
 }
 
 #[tokio::test]
@@ -106,17 +116,23 @@ async fn followup_runs_each_in_order() {
     let d = Daemon::start(dir.path(), &queue_cfg(&fake, "followup", ""));
     let c = d.client().await;
     send(&c, "main", "[slow:40] first", "f0").await;
-    until("first model call", Duration::from_secs(5), || fake.log.count() == 1).await;
+    until("first model call", Duration::from_secs(5), || {
+        fake.log.count() == 1
+    })
+    .await;
     for i in 1..=3 {
         send(&c, "main", &format!("msg {i}"), &format!("f{i}")).await;
     }
     for i in 1..=3 {
-        assert_eq!(text_of(&terminal(&c, &format!("f{i}")).await), format!("echo: msg {i}"));
+        assert_eq!(
+            text_of(&terminal(&c, &format!("f{i}")).await),
+            format!("echo: msg {i}")
+        );
     }
     let reqs = fake.log.all();
     assert_eq!(reqs.len(), 4);
-    for i in 1..=3 {
-        assert_eq!(last_user(&reqs[i]), format!("msg {i}"));
+    for (i, req) in reqs.iter().enumerate().skip(1) {
+        assert_eq!(last_user(req), format!("msg {i}"));
     }
 }
 
@@ -127,7 +143,10 @@ async fn interrupt_aborts_the_running_turn() {
     let d = Daemon::start(dir.path(), &queue_cfg(&fake, "interrupt", ""));
     let c = d.client().await;
     send(&c, "main", "[slow:200] long story", "i0").await;
-    until("first model call", Duration::from_secs(5), || fake.log.count() == 1).await;
+    until("first model call", Duration::from_secs(5), || {
+        fake.log.count() == 1
+    })
+    .await;
     send(&c, "main", "never mind", "i1").await;
     let t0 = terminal(&c, "i0").await;
     assert_eq!(t0["state"], "aborted");
@@ -144,13 +163,23 @@ async fn steer_joins_the_running_turn_at_a_tool_boundary() {
     let d = Daemon::start(dir.path(), &queue_cfg(&fake, "steer", ""));
     let c = d.client().await;
     send(&c, "main", "[slowtool:300] tidy up", "s0").await;
-    until("first model call", Duration::from_secs(5), || fake.log.count() == 1).await;
+    until("first model call", Duration::from_secs(5), || {
+        fake.log.count() == 1
+    })
+    .await;
     send(&c, "main", "also check the notes", "s1").await;
     let t0 = terminal(&c, "s0").await;
     assert_eq!(text_of(&t0), "echo: also check the notes");
-    assert_eq!(text_of(&terminal(&c, "s1").await), "echo: also check the notes");
+    assert_eq!(
+        text_of(&terminal(&c, "s1").await),
+        "echo: also check the notes"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(fake.log.count(), 2, "the steered message must not get a turn of its own");
+    assert_eq!(
+        fake.log.count(),
+        2,
+        "the steered message must not get a turn of its own"
+    );
 }
 
 #[tokio::test]
@@ -158,13 +187,22 @@ async fn cap_with_each_drop_policy() {
     for policy in ["old", "new", "summarize"] {
         let fake = FakeOpenAi::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let d = Daemon::start(dir.path(), &queue_cfg(&fake, "followup", &format!("cap = 1\ndrop = \"{policy}\"")));
+        let d = Daemon::start(
+            dir.path(),
+            &queue_cfg(&fake, "followup", &format!("cap = 1\ndrop = \"{policy}\"")),
+        );
         let c = d.client().await;
         send(&c, "main", "[slow:60] busy", "p0").await;
-        until("first model call", Duration::from_secs(5), || fake.log.count() == 1).await;
+        until("first model call", Duration::from_secs(5), || {
+            fake.log.count() == 1
+        })
+        .await;
         send(&c, "main", "second", "p1").await;
         let third = c
-            .request("chat.send", json!({"sessionKey": "main", "message": "third", "idempotencyKey": "p2"}))
+            .request(
+                "chat.send",
+                json!({"sessionKey": "main", "message": "third", "idempotencyKey": "p2"}),
+            )
             .await;
         match policy {
             "old" => {
@@ -179,7 +217,12 @@ async fn cap_with_each_drop_policy() {
             _ => {
                 assert_eq!(terminal(&c, "p1").await["state"], "error");
                 let t = text_of(&terminal(&c, "p2").await);
-                assert!(t.contains("1 earlier message(s) were dropped") && t.contains("\"second\"") && t.ends_with("third"), "{t}");
+                assert!(
+                    t.contains("1 earlier message(s) were dropped")
+                        && t.contains("\"second\"")
+                        && t.ends_with("third"),
+                    "{t}"
+                );
             }
         }
         terminal(&c, "p0").await;
@@ -196,7 +239,10 @@ async fn kill9_with_queued_and_inflight_answers_each_once() {
     let mut d = Daemon::start(dir.path(), &cfg);
     let c = d.client().await;
     send(&c, "main", "[slow:100] in flight", "k0").await;
-    until("first model call", Duration::from_secs(5), || fake.log.count() == 1).await;
+    until("first model call", Duration::from_secs(5), || {
+        fake.log.count() == 1
+    })
+    .await;
     send(&c, "main", "queued one", "k1").await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     d.kill9();
@@ -204,16 +250,46 @@ async fn kill9_with_queued_and_inflight_answers_each_once() {
 
     let d = Daemon::start(dir.path(), &cfg);
     let c = d.client().await;
-    let w0 = c.request("agent.wait", json!({"runId": "k0", "timeoutMs": 15000})).await.unwrap();
-    let w1 = c.request("agent.wait", json!({"runId": "k1", "timeoutMs": 15000})).await.unwrap();
+    let w0 = c
+        .request("agent.wait", json!({"runId": "k0", "timeoutMs": 15000}))
+        .await
+        .unwrap();
+    let w1 = c
+        .request("agent.wait", json!({"runId": "k1", "timeoutMs": 15000}))
+        .await
+        .unwrap();
     assert_eq!(w0["status"], "ok", "{w0}");
     assert_eq!(w1["status"], "ok", "{w1}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let h = history(&c, "main").await;
-    let texts: Vec<String> = h.iter().map(|m| format!("{}: {}", m["role"].as_str().unwrap(), m["content"][0]["text"].as_str().unwrap())).collect();
-    assert_eq!(texts.iter().filter(|t| *t == "user: [slow:100] in flight").count(), 1, "{texts:#?}");
-    assert_eq!(texts.iter().filter(|t| *t == "user: queued one").count(), 1, "{texts:#?}");
-    assert_eq!(texts.iter().filter(|t| t.starts_with("assistant:")).count(), 2, "{texts:#?}");
+    let texts: Vec<String> = h
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {}",
+                m["role"].as_str().unwrap(),
+                m["content"][0]["text"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| *t == "user: [slow:100] in flight")
+            .count(),
+        1,
+        "{texts:#?}"
+    );
+    assert_eq!(
+        texts.iter().filter(|t| *t == "user: queued one").count(),
+        1,
+        "{texts:#?}"
+    );
+    assert_eq!(
+        texts.iter().filter(|t| t.starts_with("assistant:")).count(),
+        2,
+        "{texts:#?}"
+    );
     assert_eq!(texts.len(), 4, "{texts:#?}");
     // Resending after recovery does not run again.
     let n = fake.log.count();
@@ -230,7 +306,10 @@ async fn sigterm_drains_a_running_turn_and_exits_zero() {
     let mut d = Daemon::start(dir.path(), &cfg);
     let c = d.client().await;
     send(&c, "main", "[slow:50] finish me", "t0").await;
-    until("first model call", Duration::from_secs(5), || fake.log.count() == 1).await;
+    until("first model call", Duration::from_secs(5), || {
+        fake.log.count() == 1
+    })
+    .await;
     let code = tokio::task::spawn_blocking(move || {
         let code = d.term();
         (code, d)
@@ -240,8 +319,14 @@ async fn sigterm_drains_a_running_turn_and_exits_zero() {
     assert_eq!(code.0, Some(0));
     let d = Daemon::start(dir.path(), &cfg);
     let c = d.client().await;
-    let w = c.request("agent.wait", json!({"runId": "t0", "timeoutMs": 100})).await.unwrap();
-    assert_eq!(w["status"], "ok", "the run should have finished during the drain");
+    let w = c
+        .request("agent.wait", json!({"runId": "t0", "timeoutMs": 100}))
+        .await
+        .unwrap();
+    assert_eq!(
+        w["status"], "ok",
+        "the run should have finished during the drain"
+    );
     assert_eq!(fake.log.count(), 1);
 }
 
@@ -249,7 +334,11 @@ async fn sigterm_drains_a_running_turn_and_exits_zero() {
 async fn max_steps_and_abort() {
     let fake = FakeOpenAi::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), &config_with(&fake.url, "").replace("max_concurrent = 4", "max_concurrent = 4\nmax_steps = 2"));
+    let d = Daemon::start(
+        dir.path(),
+        &config_with(&fake.url, "")
+            .replace("max_concurrent = 4", "max_concurrent = 4\nmax_steps = 2"),
+    );
     let c = d.client().await;
     send(&c, "main", "[tool:loop] keep going", "m0").await;
     let t = terminal(&c, "m0").await;
@@ -258,14 +347,26 @@ async fn max_steps_and_abort() {
     assert_eq!(fake.log.count(), 2);
 
     send(&c, "main", "[slow:200] a long one", "m1").await;
-    until("model call", Duration::from_secs(5), || fake.log.count() == 3).await;
-    let r = c.request("chat.abort", json!({"sessionKey": "main"})).await.unwrap();
+    until("model call", Duration::from_secs(5), || {
+        fake.log.count() == 3
+    })
+    .await;
+    let r = c
+        .request("chat.abort", json!({"sessionKey": "main"}))
+        .await
+        .unwrap();
     assert_eq!(r["aborted"], true);
     assert_eq!(r["runIds"][0], "m1");
     assert_eq!(terminal(&c, "m1").await["state"], "aborted");
-    let w = c.request("agent.wait", json!({"runId": "m1"})).await.unwrap();
+    let w = c
+        .request("agent.wait", json!({"runId": "m1"}))
+        .await
+        .unwrap();
     assert_eq!(w["status"], "aborted");
-    let r = c.request("chat.abort", json!({"sessionKey": "main"})).await.unwrap();
+    let r = c
+        .request("chat.abort", json!({"sessionKey": "main"}))
+        .await
+        .unwrap();
     assert_eq!(r["aborted"], false);
 }
 
@@ -282,7 +383,10 @@ async fn tools_work_inside_and_refuse_escapes() {
 
     let ws = d.state.join("workspace");
     std::os::unix::fs::symlink(dir.path(), ws.join("link")).unwrap();
-    for (i, p) in ["../secret.txt", "/etc/hostname", "link/secret.txt"].iter().enumerate() {
+    for (i, p) in ["../secret.txt", "/etc/hostname", "link/secret.txt"]
+        .iter()
+        .enumerate()
+    {
         let k = format!("w{}", i + 1);
         send(&c, "main", &format!("[tool:read:{p}] go"), &k).await;
         let t = text_of(&terminal(&c, &k).await);
@@ -292,5 +396,7 @@ async fn tools_work_inside_and_refuse_escapes() {
     // Every step is in the transcript: tool call and tool result.
     let h = history(&c, "main").await;
     assert!(h.iter().any(|m| m["toolCalls"][0]["name"] == "read"));
-    assert!(h.iter().any(|m| m["role"] == "tool" && m["toolCallId"] == "call_1"));
+    assert!(h
+        .iter()
+        .any(|m| m["role"] == "tool" && m["toolCallId"] == "call_1"));
 }

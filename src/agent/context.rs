@@ -47,7 +47,10 @@ pub fn bootstrap(dir: &Path) -> Vec<(String, String)> {
         let n = text.chars().count();
         let room = TOTAL_MAX.saturating_sub(total);
         if room == 0 {
-            out.push((name.to_string(), format!("[{name} omitted: the bootstrap files exceed {TOTAL_MAX} characters]")));
+            out.push((
+                name.to_string(),
+                format!("[{name} omitted: the bootstrap files exceed {TOTAL_MAX} characters]"),
+            ));
             continue;
         }
         let keep = n.min(PER_FILE_MAX).min(room);
@@ -98,12 +101,16 @@ mod tests {
             std::fs::write(d.path().join(f), "b".repeat(19_000)).unwrap();
         }
         let b = bootstrap(d.path());
-        assert!(b[0].1.contains("AGENTS.md truncated: showing 20000 of 25000"));
+        assert!(b[0]
+            .1
+            .contains("AGENTS.md truncated: showing 20000 of 25000"));
         let total: usize = b
             .iter()
             .map(|(_, t)| t.split("\n\n[").next().unwrap().chars().count())
             .sum();
         assert_eq!(total, TOTAL_MAX);
-        assert!(b[3].1.contains("MEMORY.md truncated: showing 2000 of 19000"));
+        assert!(b[3]
+            .1
+            .contains("MEMORY.md truncated: showing 2000 of 19000"));
     }
 }

@@ -92,7 +92,10 @@ pub async fn run(
     let run_id = ev.run_id.clone();
     let session = ev.session_key.clone();
     let channel = items[0].channel.clone();
-    ev.agent("lifecycle", json!({"phase": "start", "startedAt": now_ms()}));
+    ev.agent(
+        "lifecycle",
+        json!({"phase": "start", "startedAt": now_ms()}),
+    );
     tracing::info!(run_id = %run_id, session = %session, messages = items.len(), "run started");
 
     let user = Entry::new(Role::User, turn_text(&items), Some(&run_id));
@@ -123,8 +126,14 @@ pub async fn run(
     };
     match &end {
         RunEnd::Ok(_) => ev.agent("lifecycle", json!({"phase": "end", "endedAt": now_ms()})),
-        RunEnd::Aborted(_) => ev.agent("lifecycle", json!({"phase": "end", "aborted": true, "endedAt": now_ms()})),
-        RunEnd::Error(m) => ev.agent("lifecycle", json!({"phase": "error", "error": m, "endedAt": now_ms()})),
+        RunEnd::Aborted(_) => ev.agent(
+            "lifecycle",
+            json!({"phase": "end", "aborted": true, "endedAt": now_ms()}),
+        ),
+        RunEnd::Error(m) => ev.agent(
+            "lifecycle",
+            json!({"phase": "error", "error": m, "endedAt": now_ms()}),
+        ),
     }
     let outcome = match &end {
         RunEnd::Ok(_) => "ok",
@@ -166,11 +175,17 @@ async fn turn_loop(
         }
         let store = ctx.store.clone();
         let key = ev.session_key.clone();
-        let transcript = match tokio::task::spawn_blocking(move || store.transcript(&key, CONTEXT_ENTRIES)).await {
+        let transcript = match tokio::task::spawn_blocking(move || {
+            store.transcript(&key, CONTEXT_ENTRIES)
+        })
+        .await
+        {
             Ok(Ok(t)) => t,
             other => {
                 tracing::error!(run_id = %ev.run_id, "transcript read failed: {other:?}");
-                return RunEnd::Error("Hearth could not read this conversation; see the log.".into());
+                return RunEnd::Error(
+                    "Hearth could not read this conversation; see the log.".into(),
+                );
             }
         };
         let system = context::system_prompt(
@@ -257,7 +272,9 @@ async fn turn_loop(
             }
             Err(e) => {
                 tracing::error!(run_id = %ev.run_id, "model task panicked: {e}");
-                return RunEnd::Error("Internal error while calling the model; see the log.".into());
+                return RunEnd::Error(
+                    "Internal error while calling the model; see the log.".into(),
+                );
             }
         };
         let response = reply.response;
@@ -278,7 +295,10 @@ async fn turn_loop(
                 json!({"phase": "start", "name": call.name, "toolCallId": call.id, "args": call.arguments}),
             );
             let (ok, out) = if !ctx.agent.tools.permits(&call.name) {
-                (false, tools::ToolError::Denied(call.name.clone()).to_string())
+                (
+                    false,
+                    tools::ToolError::Denied(call.name.clone()).to_string(),
+                )
             } else {
                 let ws = ctx.workspace.clone();
                 let (n, a) = (call.name.clone(), call.arguments.clone());
@@ -305,15 +325,20 @@ async fn turn_loop(
         // Steer: messages that arrived meanwhile join this turn here.
         let steered = steer();
         if !steered.is_empty() {
-            round.push(Entry::new(Role::User, turn_text(&steered), Some(&ev.run_id)));
+            round.push(Entry::new(
+                Role::User,
+                turn_text(&steered),
+                Some(&ev.run_id),
+            ));
             items.extend(steered);
         }
         let store = ctx.store.clone();
         let key = ev.session_key.clone();
         let aid = ctx.agent.id.clone();
-        if let Ok(Err(e)) | Err(e) = tokio::task::spawn_blocking(move || store.append(&key, &aid, &round))
-            .await
-            .map_err(|e| crate::store::StoreError::Db(e.to_string()))
+        if let Ok(Err(e)) | Err(e) =
+            tokio::task::spawn_blocking(move || store.append(&key, &aid, &round))
+                .await
+                .map_err(|e| crate::store::StoreError::Db(e.to_string()))
         {
             tracing::error!(run_id = %ev.run_id, "transcript write failed: {e}");
             return RunEnd::Error("Hearth could not save this conversation; see the log.".into());

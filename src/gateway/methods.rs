@@ -11,7 +11,9 @@ use super::{str_param, Conn, Gateway, MAX_BUFFERED, MAX_PAYLOAD, PROTOCOL, TICK_
 use crate::events::RunEvents;
 use crate::queue::QueueError;
 use crate::routing;
-use crate::store::{new_id, now_ms, Entry, IdemRecord, InboxItem, Role, RunRecord, RunStatus, StoreError};
+use crate::store::{
+    new_id, now_ms, Entry, IdemRecord, InboxItem, Role, RunRecord, RunStatus, StoreError,
+};
 
 pub const METHODS: [&str; 13] = [
     "connect",
@@ -47,22 +49,35 @@ pub fn handshake(
     conn_id: &str,
     peer: SocketAddr,
 ) -> Result<Frame, (String, ErrorShape, u16)> {
-    let (id, method, params) = super::protocol::parse_request(text)
-        .map_err(|(id, _)| (id, ErrorShape::invalid("first request must be connect"), 1008))?;
+    let (id, method, params) = super::protocol::parse_request(text).map_err(|(id, _)| {
+        (
+            id,
+            ErrorShape::invalid("first request must be connect"),
+            1008,
+        )
+    })?;
     if method != "connect" {
-        return Err((id, ErrorShape::invalid("first request must be connect"), 1008));
+        return Err((
+            id,
+            ErrorShape::invalid("first request must be connect"),
+            1008,
+        ));
     }
     let minp = params["minProtocol"].as_u64();
     let maxp = params["maxProtocol"].as_u64();
     let (Some(minp), Some(maxp)) = (minp, maxp) else {
-        return Err((id, ErrorShape::invalid("connect needs minProtocol and maxProtocol"), 1008));
+        return Err((
+            id,
+            ErrorShape::invalid("connect needs minProtocol and maxProtocol"),
+            1008,
+        ));
     };
     if !(minp..=maxp).contains(&PROTOCOL) {
         let mut e = ErrorShape::new(
             "PROTOCOL_MISMATCH",
             format!("this gateway speaks protocol {PROTOCOL}; the client offered {minp}..{maxp}"),
         );
-        e.details = Some(json!({"expectedProtocol": PROTOCOL}));
+        e.details = Some(Box::new(json!({"expectedProtocol": PROTOCOL})));
         return Err((id, e, 1002));
     }
     if let Some(want) = &g.cfg.gateway.token {
@@ -79,7 +94,14 @@ pub fn handshake(
             return Err((id, ErrorShape::new("AUTH_TOKEN_MISMATCH", msg), 1008));
         }
     } else if !peer.ip().is_loopback() {
-        return Err((id, ErrorShape::new("AUTH_TOKEN_MISMATCH", "no token configured; only loopback clients may connect"), 1008));
+        return Err((
+            id,
+            ErrorShape::new(
+                "AUTH_TOKEN_MISMATCH",
+                "no token configured; only loopback clients may connect",
+            ),
+            1008,
+        ));
     }
     let role = params["role"].as_str().unwrap_or("operator").to_string();
     let scopes = params["scopes"]
@@ -156,8 +178,10 @@ async fn blocking<T: Send + 'static>(
 
 fn health(g: &Gateway) -> Res {
     let (running, pending) = g.queue.load();
-    Ok(json!({"ok": true, "ts": now_ms(), "uptimeMs": g.started.elapsed().as_millis() as u64,
-              "queue": {"running": running, "pending": pending}}))
+    Ok(
+        json!({"ok": true, "ts": now_ms(), "uptimeMs": g.started.elapsed().as_millis() as u64,
+              "queue": {"running": running, "pending": pending}}),
+    )
 }
 
 fn status(g: &Gateway) -> Res {
@@ -205,7 +229,9 @@ fn idem_param(p: &Value) -> Result<String, ErrorShape> {
     let k = str_param(p, "idempotencyKey")
         .ok_or_else(|| ErrorShape::invalid("idempotencyKey is required for this method"))?;
     if k.len() > 200 {
-        return Err(ErrorShape::invalid("idempotencyKey is longer than 200 characters"));
+        return Err(ErrorShape::invalid(
+            "idempotencyKey is longer than 200 characters",
+        ));
     }
     Ok(k.to_string())
 }
@@ -244,7 +270,9 @@ async fn submit(
     text: String,
     idem: String,
 ) -> Result<Result<InboxItem, IdemRecord>, ErrorShape> {
-    let agent_id = routing::agent_of(&session).unwrap_or(&g.cfg.default_agent).to_string();
+    let agent_id = routing::agent_of(&session)
+        .unwrap_or(&g.cfg.default_agent)
+        .to_string();
     let run_id = idem.clone();
     let item = InboxItem {
         seq: 0,
@@ -262,7 +290,11 @@ async fn submit(
         run_id: run_id.clone(),
         response: json!({"runId": run_id, "status": "started"}),
     };
-    match g.queue.submit(item, Some((format!("{method}:{idem}"), rec))).await {
+    match g
+        .queue
+        .submit(item, Some((format!("{method}:{idem}"), rec)))
+        .await
+    {
         Ok(it) => Ok(Ok(it)),
         Err(QueueError::Store(StoreError::Duplicate(r))) => Ok(Err(*r)),
         Err(e) => Err(queue_err(e)),
@@ -295,7 +327,8 @@ async fn chat_send(g: &Gateway, p: &Value) -> Res {
 }
 
 fn entry_json(e: &Entry) -> Value {
-    let mut m = json!({"role": e.role, "content": [{"type": "text", "text": e.text}], "timestamp": e.ts});
+    let mut m =
+        json!({"role": e.role, "content": [{"type": "text", "text": e.text}], "timestamp": e.ts});
     if !e.tool_calls.is_empty() {
         m["toolCalls"] = json!(e
             .tool_calls
@@ -320,7 +353,8 @@ async fn chat_history(g: &Gateway, p: &Value) -> Res {
     let limit = p["limit"].as_u64().unwrap_or(200).clamp(1, 1000) as usize;
     let store = g.queue.store().clone();
     let k = session.clone();
-    let (entries, meta) = blocking(move || Ok((store.transcript(&k, limit)?, store.session(&k)?))).await?;
+    let (entries, meta) =
+        blocking(move || Ok((store.transcript(&k, limit)?, store.session(&k)?))).await?;
     Ok(json!({
         "sessionKey": session,
         "sessionId": meta.map(|m| m.session_id),
@@ -331,7 +365,9 @@ async fn chat_history(g: &Gateway, p: &Value) -> Res {
 fn chat_abort(g: &Gateway, p: &Value) -> Res {
     let session = session_param(g, p)?;
     let aborted = g.queue.abort(&session, str_param(p, "runId"));
-    Ok(json!({"ok": true, "aborted": aborted.is_some(), "runIds": aborted.into_iter().collect::<Vec<_>>()}))
+    Ok(
+        json!({"ok": true, "aborted": aborted.is_some(), "runIds": aborted.into_iter().collect::<Vec<_>>()}),
+    )
 }
 
 fn run_payload(r: &RunRecord) -> Value {
@@ -354,7 +390,11 @@ fn run_payload(r: &RunRecord) -> Value {
 }
 
 /// Waits until the run is final, or `timeout`. `None` on timeout.
-async fn wait_run(g: &Gateway, run_id: &str, timeout: Duration) -> Result<Option<RunRecord>, ErrorShape> {
+async fn wait_run(
+    g: &Gateway,
+    run_id: &str,
+    timeout: Duration,
+) -> Result<Option<RunRecord>, ErrorShape> {
     let mut done = g.queue.completions();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -376,8 +416,10 @@ async fn wait_run(g: &Gateway, run_id: &str, timeout: Duration) -> Result<Option
 async fn agent(g: &Gateway, c: &Conn, id: &str, p: &Value) {
     let r: Result<(String, bool), ErrorShape> = async {
         let session = match str_param(p, "agentId") {
-            Some(a) if str_param(p, "sessionKey").is_none() => routing::canonical_key(&g.cfg, &format!("agent:{a}:main"))
-                .map_err(ErrorShape::invalid)?,
+            Some(a) if str_param(p, "sessionKey").is_none() => {
+                routing::canonical_key(&g.cfg, &format!("agent:{a}:main"))
+                    .map_err(ErrorShape::invalid)?
+            }
             _ => session_param(g, p)?,
         };
         let text = message_param(p)?;
@@ -393,11 +435,17 @@ async fn agent(g: &Gateway, c: &Conn, id: &str, p: &Value) {
         Err(e) => return c.send(Frame::err(id, e)).await,
     };
     let timeout = Duration::from_millis(p["timeout"].as_u64().map(|s| s * 1000).unwrap_or(600_000));
-    c.send(Frame::ok(id, json!({"runId": run_id, "status": "accepted", "acceptedAt": now_ms(), "duplicate": !fresh})))
-        .await;
+    c.send(Frame::ok(
+        id,
+        json!({"runId": run_id, "status": "accepted", "acceptedAt": now_ms(), "duplicate": !fresh}),
+    ))
+    .await;
     match wait_run(g, &run_id, timeout).await {
         Ok(Some(r)) => c.send(Frame::ok(id, run_payload(&r))).await,
-        Ok(None) => c.send(Frame::ok(id, json!({"runId": run_id, "status": "timeout"}))).await,
+        Ok(None) => {
+            c.send(Frame::ok(id, json!({"runId": run_id, "status": "timeout"})))
+                .await
+        }
         Err(e) => c.send(Frame::err(id, e)).await,
     }
 }
@@ -429,7 +477,9 @@ async fn send(g: &Gateway, p: &Value) -> Res {
     };
     let store = g.queue.store().clone();
     let key = format!("send:{idem}");
-    let agent_id = routing::agent_of(&session).unwrap_or(&g.cfg.default_agent).to_string();
+    let agent_id = routing::agent_of(&session)
+        .unwrap_or(&g.cfg.default_agent)
+        .to_string();
     let (k2, t2, i2) = (session.clone(), text.clone(), idem.clone());
     let dup = tokio::task::spawn_blocking(move || -> Result<Option<IdemRecord>, StoreError> {
         match store.put_idem(&key, &rec) {
@@ -437,7 +487,11 @@ async fn send(g: &Gateway, p: &Value) -> Res {
             Err(StoreError::Duplicate(r)) => return Ok(Some(*r)),
             Err(e) => return Err(e),
         }
-        store.append(&k2, &agent_id, &[Entry::new(Role::Assistant, t2, Some(&i2))])?;
+        store.append(
+            &k2,
+            &agent_id,
+            &[Entry::new(Role::Assistant, t2, Some(&i2))],
+        )?;
         Ok(None)
     })
     .await
@@ -473,7 +527,10 @@ async fn sessions_reset(g: &Gateway, p: &Value) -> Res {
     let k = session.clone();
     match blocking(move || store.reset_session(&k)).await? {
         Some(m) => {
-            g.bus.emit("sessions.changed", json!({"sessionKey": session, "reason": "reset"}));
+            g.bus.emit(
+                "sessions.changed",
+                json!({"sessionKey": session, "reason": "reset"}),
+            );
             Ok(json!({"ok": true, "key": session, "sessionId": m.session_id}))
         }
         None => Err(ErrorShape::invalid(format!("no session {session:?}"))),
@@ -483,13 +540,18 @@ async fn sessions_reset(g: &Gateway, p: &Value) -> Res {
 async fn sessions_delete(g: &Gateway, p: &Value) -> Res {
     let session = session_param(g, p)?;
     if g.queue.is_busy(&session) {
-        return Err(ErrorShape::unavailable("the session has a run in progress or queued messages; abort it first"));
+        return Err(ErrorShape::unavailable(
+            "the session has a run in progress or queued messages; abort it first",
+        ));
     }
     let store = g.queue.store().clone();
     let k = session.clone();
     let deleted = blocking(move || store.delete_session(&k)).await?;
     if deleted {
-        g.bus.emit("sessions.changed", json!({"sessionKey": session, "reason": "deleted"}));
+        g.bus.emit(
+            "sessions.changed",
+            json!({"sessionKey": session, "reason": "deleted"}),
+        );
     }
     Ok(json!({"ok": true, "key": session, "deleted": deleted}))
 }

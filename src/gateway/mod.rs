@@ -130,7 +130,10 @@ async fn root(
         return Html(CONSOLE).into_response();
     };
     if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
-        let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if !origin_allowed(origin, host, &g.cfg.gateway.allowed_origins) {
             tracing::warn!(%peer, origin, "refused a browser WebSocket from a foreign origin");
             return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
@@ -176,8 +179,16 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
     let conn_id = format!("c{}", g.next_conn.fetch_add(1, Ordering::Relaxed));
     let (mut tx, mut rx) = socket.split();
     let nonce = crate::store::new_id();
-    let challenge = Frame::event("connect.challenge", json!({"nonce": nonce, "ts": now_ms()}), None);
-    if tx.send(Message::Text(challenge.to_text().into())).await.is_err() {
+    let challenge = Frame::event(
+        "connect.challenge",
+        json!({"nonce": nonce, "ts": now_ms()}),
+        None,
+    );
+    if tx
+        .send(Message::Text(challenge.to_text().into()))
+        .await
+        .is_err()
+    {
         return;
     }
 
@@ -200,7 +211,12 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
     };
     if text.len() > PRE_AUTH_MAX {
         g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-        let f = Frame::err("connect", ErrorShape::invalid(format!("frame exceeds the {PRE_AUTH_MAX}-byte limit before auth")));
+        let f = Frame::err(
+            "connect",
+            ErrorShape::invalid(format!(
+                "frame exceeds the {PRE_AUTH_MAX}-byte limit before auth"
+            )),
+        );
         let _ = tx.send(Message::Text(f.to_text().into())).await;
         let _ = close(&mut tx, 1009, "frame too large").await;
         return;
@@ -210,12 +226,20 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
         Err((id, shape, code)) => {
             g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
             tracing::info!(%peer, code = %shape.code, "refused a gateway connection");
-            let _ = tx.send(Message::Text(Frame::err(&id, shape.clone()).to_text().into())).await;
+            let _ = tx
+                .send(Message::Text(
+                    Frame::err(&id, shape.clone()).to_text().into(),
+                ))
+                .await;
             let _ = close(&mut tx, code, &shape.message).await;
             return;
         }
     };
-    if tx.send(Message::Text(hello.to_text().into())).await.is_err() {
+    if tx
+        .send(Message::Text(hello.to_text().into()))
+        .await
+        .is_err()
+    {
         return;
     }
     tracing::debug!(%peer, conn = %conn_id, "client connected");
@@ -302,7 +326,11 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
     drop(conn);
     let _ = tokio::time::timeout(Duration::from_millis(200), tasks.wait()).await;
     if let Ok(Ok(mut tx)) = tokio::time::timeout(Duration::from_secs(1), writer).await {
-        let code = if g.shutdown.is_cancelled() { 1012 } else { 1000 };
+        let code = if g.shutdown.is_cancelled() {
+            1012
+        } else {
+            1000
+        };
         let _ = close(&mut tx, code, "bye").await;
     }
     tracing::debug!(conn = %conn_id, "client disconnected");
@@ -324,7 +352,9 @@ async fn close(
 
 /// The value of a JSON field as a string, for handlers.
 pub fn str_param<'a>(p: &'a Value, k: &str) -> Option<&'a str> {
-    p.get(k).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+    p.get(k)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
 }
 
 #[cfg(test)]

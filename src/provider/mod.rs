@@ -251,8 +251,15 @@ mod tests {
             tools: &[],
         };
         let mut restarts = 0;
-        let r = run_chain(&ps, &chain, &req, &mut |_| {}, &mut || restarts += 1, &AtomicBool::new(false))
-            .unwrap();
+        let r = run_chain(
+            &ps,
+            &chain,
+            &req,
+            &mut |_| {},
+            &mut || restarts += 1,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         assert_eq!(r.model_ref, "b/m");
         assert_eq!(r.response.text, "ok");
         assert_eq!(restarts, 2);

@@ -160,7 +160,14 @@ fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> ProviderE
         408 | 504 => ProviderError::Timeout,
         400 | 413 if code == "context_length_exceeded" => ProviderError::ContextOverflow,
         500..=599 => ProviderError::Server { status },
-        _ => ProviderError::BadRequest(format!("HTTP {status}{}", if code.is_empty() { String::new() } else { format!(" ({code})") })),
+        _ => ProviderError::BadRequest(format!(
+            "HTTP {status}{}",
+            if code.is_empty() {
+                String::new()
+            } else {
+                format!(" ({code})")
+            }
+        )),
     }
 }
 
@@ -233,7 +240,9 @@ pub fn parse_sse<R: BufRead>(
             for tc in tcs {
                 let idx = tc["index"].as_u64().unwrap_or(calls.len() as u64) as usize;
                 if idx > 64 {
-                    return Err(ProviderError::MalformedResponse("tool call index out of range".into()));
+                    return Err(ProviderError::MalformedResponse(
+                        "tool call index out of range".into(),
+                    ));
                 }
                 while calls.len() <= idx {
                     calls.push(PartialCall::default());
@@ -270,12 +279,22 @@ fn finish_calls(calls: Vec<PartialCall>) -> Result<Vec<ToolCall>, ProviderError>
         .filter(|(_, c)| !c.name.is_empty() || !c.arguments.is_empty())
         .map(|(i, c)| {
             if c.name.is_empty() {
-                return Err(ProviderError::MalformedResponse("tool call without a name".into()));
+                return Err(ProviderError::MalformedResponse(
+                    "tool call without a name".into(),
+                ));
             }
             Ok(ToolCall {
-                id: if c.id.is_empty() { format!("call_{i}") } else { c.id },
+                id: if c.id.is_empty() {
+                    format!("call_{i}")
+                } else {
+                    c.id
+                },
                 name: c.name,
-                arguments: if c.arguments.trim().is_empty() { "{}".into() } else { c.arguments },
+                arguments: if c.arguments.trim().is_empty() {
+                    "{}".into()
+                } else {
+                    c.arguments
+                },
             })
         })
         .collect()
@@ -284,7 +303,9 @@ fn finish_calls(calls: Vec<PartialCall>) -> Result<Vec<ToolCall>, ProviderError>
 fn parse_full(v: &Value, on_delta: &mut dyn FnMut(&str)) -> Result<ChatResponse, ProviderError> {
     let msg = &v["choices"][0]["message"];
     if msg.is_null() {
-        return Err(ProviderError::MalformedResponse("no choices[0].message".into()));
+        return Err(ProviderError::MalformedResponse(
+            "no choices[0].message".into(),
+        ));
     }
     let text = msg["content"].as_str().unwrap_or("").to_string();
     if !text.is_empty() {
@@ -295,13 +316,18 @@ fn parse_full(v: &Value, on_delta: &mut dyn FnMut(&str)) -> Result<ChatResponse,
         calls.push(PartialCall {
             id: tc["id"].as_str().unwrap_or("").to_string(),
             name: tc["function"]["name"].as_str().unwrap_or("").to_string(),
-            arguments: tc["function"]["arguments"].as_str().unwrap_or("").to_string(),
+            arguments: tc["function"]["arguments"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
         });
     }
     Ok(ChatResponse {
         text,
         tool_calls: finish_calls(calls)?,
-        finish_reason: v["choices"][0]["finish_reason"].as_str().map(str::to_string),
+        finish_reason: v["choices"][0]["finish_reason"]
+            .as_str()
+            .map(str::to_string),
     })
 }
 
@@ -311,7 +337,11 @@ mod tests {
 
     fn sse(s: &str) -> Result<ChatResponse, ProviderError> {
         let mut got = String::new();
-        let r = parse_sse(s.as_bytes(), &mut |d| got.push_str(d), &AtomicBool::new(false));
+        let r = parse_sse(
+            s.as_bytes(),
+            &mut |d| got.push_str(d),
+            &AtomicBool::new(false),
+        );
         if let Ok(r) = &r {
             assert_eq!(got, r.text);
         }
@@ -345,11 +375,16 @@ data: [DONE]\n\n";
     fn status_classification() {
         assert_eq!(
             classify(429, Some(Duration::from_secs(2)), ""),
-            ProviderError::RateLimited { retry_after: Some(Duration::from_secs(2)) }
+            ProviderError::RateLimited {
+                retry_after: Some(Duration::from_secs(2))
+            }
         );
         assert_eq!(classify(401, None, ""), ProviderError::Auth);
         assert_eq!(classify(402, None, ""), ProviderError::Billing);
-        assert_eq!(classify(503, None, ""), ProviderError::Server { status: 503 });
+        assert_eq!(
+            classify(503, None, ""),
+            ProviderError::Server { status: 503 }
+        );
         assert_eq!(
             classify(400, None, r#"{"error":{"code":"context_length_exceeded"}}"#),
             ProviderError::ContextOverflow

@@ -88,35 +88,68 @@ async fn completions(State(log): State<FakeLog>, body: String) -> Response {
         send(chunk(json!({"role": "assistant", "content": ""}), None)).await;
         let looping = last_user.contains("[tool:loop]");
         if last["role"] == "tool" && !looping {
-            let r = last["content"].as_str().unwrap_or("").chars().take(300).collect::<String>();
+            let r = last["content"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect::<String>();
             send(chunk(json!({"content": format!("tool said: {r}")}), None)).await;
             send(chunk(json!({}), Some("stop"))).await;
-        } else if let Some(path) = marker(&last_user, "tool:read").filter(|_| last["role"] == "user") {
+        } else if let Some(path) =
+            marker(&last_user, "tool:read").filter(|_| last["role"] == "user")
+        {
             let args = json!({"path": path}).to_string();
             let (a, b) = args.split_at(args.len() / 2);
-            send(chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                "function": {"name": "read", "arguments": a}}]}), None)).await;
-            send(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}), None)).await;
+            send(chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": "read", "arguments": a}}]}),
+                None,
+            ))
+            .await;
+            send(chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}),
+                None,
+            ))
+            .await;
             send(chunk(json!({}), Some("tool_calls"))).await;
-        } else if looping || (last["role"] == "user" && marker(&last_user, "slowtool").is_some() && last["content"] == last_user) {
+        } else if looping
+            || (last["role"] == "user"
+                && marker(&last_user, "slowtool").is_some()
+                && last["content"] == last_user)
+        {
             if let Some(ms) = marker(&last_user, "slowtool").and_then(|m| m.parse::<u64>().ok()) {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            send(chunk(json!({"tool_calls": [{"index": 0, "id": "call_ls", "type": "function",
-                "function": {"name": "ls", "arguments": "{}"}}]}), None)).await;
+            send(chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_ls", "type": "function",
+                "function": {"name": "ls", "arguments": "{}"}}]}),
+                None,
+            ))
+            .await;
             send(chunk(json!({}), Some("tool_calls"))).await;
         } else if let Some(ms) = marker(&last_user, "slow").and_then(|m| m.parse::<u64>().ok()) {
             for i in 0..10 {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 send(chunk(json!({"content": format!("part{i} ")}), None)).await;
             }
-            send(chunk(json!({"content": format!("done: {last_user}")}), None)).await;
+            send(chunk(
+                json!({"content": format!("done: {last_user}")}),
+                None,
+            ))
+            .await;
             send(chunk(json!({}), Some("stop"))).await;
         } else {
             let text = format!("echo: {last_user}");
             let n = text.len();
-            let cut1 = (0..=n / 3).rev().find(|i| text.is_char_boundary(*i)).unwrap();
-            let cut2 = (0..=2 * n / 3).rev().find(|i| text.is_char_boundary(*i)).unwrap();
+            let cut1 = (0..=n / 3)
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap();
+            let cut2 = (0..=2 * n / 3)
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap();
             for part in [&text[..cut1], &text[cut1..cut2], &text[cut2..]] {
                 send(chunk(json!({"content": part}), None)).await;
             }
@@ -124,7 +157,8 @@ async fn completions(State(log): State<FakeLog>, body: String) -> Response {
         }
         send("data: [DONE]\n\n".into()).await;
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
@@ -227,7 +261,11 @@ impl Daemon {
             if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("hearth exited early ({st}):\n{}", d.log());
             }
-            assert!(Instant::now() < deadline, "hearth did not start:\n{}", d.log());
+            assert!(
+                Instant::now() < deadline,
+                "hearth did not start:\n{}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -303,12 +341,18 @@ pub async fn terminal(c: &Client, run_id: &str) -> Value {
 }
 
 pub fn text_of(p: &Value) -> String {
-    p["message"]["content"][0]["text"].as_str().unwrap_or("").to_string()
+    p["message"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 pub async fn history(c: &Client, session: &str) -> Vec<Value> {
     let h = c
-        .request("chat.history", json!({"sessionKey": session, "limit": 1000}))
+        .request(
+            "chat.history",
+            json!({"sessionKey": session, "limit": 1000}),
+        )
         .await
         .unwrap();
     h["messages"].as_array().unwrap().clone()
