@@ -159,14 +159,19 @@ impl Client {
         pred: impl Fn(&Value) -> bool,
     ) -> Option<Value> {
         let hit = |e: &Value| e["event"] == name && pred(&e["payload"]);
-        {
+        let from_backlog = || {
             let mut b = self.backlog.lock().unwrap();
-            if let Some(i) = b.iter().position(hit) {
-                return b.remove(i).map(|e| e["payload"].clone());
-            }
+            b.iter().position(hit).and_then(|i| b.remove(i)).map(|e| e["payload"].clone())
+        };
+        if let Some(p) = from_backlog() {
+            return Some(p);
         }
-        let mut ev = self.events.lock().await;
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut ev = tokio::time::timeout_at(deadline, self.events.lock()).await.ok()?;
+        // Another waiter may have parked our event while we waited for the lock.
+        if let Some(p) = from_backlog() {
+            return Some(p);
+        }
         loop {
             let e = tokio::time::timeout_at(deadline, ev.recv()).await.ok()??;
             if hit(&e) {

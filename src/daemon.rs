@@ -203,6 +203,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .into_make_service_with_connect_info::<SocketAddr>();
     let stop_listen = shutdown.clone();
     let server = tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        // Small WebSocket frames (deltas, events) must not wait for Nagle.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop_listen.cancelled().await })
             .await

@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -72,7 +72,8 @@ struct Inner {
     intake_closed: CancellationToken,
     /// Cut running turns (shutdown deadline passed); they are not committed.
     hard_stop: CancellationToken,
-    done: watch::Sender<u64>,
+    /// Run ids that reached a final state (for `agent.wait`).
+    done: broadcast::Sender<Arc<str>>,
 }
 
 #[derive(Clone)]
@@ -101,7 +102,7 @@ impl Queue {
                 tracker: TaskTracker::new(),
                 intake_closed: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
-                done: watch::channel(0).0,
+                done: broadcast::channel(4096).0,
             }),
         }
     }
@@ -110,9 +111,16 @@ impl Queue {
         &self.inner.store
     }
 
-    /// Bumped whenever a run reaches a final state (for `agent.wait`).
-    pub fn completions(&self) -> watch::Receiver<u64> {
+    /// Run ids as they reach a final state (for `agent.wait`). Subscribe
+    /// before checking the store so no completion is missed.
+    pub fn completions(&self) -> broadcast::Receiver<Arc<str>> {
         self.inner.done.subscribe()
+    }
+
+    fn finished(&self, ids: impl IntoIterator<Item = String>) {
+        for id in ids {
+            let _ = self.inner.done.send(id.into());
+        }
     }
 
     /// Queues every message left in the inbox by a previous process.
@@ -240,7 +248,7 @@ impl Queue {
             let mut ev = RunEvents::new(self.inner.bus.clone(), &ids[0], &item.session_key);
             ev.also = ids[1..].to_vec();
             ev.chat_error(why);
-            self.inner.done.send_modify(|n| *n += 1);
+            self.finished(ids);
         }
         if start {
             self.spawn_worker(item.session_key.clone());
@@ -465,7 +473,7 @@ impl Queue {
             "sessions.changed",
             serde_json::json!({"sessionKey": key, "reason": "run"}),
         );
-        self.inner.done.send_modify(|n| *n += 1);
+        self.finished(result.items.iter().map(|i| i.run_id.clone()));
     }
 
     async fn apply_reset_policy(&self, key: &str) {

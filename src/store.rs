@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -256,16 +256,26 @@ impl Store {
         Ok(item)
     }
 
-    /// Records a request/response pair for an idempotency key without a queued
-    /// message (e.g. `send`). Returns `Duplicate` if the key exists.
-    pub fn put_idem(&self, key: &str, rec: &IdemRecord) -> Result<(), StoreError> {
+    /// An outbound message without a run (`send`): idempotency record and
+    /// transcript entry in one durable transaction.
+    pub fn record_outbound(
+        &self,
+        idem_key: &str,
+        rec: &IdemRecord,
+        session: &str,
+        agent_id: &str,
+        entry: Entry,
+    ) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(db)?;
         {
             let mut t = w.open_table(IDEM).map_err(db)?;
-            if let Some(old) = t.get(key).map_err(db)? {
+            if let Some(old) = t.get(idem_key).map_err(db)? {
                 return Err(StoreError::Duplicate(Box::new(dec(old.value())?)));
             }
-            t.insert(key, enc(rec).as_slice()).map_err(db)?;
+            t.insert(idem_key, enc(rec).as_slice()).map_err(db)?;
+            let mut meta = session_meta_mut(&w, session, agent_id)?;
+            append(&w, &mut meta, &[entry])?;
+            put_meta(&w, &meta)?;
         }
         w.commit().map_err(db)
     }
@@ -332,7 +342,8 @@ impl Store {
         agent_id: &str,
         entries: &[Entry],
     ) -> Result<u64, StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
+        let mut w = self.db.begin_write().map_err(db)?;
+        lazy(&mut w);
         let from;
         {
             let key = items[0].session_key.clone();
@@ -534,6 +545,14 @@ impl Store {
             None => Ok(false),
         }
     }
+}
+
+/// Mid-run writes skip the fsync: a crash loses them as a unit, together
+/// with the `started` mark, so the message simply runs again from a clean
+/// transcript. They become durable with the next immediate commit (a new
+/// message or the run's end, which is always `Immediate`).
+fn lazy(w: &mut redb::WriteTransaction) {
+    let _ = w.set_durability(Durability::None);
 }
 
 fn session_meta_mut(

@@ -390,15 +390,10 @@ fn run_payload(r: &RunRecord) -> Value {
 }
 
 /// Waits until the run is final, or `timeout`. `None` on timeout.
-async fn wait_run(
-    g: &Gateway,
-    run_id: &str,
-    timeout: Duration,
-) -> Result<Option<RunRecord>, ErrorShape> {
+async fn wait_run(g: &Gateway, run_id: &str, timeout: Duration) -> Result<Option<RunRecord>, ErrorShape> {
     let mut done = g.queue.completions();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        done.borrow_and_update();
         let store = g.queue.store().clone();
         let id = run_id.to_string();
         if let Some(r) = blocking(move || store.get_run(&id)).await? {
@@ -406,9 +401,17 @@ async fn wait_run(
                 return Ok(Some(r));
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return Ok(None),
-            ch = done.changed() => if ch.is_err() { return Ok(None) },
+        // Wait for this run id (or a lag, after which the store is re-read).
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                r = done.recv() => match r {
+                    Ok(id) if &*id == run_id => break,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(_) => return Ok(None),
+                },
+            }
         }
     }
 }
@@ -482,17 +485,12 @@ async fn send(g: &Gateway, p: &Value) -> Res {
         .to_string();
     let (k2, t2, i2) = (session.clone(), text.clone(), idem.clone());
     let dup = tokio::task::spawn_blocking(move || -> Result<Option<IdemRecord>, StoreError> {
-        match store.put_idem(&key, &rec) {
-            Ok(()) => {}
-            Err(StoreError::Duplicate(r)) => return Ok(Some(*r)),
-            Err(e) => return Err(e),
+        let entry = Entry::new(Role::Assistant, t2, Some(&i2));
+        match store.record_outbound(&key, &rec, &k2, &agent_id, entry) {
+            Ok(()) => Ok(None),
+            Err(StoreError::Duplicate(r)) => Ok(Some(*r)),
+            Err(e) => Err(e),
         }
-        store.append(
-            &k2,
-            &agent_id,
-            &[Entry::new(Role::Assistant, t2, Some(&i2))],
-        )?;
-        Ok(None)
     })
     .await
     .map_err(blocking_err)?

@@ -177,6 +177,10 @@ impl FakeOpenAi {
         let stop = tokio_util::sync::CancellationToken::new();
         let s2 = stop.clone();
         tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let l = l.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(l, app)
                 .with_graceful_shutdown(async move { s2.cancelled().await })
                 .await
