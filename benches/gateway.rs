@@ -19,7 +19,10 @@ use common::*;
 use serde_json::json;
 
 fn env_n(k: &str, d: usize) -> usize {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -32,7 +35,9 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 fn health_ok(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
@@ -40,7 +45,11 @@ fn health_ok(port: u16) -> bool {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -57,7 +66,12 @@ fn startup() {
         let port = free_port();
         let t0 = Instant::now();
         let mut child = Command::new(bin())
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--state-dir"])
+            .args([
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--state-dir",
+            ])
             .arg(dir.path().join("s"))
             .env_clear()
             .env("HOME", dir.path())
@@ -76,18 +90,30 @@ fn startup() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    println!("startup exec→/health 200: median {:.1} ms, max {:.1} ms over {n} starts", pct(&mut times.clone(), 0.5), pct(&mut times, 1.0));
-    println!("idle RSS (embedded defaults, 1 s after ready): median {:.1} MiB", pct(&mut rss, 0.5));
+    println!(
+        "startup exec→/health 200: median {:.1} ms, max {:.1} ms over {n} starts",
+        pct(&mut times.clone(), 0.5),
+        pct(&mut times, 1.0)
+    );
+    println!(
+        "idle RSS (embedded defaults, 1 s after ready): median {:.1} MiB",
+        pct(&mut rss, 0.5)
+    );
 }
 
 async fn one_message(c: &Client, session: &str, key: &str) -> f64 {
     let t0 = Instant::now();
-    c.request("chat.send", json!({"sessionKey": session, "message": "ping", "idempotencyKey": key}))
-        .await
-        .unwrap();
-    c.wait_event("chat", Duration::from_secs(60), |p| p["runId"] == key && p["state"] == "final")
-        .await
-        .expect("final");
+    c.request(
+        "chat.send",
+        json!({"sessionKey": session, "message": "ping", "idempotencyKey": key}),
+    )
+    .await
+    .unwrap();
+    c.wait_event("chat", Duration::from_secs(60), |p| {
+        p["runId"] == key && p["state"] == "final"
+    })
+    .await
+    .expect("final");
     t0.elapsed().as_secs_f64() * 1000.0
 }
 
@@ -126,15 +152,29 @@ async fn load() {
         lat.push(one_message(&c, "lat", &format!("l{i}")).await);
     }
     let url = fake.url.clone();
-    let mut base = tokio::task::spawn_blocking(move || provider_baseline(&url, 500)).await.unwrap();
+    let mut base = tokio::task::spawn_blocking(move || provider_baseline(&url, 500))
+        .await
+        .unwrap();
     let (b50, b99) = (pct(&mut base.clone(), 0.5), pct(&mut base, 0.99));
     let (l50, l99) = (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
     println!("latency chat.send→final, 1 session: p50 {l50:.2} ms, p99 {l99:.2} ms; provider alone p50 {b50:.2} ms, p99 {b99:.2} ms");
-    println!("added by the gateway: p50 {:.2} ms, p99 {:.2} ms", l50 - b50, l99 - b99);
+    println!(
+        "added by the gateway: p50 {:.2} ms, p99 {:.2} ms",
+        l50 - b50,
+        l99 - b99
+    );
     drop(c);
 
     // Throughput: `sessions` sessions over `conns` connections, each session sequential.
     let per_session = total.div_ceil(sessions);
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            samples.push(format!("{:.1}", rss_kb(pid) as f64 / 1024.0));
+            println!("  RSS samples every 5 s (MiB): {}", samples.join(" "));
+        }
+    });
     let done = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -176,12 +216,18 @@ async fn load() {
         t.await.unwrap();
     }
     let secs = t0.elapsed().as_secs_f64();
+    sampler.abort();
     let n = done.load(Ordering::Relaxed);
     println!("throughput: {n} replies over {sessions} sessions / {conns} connections in {secs:.1} s = {:.0} replies/s", n as f64 / secs);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kb(pid) as f64 / 1024.0;
-    println!("RSS: {idle_rss:.1} MiB after warm-up, {after:.1} MiB after {n} more messages ({:+.1}%)", (after / idle_rss - 1.0) * 100.0);
-    let db = std::fs::metadata(d.state.join("hearth.redb")).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "RSS: {idle_rss:.1} MiB after warm-up, {after:.1} MiB after {n} more messages ({:+.1}%)",
+        (after / idle_rss - 1.0) * 100.0
+    );
+    let db = std::fs::metadata(d.state.join("hearth.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!("state database size: {:.1} MiB", db as f64 / 1048576.0);
 }
 
@@ -198,6 +244,10 @@ fn main() {
         .block_on(load());
     let arm = std::path::Path::new("target/aarch64-unknown-linux-musl/release/hearth");
     if let Ok(m) = std::fs::metadata(arm) {
-        println!("static aarch64 binary: {:.2} MB ({} bytes)", m.len() as f64 / 1e6, m.len());
+        println!(
+            "static aarch64 binary: {:.2} MB ({} bytes)",
+            m.len() as f64 / 1e6,
+            m.len()
+        );
     }
 }

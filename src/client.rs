@@ -161,13 +161,18 @@ impl Client {
         let hit = |e: &Value| e["event"] == name && pred(&e["payload"]);
         let from_backlog = || {
             let mut b = self.backlog.lock().unwrap();
-            b.iter().position(hit).and_then(|i| b.remove(i)).map(|e| e["payload"].clone())
+            b.iter()
+                .position(hit)
+                .and_then(|i| b.remove(i))
+                .map(|e| e["payload"].clone())
         };
         if let Some(p) = from_backlog() {
             return Some(p);
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut ev = tokio::time::timeout_at(deadline, self.events.lock()).await.ok()?;
+        let mut ev = tokio::time::timeout_at(deadline, self.events.lock())
+            .await
+            .ok()?;
         // Another waiter may have parked our event while we waited for the lock.
         if let Some(p) = from_backlog() {
             return Some(p);

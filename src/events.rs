@@ -10,10 +10,22 @@ use tokio::sync::broadcast;
 
 use crate::store::now_ms;
 
+/// An event, serialized once for all connections.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub name: &'static str,
-    pub payload: Value,
+    /// The payload as JSON text.
+    pub payload: String,
+}
+
+impl Event {
+    /// The wire frame with this connection's sequence number.
+    pub fn frame(&self, seq: u64) -> String {
+        format!(
+            "{{\"type\":\"event\",\"event\":\"{}\",\"payload\":{},\"seq\":{seq}}}",
+            self.name, self.payload
+        )
+    }
 }
 
 #[derive(Clone)]
@@ -30,6 +42,7 @@ impl EventBus {
 
     pub fn emit(&self, name: &'static str, payload: Value) {
         if self.tx.receiver_count() > 0 {
+            let payload = payload.to_string();
             let _ = self.tx.send(Arc::new(Event { name, payload }));
         }
     }

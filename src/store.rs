@@ -25,6 +25,9 @@ const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const IDEM: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// Page cache of the state database.
+pub const CACHE_BYTES: usize = 4 << 20;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -193,7 +196,12 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let d = Database::create(path).map_err(db)?;
+        // redb's default cache (1 GiB) would grow with the file; a 512 MB
+        // board needs a bound. Hot data (inbox, recent transcripts) is small.
+        let d = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(db)?;
         let w = d.begin_write().map_err(db)?;
         {
             w.open_table(INBOX).map_err(db)?;

@@ -400,3 +400,27 @@ async fn tools_work_inside_and_refuse_escapes() {
         .iter()
         .any(|m| m["role"] == "tool" && m["toolCallId"] == "call_1"));
 }
+
+#[tokio::test]
+async fn run_timeout_stops_a_slow_reply() {
+    let fake = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(&fake.url, "").replace(
+        "max_concurrent = 4",
+        "max_concurrent = 4\nrun_timeout_secs = 1",
+    );
+    let d = Daemon::start(dir.path(), &cfg);
+    let c = d.client().await;
+    let t0 = std::time::Instant::now();
+    send(&c, "main", "[slow:300] take your time", "rt0").await;
+    let t = terminal(&c, "rt0").await;
+    assert_eq!(t["state"], "error");
+    assert!(
+        t["errorMessage"].as_str().unwrap().contains("run timeout"),
+        "{t}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    // The session is free again.
+    send(&c, "main", "hello", "rt1").await;
+    assert_eq!(text_of(&terminal(&c, "rt1").await), "echo: hello");
+}

@@ -390,7 +390,11 @@ fn run_payload(r: &RunRecord) -> Value {
 }
 
 /// Waits until the run is final, or `timeout`. `None` on timeout.
-async fn wait_run(g: &Gateway, run_id: &str, timeout: Duration) -> Result<Option<RunRecord>, ErrorShape> {
+async fn wait_run(
+    g: &Gateway,
+    run_id: &str,
+    timeout: Duration,
+) -> Result<Option<RunRecord>, ErrorShape> {
     let mut done = g.queue.completions();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

@@ -7,6 +7,7 @@
 //! are limited to 64 KiB; after, to `policy.maxPayload`. A bad frame gets an
 //! error response; nothing a client sends can take the daemon down.
 
+pub mod ingest;
 pub mod methods;
 pub mod protocol;
 
@@ -282,7 +283,7 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
             ev = events.recv() => match ev {
                 Ok(e) => {
                     let s = seq.fetch_add(1, Ordering::Relaxed) + 1;
-                    conn.send(Frame::event(e.name, e.payload.clone(), Some(s))).await;
+                    let _ = conn.out.send(e.frame(s)).await;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(conn = %conn_id, skipped = n, "slow client missed events");

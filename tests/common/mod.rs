@@ -210,8 +210,10 @@ pub struct Daemon {
     pub config: PathBuf,
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hearth")
+/// The binary under test; `HEARTH_BIN` points the benchmark at another build
+/// (e.g. the static musl one).
+pub fn bin() -> String {
+    std::env::var("HEARTH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hearth").to_string())
 }
 
 impl Daemon {
