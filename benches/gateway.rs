@@ -137,7 +137,8 @@ async fn load() {
     let conns = env_n("BENCH_CONNS", 10).min(sessions);
     let fake = FakeOpenAi::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config_with(&fake.url, "").replace("max_concurrent = 4", "max_concurrent = 4");
+    // max_concurrent = 4 (set by config_with): runs at once over the gateway.
+    let cfg = config_with(&fake.url, "");
     let d = Daemon::start(dir.path(), &cfg);
     let pid = d.child.as_ref().unwrap().id();
 
