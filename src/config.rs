@@ -122,6 +122,7 @@ struct RawGateway {
     #[serde(default)]
     allowed_origins: Vec<String>,
     max_connections: Option<usize>,
+    tick_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +210,7 @@ struct RawBindingMatch {
 #[serde(deny_unknown_fields)]
 struct RawSession {
     dm_scope: Option<DmScope>,
+    run_retention_days: Option<u64>,
     #[serde(default)]
     reset: RawReset,
 }
@@ -247,6 +249,8 @@ pub struct GatewayConfig {
     /// origin and loopback origins are always allowed).
     pub allowed_origins: Vec<String>,
     pub max_connections: usize,
+    /// How often idle connections get a `tick` event.
+    pub tick_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -357,6 +361,8 @@ pub struct Config {
     pub dm_scope: DmScope,
     pub reset: ResetPolicy,
     pub queue: QueueConfig,
+    /// How long run records and idempotency keys are kept.
+    pub run_retention: Duration,
 }
 
 impl Config {
@@ -454,6 +460,13 @@ impl Config {
             probs.add(
                 "gateway.token",
                 format!("required because gateway.bind ({bind}) is not a loopback address; set token = \"${{HEARTH_GATEWAY_TOKEN}}\""),
+            );
+        }
+        let tick_ms = gateway.tick_interval_ms.unwrap_or(30_000);
+        if !(100..=3_600_000).contains(&tick_ms) {
+            probs.add(
+                "gateway.tick_interval_ms",
+                "must be between 100 and 3600000",
             );
         }
         let max_connections = gateway.max_connections.unwrap_or(32);
@@ -631,6 +644,10 @@ impl Config {
         if reset.at_hour > 23 {
             probs.add("session.reset.at_hour", "must be 0..=23");
         }
+        let retention_days = session.run_retention_days.unwrap_or(7);
+        if retention_days == 0 {
+            probs.add("session.run_retention_days", "must be at least 1");
+        }
         if reset.mode == ResetMode::Idle && reset.idle_minutes == 0 {
             probs.add(
                 "session.reset.idle_minutes",
@@ -660,6 +677,7 @@ impl Config {
                 token,
                 allowed_origins: gateway.allowed_origins,
                 max_connections,
+                tick_interval: Duration::from_millis(tick_ms),
             },
             providers: prov,
             agents: list,
@@ -669,6 +687,7 @@ impl Config {
             dm_scope: session.dm_scope.unwrap_or(DmScope::Main),
             reset,
             queue,
+            run_retention: Duration::from_secs(retention_days * 86_400),
         })
     }
 }

@@ -226,6 +226,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         sd_notify::NotifyState::Status(&format!("listening on {addr}")),
     ]);
     let watchdog = spawn_watchdog(shutdown.clone());
+    let pruner = spawn_pruner(store.clone(), cfg.run_retention, shutdown.clone());
 
     wait_for_signal().await;
     tracing::info!(
@@ -246,6 +247,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if let Some(w) = watchdog {
         w.abort();
     }
+    let _ = pruner.await;
     let _ = std::fs::remove_file(dir.join("gateway.json"));
     drop(gw);
     drop(queue);
@@ -291,6 +293,47 @@ fn spawn_watchdog(stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>
             }
         }
     }))
+}
+
+/// Hourly (and at start): drop run records and idempotency keys older than
+/// the retention, in small batches, so the state file does not grow forever.
+fn spawn_pruner(
+    store: Store,
+    keep: Duration,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = t.tick() => {}
+            }
+            let cutoff = crate::store::now_ms().saturating_sub(keep.as_millis() as u64);
+            let mut total = 0;
+            loop {
+                let s = store.clone();
+                match tokio::task::spawn_blocking(move || s.prune(cutoff, 500)).await {
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(n)) => total += n,
+                    Ok(Err(e)) => {
+                        tracing::warn!("pruning old run records failed: {e}");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+                if stop.is_cancelled() {
+                    return;
+                }
+            }
+            if total > 0 {
+                tracing::info!(
+                    rows = total,
+                    "pruned run records and idempotency keys past the retention"
+                );
+            }
+        }
+    })
 }
 
 async fn wait_for_signal() {

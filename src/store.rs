@@ -179,6 +179,9 @@ pub struct IdemRecord {
     pub run_id: String,
     /// The response payload the first request got.
     pub response: Value,
+    /// When the key was first seen (for retention).
+    #[serde(default)]
+    pub ts: u64,
 }
 
 /// What a finished run commits in one transaction.
@@ -547,6 +550,51 @@ impl Store {
         Ok(existed)
     }
 
+    /// Deletes final run records and idempotency keys older than
+    /// `cutoff_ms`, at most `batch` of each per call (short write
+    /// transactions). Returns how many rows went. Inbox items and
+    /// transcripts are never touched.
+    pub fn prune(&self, cutoff_ms: u64, batch: usize) -> Result<usize, StoreError> {
+        let w = self.db.begin_write().map_err(db)?;
+        let mut n = 0;
+        {
+            let mut runs = w.open_table(RUNS).map_err(db)?;
+            let mut old = Vec::new();
+            for row in runs.iter().map_err(db)? {
+                let (k, v) = row.map_err(db)?;
+                let r: RunRecord = dec(v.value())?;
+                if r.status.is_final() && r.ended_ms.unwrap_or(r.created_ms) < cutoff_ms {
+                    old.push(k.value().to_string());
+                    if old.len() >= batch {
+                        break;
+                    }
+                }
+            }
+            for k in &old {
+                runs.remove(k.as_str()).map_err(db)?;
+            }
+            n += old.len();
+            let mut idem = w.open_table(IDEM).map_err(db)?;
+            let mut old = Vec::new();
+            for row in idem.iter().map_err(db)? {
+                let (k, v) = row.map_err(db)?;
+                let r: IdemRecord = dec(v.value())?;
+                if r.ts < cutoff_ms {
+                    old.push(k.value().to_string());
+                    if old.len() >= batch {
+                        break;
+                    }
+                }
+            }
+            for k in &old {
+                idem.remove(k.as_str()).map_err(db)?;
+            }
+            n += old.len();
+        }
+        w.commit().map_err(db)?;
+        Ok(n)
+    }
+
     pub fn compact(&mut self) -> Result<bool, StoreError> {
         match Arc::get_mut(&mut self.db) {
             Some(d) => d.compact().map_err(db),
@@ -646,6 +694,7 @@ mod tests {
                 method: "chat.send".into(),
                 run_id: "r1".into(),
                 response: serde_json::json!({"runId": "r1"}),
+                ts: now_ms(),
             };
             let it = s
                 .enqueue(item("agent:main:a", "r1"), Some(("k1", rec.clone())))
@@ -660,6 +709,52 @@ mod tests {
         let inbox = s.inbox().unwrap();
         assert_eq!(inbox.len(), 1);
         assert_eq!(s.get_run("r1").unwrap().unwrap().status, RunStatus::Queued);
+    }
+
+    #[test]
+    fn prune_keeps_recent_and_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let rec = |run: &str, ts| IdemRecord {
+            method: "chat.send".into(),
+            run_id: run.into(),
+            response: serde_json::json!({}),
+            ts,
+        };
+        let a = s
+            .enqueue(
+                item("agent:main:a", "old"),
+                Some(("k-old", rec("old", 1000))),
+            )
+            .unwrap();
+        s.enqueue(
+            item("agent:main:a", "new"),
+            Some(("k-new", rec("new", now_ms()))),
+        )
+        .unwrap();
+        s.enqueue(item("agent:main:a", "queued"), None).unwrap();
+        let mut done = s.get_run("old").unwrap().unwrap();
+        done.status = RunStatus::Ok;
+        done.ended_ms = Some(1000);
+        s.finish_run(
+            RunCommit {
+                session_key: "agent:main:a",
+                entries: vec![],
+                remove_inbox: vec![a.seq],
+                runs: vec![done],
+            },
+            "main",
+        )
+        .unwrap();
+        assert_eq!(s.prune(now_ms() - 60_000, 100).unwrap(), 2);
+        assert!(s.get_run("old").unwrap().is_none());
+        assert!(s.get_idem("k-old").unwrap().is_none());
+        assert!(s.get_idem("k-new").unwrap().is_some());
+        assert!(
+            s.get_run("queued").unwrap().is_some(),
+            "unfinished runs stay"
+        );
+        assert_eq!(s.prune(now_ms() - 60_000, 100).unwrap(), 0);
     }
 
     #[test]

@@ -508,3 +508,20 @@ async fn cli_chat_streams_a_reply() {
     .unwrap();
     assert!(String::from_utf8_lossy(&st.stdout).contains("fake/fake-1"));
 }
+
+#[tokio::test]
+async fn idle_connections_get_ticks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), "[gateway]\ntick_interval_ms = 200\n");
+    let c = d.client().await;
+    assert_eq!(c.hello["policy"]["tickIntervalMs"], 200);
+    let t0 = std::time::Instant::now();
+    for _ in 0..2 {
+        let t = c
+            .wait_event("tick", Duration::from_secs(5), |_| true)
+            .await
+            .expect("tick");
+        assert!(t["ts"].as_u64().unwrap() > 0);
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+}

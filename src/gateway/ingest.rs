@@ -36,6 +36,7 @@ impl Gateway {
                 method: "inbound".into(),
                 run_id: run_id.clone(),
                 response: serde_json::json!({"runId": run_id, "sessionKey": session_key}),
+                ts: now_ms(),
             };
             (key, rec)
         });

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::protocol::{ErrorShape, Frame};
-use super::{str_param, Conn, Gateway, MAX_BUFFERED, MAX_PAYLOAD, PROTOCOL, TICK_MS};
+use super::{str_param, Conn, Gateway, MAX_BUFFERED, MAX_PAYLOAD, PROTOCOL};
 use crate::events::RunEvents;
 use crate::queue::QueueError;
 use crate::routing;
@@ -125,7 +125,7 @@ pub fn handshake(
                                      "mainSessionKey": format!("agent:{}:main", g.cfg.default_agent)},
             },
             "auth": {"role": role, "scopes": scopes},
-            "policy": {"maxPayload": MAX_PAYLOAD, "maxBufferedBytes": MAX_BUFFERED, "tickIntervalMs": TICK_MS},
+            "policy": {"maxPayload": MAX_PAYLOAD, "maxBufferedBytes": MAX_BUFFERED, "tickIntervalMs": g.cfg.gateway.tick_interval.as_millis() as u64},
         }),
     ))
 }
@@ -289,6 +289,7 @@ async fn submit(
         method: method.into(),
         run_id: run_id.clone(),
         response: json!({"runId": run_id, "status": "started"}),
+        ts: now_ms(),
     };
     match g
         .queue
@@ -481,6 +482,7 @@ async fn send(g: &Gateway, p: &Value) -> Res {
         method: "send".into(),
         run_id: idem.clone(),
         response: response.clone(),
+        ts: now_ms(),
     };
     let store = g.queue.store().clone();
     let key = format!("send:{idem}");

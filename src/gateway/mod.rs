@@ -38,7 +38,6 @@ pub const PROTOCOL: u64 = 4;
 pub const PRE_AUTH_MAX: usize = 64 * 1024;
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
 pub const MAX_BUFFERED: usize = 4 * 1024 * 1024;
-pub const TICK_MS: u64 = 30_000;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything the gateway's handlers share.
@@ -252,7 +251,7 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
         out: out_tx,
     });
     let mut events = g.bus.subscribe();
-    let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+    let mut tick = tokio::time::interval(g.cfg.gateway.tick_interval);
     tick.tick().await;
     let seq = AtomicU64::new(0);
     let tasks = tokio_util::task::TaskTracker::new();
