@@ -34,6 +34,16 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// User + system CPU seconds of a process.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ
+}
+
 fn health_ok(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -177,6 +187,7 @@ async fn load() {
         }
     });
     let done = Arc::new(AtomicUsize::new(0));
+    let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for ci in 0..conns {
@@ -220,6 +231,12 @@ async fn load() {
     sampler.abort();
     let n = done.load(Ordering::Relaxed);
     println!("throughput: {n} replies over {sessions} sessions / {conns} connections in {secs:.1} s = {:.0} replies/s", n as f64 / secs);
+    let cpu = cpu_secs(pid) - cpu0;
+    println!(
+        "daemon CPU: {cpu:.1} s in {secs:.1} s ({:.0}% of one core; the load generator and fake provider share the 2 cores) = {:.0} replies per daemon CPU-second",
+        cpu / secs * 100.0,
+        n as f64 / cpu
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kb(pid) as f64 / 1024.0;
     println!(
