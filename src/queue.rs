@@ -55,6 +55,8 @@ struct Running {
 struct SessionQ {
     pending: VecDeque<InboxItem>,
     running: Option<Running>,
+    /// Messages of a batch taken from `pending` that waits for a run slot.
+    waiting: usize,
     worker: bool,
     last_arrival: Option<Instant>,
 }
@@ -271,14 +273,17 @@ impl Queue {
     pub fn load(&self) -> (usize, usize) {
         let s = self.inner.sessions.lock().unwrap();
         s.values().fold((0, 0), |(r, p), q| {
-            (r + q.running.is_some() as usize, p + q.pending.len())
+            (
+                r + q.running.is_some() as usize,
+                p + q.pending.len() + q.waiting,
+            )
         })
     }
 
     pub fn is_busy(&self, session_key: &str) -> bool {
         let s = self.inner.sessions.lock().unwrap();
         s.get(session_key)
-            .is_some_and(|q| q.running.is_some() || !q.pending.is_empty())
+            .is_some_and(|q| q.running.is_some() || q.waiting > 0 || !q.pending.is_empty())
     }
 
     /// Ordered shutdown: stop intake, let runs finish until `deadline`, then
@@ -357,6 +362,7 @@ impl Queue {
         let mut followup = false;
         while let Some(batch) = self.next_batch(&key, followup).await {
             followup = true;
+            self.set_waiting(&key, batch.len());
             let permit = tokio::select! {
                 p = self.inner.sem.clone().acquire_owned() => p.expect("semaphore open"),
                 _ = self.inner.hard_stop.cancelled() => { self.requeue(&key, batch); return; }
@@ -366,9 +372,16 @@ impl Queue {
         }
     }
 
+    fn set_waiting(&self, key: &str, n: usize) {
+        if let Some(q) = self.inner.sessions.lock().unwrap().get_mut(key) {
+            q.waiting = n;
+        }
+    }
+
     fn requeue(&self, key: &str, batch: Vec<InboxItem>) {
         let mut s = self.inner.sessions.lock().unwrap();
         let q = s.entry(key.to_string()).or_default();
+        q.waiting = 0;
         for it in batch.into_iter().rev() {
             q.pending.push_front(it);
         }
@@ -384,6 +397,7 @@ impl Queue {
         {
             let mut s = self.inner.sessions.lock().unwrap();
             let q = s.entry(key.to_string()).or_default();
+            q.waiting = 0;
             q.running = Some(Running {
                 run_id: run_id.clone(),
                 cancel: cancel.clone(),

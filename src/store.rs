@@ -556,41 +556,13 @@ impl Store {
     /// transcripts are never touched.
     pub fn prune(&self, cutoff_ms: u64, batch: usize) -> Result<usize, StoreError> {
         let w = self.db.begin_write().map_err(db)?;
-        let mut n = 0;
-        {
+        let n = {
             let mut runs = w.open_table(RUNS).map_err(db)?;
-            let mut old = Vec::new();
-            for row in runs.iter().map_err(db)? {
-                let (k, v) = row.map_err(db)?;
-                let r: RunRecord = dec(v.value())?;
-                if r.status.is_final() && r.ended_ms.unwrap_or(r.created_ms) < cutoff_ms {
-                    old.push(k.value().to_string());
-                    if old.len() >= batch {
-                        break;
-                    }
-                }
-            }
-            for k in &old {
-                runs.remove(k.as_str()).map_err(db)?;
-            }
-            n += old.len();
             let mut idem = w.open_table(IDEM).map_err(db)?;
-            let mut old = Vec::new();
-            for row in idem.iter().map_err(db)? {
-                let (k, v) = row.map_err(db)?;
-                let r: IdemRecord = dec(v.value())?;
-                if r.ts < cutoff_ms {
-                    old.push(k.value().to_string());
-                    if old.len() >= batch {
-                        break;
-                    }
-                }
-            }
-            for k in &old {
-                idem.remove(k.as_str()).map_err(db)?;
-            }
-            n += old.len();
-        }
+            prune_table(&mut runs, batch, |r: &RunRecord| {
+                r.status.is_final() && r.ended_ms.unwrap_or(r.created_ms) < cutoff_ms
+            })? + prune_table(&mut idem, batch, |r: &IdemRecord| r.ts < cutoff_ms)?
+        };
         w.commit().map_err(db)?;
         Ok(n)
     }
@@ -601,6 +573,28 @@ impl Store {
             None => Ok(false),
         }
     }
+}
+
+/// Removes up to `batch` rows of a JSON-valued table for which `old` holds.
+fn prune_table<T: for<'a> Deserialize<'a>>(
+    t: &mut redb::Table<&str, &[u8]>,
+    batch: usize,
+    old: impl Fn(&T) -> bool,
+) -> Result<usize, StoreError> {
+    let mut keys = Vec::new();
+    for row in t.iter().map_err(db)? {
+        let (k, v) = row.map_err(db)?;
+        if old(&dec(v.value())?) {
+            keys.push(k.value().to_string());
+            if keys.len() >= batch {
+                break;
+            }
+        }
+    }
+    for k in &keys {
+        t.remove(k.as_str()).map_err(db)?;
+    }
+    Ok(keys.len())
 }
 
 /// Mid-run writes skip the fsync: a crash loses them as a unit, together

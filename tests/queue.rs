@@ -424,3 +424,34 @@ async fn run_timeout_stops_a_slow_reply() {
     send(&c, "main", "hello", "rt1").await;
     assert_eq!(text_of(&terminal(&c, "rt1").await), "echo: hello");
 }
+
+#[tokio::test]
+async fn max_concurrent_bounds_runs_across_sessions() {
+    let fake = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(&fake.url, "").replace("max_concurrent = 4", "max_concurrent = 1");
+    let d = Daemon::start(dir.path(), &cfg);
+    let c = d.client().await;
+    send(&c, "one", "[slow:50] first", "mc0").await;
+    until("first model call", Duration::from_secs(5), || {
+        fake.log.count() == 1
+    })
+    .await;
+    send(&c, "two", "second", "mc1").await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        fake.log.count(),
+        1,
+        "a second session ran while max_concurrent = 1 was taken"
+    );
+    let st = c.request("status", json!({})).await.unwrap();
+    assert_eq!(
+        (
+            st["queue"]["running"].as_u64(),
+            st["queue"]["pending"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    terminal(&c, "mc0").await;
+    assert_eq!(text_of(&terminal(&c, "mc1").await), "echo: second");
+}
