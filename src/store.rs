@@ -192,9 +192,47 @@ pub struct RunCommit<'a> {
     pub runs: Vec<RunRecord>,
 }
 
+/// A write job: runs inside the shared transaction and returns how to tell
+/// its caller the outcome once the commit is known.
+type Job = Box<dyn FnOnce(&redb::WriteTransaction) -> JobDone + Send>;
+type JobDone = (
+    Result<(), ()>,
+    Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+);
+
+struct WriteReq {
+    durable: bool,
+    job: Job,
+}
+
+/// The most jobs one transaction takes.
+const MAX_BATCH: usize = 64;
+
+/// Handle to the state database. Reads go straight to redb; writes go to
+/// one writer thread that commits every job waiting at that moment in one
+/// transaction (group commit): one fsync and one copy of each touched page
+/// for many messages. The batch is durable if any job in it needs that.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    writer: Arc<Writer>,
+}
+
+/// The writer thread's handle. When the last `Store` goes, its drop closes
+/// the queue and waits for the thread, so every accepted write is committed
+/// and the database file is closed before the process moves on.
+struct Writer {
+    tx: Option<std::sync::mpsc::Sender<WriteReq>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Store {
@@ -215,25 +253,69 @@ impl Store {
             w.open_table(META).map_err(db)?;
         }
         w.commit().map_err(db)?;
-        Ok(Store { db: Arc::new(d) })
+        let d = Arc::new(d);
+        let (tx, rx) = std::sync::mpsc::channel::<WriteReq>();
+        let wdb = d.clone();
+        let thread = std::thread::Builder::new()
+            .name("hearth-store".into())
+            .spawn(move || writer_loop(&wdb, rx))
+            .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            db: d,
+            writer: Arc::new(Writer {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        })
+    }
+
+    /// Runs `f` in the next group transaction and waits for its commit. A
+    /// job that fails must not have written anything (check first, then
+    /// write), except on storage errors, which abort the whole batch.
+    fn write<R: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<R, StoreError>>(1);
+        let job: Job = Box::new(move |w| {
+            let r = f(w);
+            let clean = match &r {
+                Ok(_) | Err(StoreError::Duplicate(_)) => Ok(()),
+                Err(_) => Err(()),
+            };
+            let done = Box::new(move |commit: Result<(), StoreError>| {
+                let _ = tx.send(commit.and(r));
+            });
+            (clean, done)
+        });
+        self.writer
+            .tx
+            .as_ref()
+            .expect("open until the last handle drops")
+            .send(WriteReq { durable, job })
+            .map_err(|_| StoreError::Db("the writer thread stopped".into()))?;
+        rx.recv().map_err(|_| {
+            StoreError::Db("the state database did not take the write (see the log)".into())
+        })?
     }
 
     /// Accepts a message: idempotency check, inbox insert and a queued run
-    /// record in one transaction. Returns the item with its sequence number,
+    /// record, committed durably. Returns the item with its sequence number,
     /// or `Duplicate` with the first request's record.
     pub fn enqueue(
         &self,
         mut item: InboxItem,
         idem: Option<(&str, IdemRecord)>,
     ) -> Result<InboxItem, StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
-        {
+        let idem = idem.map(|(k, r)| (k.to_string(), r));
+        self.write(true, move |w| {
             if let Some((key, rec)) = &idem {
                 let mut t = w.open_table(IDEM).map_err(db)?;
-                if let Some(old) = t.get(*key).map_err(db)? {
+                if let Some(old) = t.get(key.as_str()).map_err(db)? {
                     return Err(StoreError::Duplicate(Box::new(dec(old.value())?)));
                 }
-                t.insert(*key, enc(rec).as_slice()).map_err(db)?;
+                t.insert(key.as_str(), enc(rec).as_slice()).map_err(db)?;
             }
             let mut meta = w.open_table(META).map_err(db)?;
             let seq = meta
@@ -262,13 +344,12 @@ impl Store {
                 .map_err(db)?
                 .insert(item.run_id.as_str(), enc(&run).as_slice())
                 .map_err(db)?;
-        }
-        w.commit().map_err(db)?;
-        Ok(item)
+            Ok(item)
+        })
     }
 
     /// An outbound message without a run (`send`): idempotency record and
-    /// transcript entry in one durable transaction.
+    /// transcript entry, committed durably together.
     pub fn record_outbound(
         &self,
         idem_key: &str,
@@ -277,18 +358,22 @@ impl Store {
         agent_id: &str,
         entry: Entry,
     ) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
-        {
+        let (key, rec, session, agent_id) = (
+            idem_key.to_string(),
+            rec.clone(),
+            session.to_string(),
+            agent_id.to_string(),
+        );
+        self.write(true, move |w| {
             let mut t = w.open_table(IDEM).map_err(db)?;
-            if let Some(old) = t.get(idem_key).map_err(db)? {
+            if let Some(old) = t.get(key.as_str()).map_err(db)? {
                 return Err(StoreError::Duplicate(Box::new(dec(old.value())?)));
             }
-            t.insert(idem_key, enc(rec).as_slice()).map_err(db)?;
-            let mut meta = session_meta_mut(&w, session, agent_id)?;
-            append(&w, &mut meta, &[entry])?;
-            put_meta(&w, &meta)?;
-        }
-        w.commit().map_err(db)
+            t.insert(key.as_str(), enc(&rec).as_slice()).map_err(db)?;
+            let mut meta = session_meta_mut(w, &session, &agent_id)?;
+            append(w, &mut meta, &[entry])?;
+            put_meta(w, &meta)
+        })
     }
 
     pub fn get_idem(&self, key: &str) -> Result<Option<IdemRecord>, StoreError> {
@@ -306,148 +391,6 @@ impl Store {
             out.push(dec(v.value())?);
         }
         Ok(out)
-    }
-
-    pub fn update_inbox(&self, items: &[InboxItem]) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
-        {
-            let mut t = w.open_table(INBOX).map_err(db)?;
-            for it in items {
-                t.insert(it.seq, enc(it).as_slice()).map_err(db)?;
-            }
-        }
-        w.commit().map_err(db)
-    }
-
-    /// Removes dropped items and marks their runs `dropped`.
-    pub fn drop_inbox(&self, items: &[InboxItem], why: &str) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
-        {
-            let mut t = w.open_table(INBOX).map_err(db)?;
-            let mut runs = w.open_table(RUNS).map_err(db)?;
-            for it in items {
-                t.remove(it.seq).map_err(db)?;
-                let rec = RunRecord {
-                    run_id: it.run_id.clone(),
-                    session_key: it.session_key.clone(),
-                    status: RunStatus::Dropped,
-                    created_ms: it.received_ms,
-                    started_ms: None,
-                    ended_ms: Some(now_ms()),
-                    reply: None,
-                    error: Some(why.to_string()),
-                };
-                runs.insert(it.run_id.as_str(), enc(&rec).as_slice())
-                    .map_err(db)?;
-            }
-        }
-        w.commit().map_err(db)
-    }
-
-    /// Marks items as picked up by `run_id`, starting at transcript `from`,
-    /// and appends `entries` (the user turn) in the same transaction.
-    pub fn start_run(
-        &self,
-        items: &mut [InboxItem],
-        run_id: &str,
-        agent_id: &str,
-        entries: &[Entry],
-    ) -> Result<u64, StoreError> {
-        let mut w = self.db.begin_write().map_err(db)?;
-        lazy(&mut w);
-        let from;
-        {
-            let key = items[0].session_key.clone();
-            let mut meta = session_meta_mut(&w, &key, agent_id)?;
-            from = meta.next_index;
-            let mut inbox = w.open_table(INBOX).map_err(db)?;
-            let mut runs = w.open_table(RUNS).map_err(db)?;
-            for it in items.iter_mut() {
-                it.started = Some((run_id.to_string(), from));
-                inbox.insert(it.seq, enc(&*it).as_slice()).map_err(db)?;
-                let mut rec: RunRecord = match runs.get(it.run_id.as_str()).map_err(db)? {
-                    Some(v) => dec(v.value())?,
-                    None => continue,
-                };
-                rec.status = RunStatus::Running;
-                rec.started_ms = Some(now_ms());
-                runs.insert(it.run_id.as_str(), enc(&rec).as_slice())
-                    .map_err(db)?;
-            }
-            meta.last_channel = Some(items[0].channel.clone());
-            append(&w, &mut meta, entries)?;
-            put_meta(&w, &meta)?;
-        }
-        w.commit().map_err(db)?;
-        Ok(from)
-    }
-
-    /// Appends transcript entries of a running turn (tool calls, results).
-    pub fn append(
-        &self,
-        session: &str,
-        agent_id: &str,
-        entries: &[Entry],
-    ) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
-        {
-            let mut meta = session_meta_mut(&w, session, agent_id)?;
-            append(&w, &mut meta, entries)?;
-            put_meta(&w, &meta)?;
-        }
-        w.commit().map_err(db)
-    }
-
-    /// Commits a finished run (see the module invariants).
-    pub fn finish_run(&self, c: RunCommit<'_>, agent_id: &str) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
-        {
-            let mut meta = session_meta_mut(&w, c.session_key, agent_id)?;
-            append(&w, &mut meta, &c.entries)?;
-            put_meta(&w, &meta)?;
-            let mut inbox = w.open_table(INBOX).map_err(db)?;
-            for s in &c.remove_inbox {
-                inbox.remove(*s).map_err(db)?;
-            }
-            let mut runs = w.open_table(RUNS).map_err(db)?;
-            for r in &c.runs {
-                runs.insert(r.run_id.as_str(), enc(r).as_slice())
-                    .map_err(db)?;
-            }
-        }
-        w.commit().map_err(db)
-    }
-
-    /// After a crash: deletes transcript entries a run wrote from `from` on,
-    /// so the message runs again from a clean state.
-    pub fn rollback_partial(&self, session: &str, from: u64) -> Result<u64, StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
-        let mut n = 0;
-        {
-            let mut t = w.open_table(TRANSCRIPT).map_err(db)?;
-            let keys: Vec<u64> = t
-                .range((session, from)..=(session, u64::MAX))
-                .map_err(db)?
-                .map(|r| r.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()
-                .map_err(db)?;
-            for k in keys {
-                t.remove((session, k)).map_err(db)?;
-                n += 1;
-            }
-            let mut s = w.open_table(SESSIONS).map_err(db)?;
-            let meta = s
-                .get(session)
-                .map_err(db)?
-                .map(|v| dec::<SessionMeta>(v.value()));
-            if let Some(meta) = meta {
-                let mut meta = meta?;
-                meta.next_index = meta.next_index.min(from.max(meta.first_index));
-                s.insert(session, enc(&meta).as_slice()).map_err(db)?;
-            }
-        }
-        w.commit().map_err(db)?;
-        Ok(n)
     }
 
     /// The last `limit` entries of the session's current transcript.
@@ -504,39 +447,185 @@ impl Store {
         t.get(key).map_err(db)?.map(|v| dec(v.value())).transpose()
     }
 
+    pub fn update_inbox(&self, items: &[InboxItem]) -> Result<(), StoreError> {
+        let items = items.to_vec();
+        self.write(true, move |w| {
+            let mut t = w.open_table(INBOX).map_err(db)?;
+            for it in &items {
+                t.insert(it.seq, enc(it).as_slice()).map_err(db)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes dropped items and marks their runs `dropped`.
+    pub fn drop_inbox(&self, items: &[InboxItem], why: &str) -> Result<(), StoreError> {
+        let (items, why) = (items.to_vec(), why.to_string());
+        self.write(true, move |w| {
+            let mut t = w.open_table(INBOX).map_err(db)?;
+            let mut runs = w.open_table(RUNS).map_err(db)?;
+            for it in &items {
+                t.remove(it.seq).map_err(db)?;
+                let rec = RunRecord {
+                    run_id: it.run_id.clone(),
+                    session_key: it.session_key.clone(),
+                    status: RunStatus::Dropped,
+                    created_ms: it.received_ms,
+                    started_ms: None,
+                    ended_ms: Some(now_ms()),
+                    reply: None,
+                    error: Some(why.clone()),
+                };
+                runs.insert(it.run_id.as_str(), enc(&rec).as_slice())
+                    .map_err(db)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Marks items as picked up by `run_id`, starting at transcript `from`,
+    /// and appends `entries` (the user turn) in the same transaction.
+    /// Not durable by itself: see [`lazy`].
+    pub fn start_run(
+        &self,
+        items: &mut [InboxItem],
+        run_id: &str,
+        agent_id: &str,
+        entries: &[Entry],
+    ) -> Result<u64, StoreError> {
+        let (mut its, run_id, agent_id, entries) = (
+            items.to_vec(),
+            run_id.to_string(),
+            agent_id.to_string(),
+            entries.to_vec(),
+        );
+        let (from, its) = self.write(false, move |w| {
+            let key = its[0].session_key.clone();
+            let mut meta = session_meta_mut(w, &key, &agent_id)?;
+            let from = meta.next_index;
+            let mut inbox = w.open_table(INBOX).map_err(db)?;
+            let mut runs = w.open_table(RUNS).map_err(db)?;
+            for it in its.iter_mut() {
+                it.started = Some((run_id.clone(), from));
+                inbox.insert(it.seq, enc(&*it).as_slice()).map_err(db)?;
+                let mut rec: RunRecord = match runs.get(it.run_id.as_str()).map_err(db)? {
+                    Some(v) => dec(v.value())?,
+                    None => continue,
+                };
+                rec.status = RunStatus::Running;
+                rec.started_ms = Some(now_ms());
+                runs.insert(it.run_id.as_str(), enc(&rec).as_slice())
+                    .map_err(db)?;
+            }
+            meta.last_channel = Some(its[0].channel.clone());
+            append(w, &mut meta, &entries)?;
+            put_meta(w, &meta)?;
+            Ok((from, its))
+        })?;
+        items.clone_from_slice(&its);
+        Ok(from)
+    }
+
+    /// Appends transcript entries of a running turn (tool calls, results).
+    /// Not durable by itself: see [`lazy`].
+    pub fn append(
+        &self,
+        session: &str,
+        agent_id: &str,
+        entries: &[Entry],
+    ) -> Result<(), StoreError> {
+        let (session, agent_id, entries) =
+            (session.to_string(), agent_id.to_string(), entries.to_vec());
+        self.write(false, move |w| {
+            let mut meta = session_meta_mut(w, &session, &agent_id)?;
+            append(w, &mut meta, &entries)?;
+            put_meta(w, &meta)
+        })
+    }
+
+    /// Commits a finished run durably (see the module invariants).
+    pub fn finish_run(&self, c: RunCommit<'_>, agent_id: &str) -> Result<(), StoreError> {
+        let (session, agent_id) = (c.session_key.to_string(), agent_id.to_string());
+        let (entries, remove, runs_in) = (c.entries, c.remove_inbox, c.runs);
+        self.write(true, move |w| {
+            let mut meta = session_meta_mut(w, &session, &agent_id)?;
+            append(w, &mut meta, &entries)?;
+            put_meta(w, &meta)?;
+            let mut inbox = w.open_table(INBOX).map_err(db)?;
+            for s in &remove {
+                inbox.remove(*s).map_err(db)?;
+            }
+            let mut runs = w.open_table(RUNS).map_err(db)?;
+            for r in &runs_in {
+                runs.insert(r.run_id.as_str(), enc(r).as_slice())
+                    .map_err(db)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// After a crash: deletes transcript entries a run wrote from `from` on,
+    /// so the message runs again from a clean state.
+    pub fn rollback_partial(&self, session: &str, from: u64) -> Result<u64, StoreError> {
+        let session = session.to_string();
+        self.write(true, move |w| {
+            let session = session.as_str();
+            let mut n = 0;
+            let mut t = w.open_table(TRANSCRIPT).map_err(db)?;
+            let keys: Vec<u64> = t
+                .range((session, from)..=(session, u64::MAX))
+                .map_err(db)?
+                .map(|r| r.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()
+                .map_err(db)?;
+            for k in keys {
+                t.remove((session, k)).map_err(db)?;
+                n += 1;
+            }
+            let mut s = w.open_table(SESSIONS).map_err(db)?;
+            let meta = s
+                .get(session)
+                .map_err(db)?
+                .map(|v| dec::<SessionMeta>(v.value()));
+            if let Some(meta) = meta {
+                let mut meta = meta?;
+                meta.next_index = meta.next_index.min(from.max(meta.first_index));
+                s.insert(session, enc(&meta).as_slice()).map_err(db)?;
+            }
+            Ok(n)
+        })
+    }
+
     /// Starts a new session id; the old transcript stays on disk but leaves
     /// the context.
     pub fn reset_session(&self, key: &str) -> Result<Option<SessionMeta>, StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
-        let out;
-        {
+        let key = key.to_string();
+        self.write(true, move |w| {
             let mut s = w.open_table(SESSIONS).map_err(db)?;
             let meta = s
-                .get(key)
+                .get(key.as_str())
                 .map_err(db)?
                 .map(|v| dec::<SessionMeta>(v.value()));
-            out = match meta {
-                None => None,
+            match meta {
+                None => Ok(None),
                 Some(m) => {
                     let mut m = m?;
                     m.first_index = m.next_index;
                     m.session_id = new_id();
                     m.updated_ms = now_ms();
-                    s.insert(key, enc(&m).as_slice()).map_err(db)?;
-                    Some(m)
+                    s.insert(key.as_str(), enc(&m).as_slice()).map_err(db)?;
+                    Ok(Some(m))
                 }
-            };
-        }
-        w.commit().map_err(db)?;
-        Ok(out)
+            }
+        })
     }
 
     /// Deletes the session and its whole transcript.
     pub fn delete_session(&self, key: &str) -> Result<bool, StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
-        let existed;
-        {
-            existed = w
+        let key = key.to_string();
+        self.write(true, move |w| {
+            let key = key.as_str();
+            let existed = w
                 .open_table(SESSIONS)
                 .map_err(db)?
                 .remove(key)
@@ -545,9 +634,8 @@ impl Store {
             let mut t = w.open_table(TRANSCRIPT).map_err(db)?;
             t.retain_in((key, 0)..=(key, u64::MAX), |_, _| false)
                 .map_err(db)?;
-        }
-        w.commit().map_err(db)?;
-        Ok(existed)
+            Ok(existed)
+        })
     }
 
     /// Deletes final run records and idempotency keys older than
@@ -555,22 +643,58 @@ impl Store {
     /// transactions). Returns how many rows went. Inbox items and
     /// transcripts are never touched.
     pub fn prune(&self, cutoff_ms: u64, batch: usize) -> Result<usize, StoreError> {
-        let w = self.db.begin_write().map_err(db)?;
-        let n = {
+        self.write(true, move |w| {
             let mut runs = w.open_table(RUNS).map_err(db)?;
             let mut idem = w.open_table(IDEM).map_err(db)?;
-            prune_table(&mut runs, batch, |r: &RunRecord| {
+            Ok(prune_table(&mut runs, batch, |r: &RunRecord| {
                 r.status.is_final() && r.ended_ms.unwrap_or(r.created_ms) < cutoff_ms
-            })? + prune_table(&mut idem, batch, |r: &IdemRecord| r.ts < cutoff_ms)?
-        };
-        w.commit().map_err(db)?;
-        Ok(n)
+            })? + prune_table(&mut idem, batch, |r: &IdemRecord| r.ts < cutoff_ms)?)
+        })
     }
+}
 
-    pub fn compact(&mut self) -> Result<bool, StoreError> {
-        match Arc::get_mut(&mut self.db) {
-            Some(d) => d.compact().map_err(db),
-            None => Ok(false),
+/// The writer thread: takes every job waiting, runs them in one
+/// transaction, commits once, then answers each. Ends when every `Store`
+/// handle is gone.
+fn writer_loop(d: &Database, rx: std::sync::mpsc::Receiver<WriteReq>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let durable = batch.iter().any(|r| r.durable);
+        let mut w = match d.begin_write() {
+            Ok(w) => w,
+            Err(e) => {
+                // Dropping the batch drops each job's reply channel: every
+                // caller gets an error.
+                tracing::error!("state database: cannot start a write: {}", db(e));
+                continue;
+            }
+        };
+        if !durable {
+            lazy(&mut w);
+        }
+        let mut dones = Vec::with_capacity(batch.len());
+        let mut broken = false;
+        for r in batch {
+            let (clean, done) = (r.job)(&w);
+            broken |= clean.is_err();
+            dones.push(done);
+        }
+        let outcome = if broken {
+            // A job failed half-way: its writes must not land, and redb has
+            // no per-job rollback, so the whole batch is dropped.
+            drop(w);
+            Err("a write in this batch failed; nothing was committed".to_string())
+        } else {
+            w.commit().map_err(|e| db(e).to_string())
+        };
+        for done in dones {
+            done(outcome.clone().map_err(StoreError::Db));
         }
     }
 }
@@ -749,6 +873,52 @@ mod tests {
             "unfinished runs stay"
         );
         assert_eq!(s.prune(now_ms() - 60_000, 100).unwrap(), 0);
+    }
+
+    #[test]
+    fn group_commit_under_concurrency_keeps_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let s = Store::open(&path).unwrap();
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        let mut dups = 0;
+                        for i in 0..50 {
+                            // Every thread also tries thread 0's keys: duplicates
+                            // land in batches next to good writes.
+                            let key = format!("k{}-{i}", if i % 5 == 0 { 0 } else { t });
+                            let rec = IdemRecord {
+                                method: "chat.send".into(),
+                                run_id: key.clone(),
+                                response: serde_json::json!({}),
+                                ts: now_ms(),
+                            };
+                            match s.enqueue(
+                                item("agent:main:a", &format!("r{t}-{i}")),
+                                Some((&key, rec)),
+                            ) {
+                                Ok(_) => {}
+                                Err(StoreError::Duplicate(_)) => dups += 1,
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                        dups
+                    })
+                })
+                .collect();
+            let dups: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            // 10 keys per thread are shared with thread 0; 7 threads lose each race.
+            assert_eq!(dups, 70);
+        }
+        let s = Store::open(&path).unwrap();
+        let inbox = s.inbox().unwrap();
+        assert_eq!(inbox.len(), 8 * 50 - 70);
+        let mut seqs: Vec<u64> = inbox.iter().map(|i| i.seq).collect();
+        seqs.dedup();
+        assert_eq!(seqs.len(), inbox.len(), "sequence numbers are unique");
     }
 
     #[test]
