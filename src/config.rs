@@ -506,13 +506,14 @@ impl Config {
 
         // agents
         let d = &agents.defaults;
-        let default_model = match &d.model {
-            Some(m) => Some(chain(m)),
-            None => prov.keys().next().map(|p| ModelChain {
-                primary: format!("{p}/default"),
-                fallbacks: vec![],
-            }),
-        };
+        let default_model = d.model.as_ref().map(chain);
+        if default_model.is_none() && !prov.is_empty() {
+            let p = prov.keys().next().expect("non-empty");
+            probs.add(
+                "agents.defaults.model",
+                format!("a provider is configured but no model: set model = \"{p}/<model-id>\""),
+            );
+        }
         let mk = |id: String,
                   ws: Option<PathBuf>,
                   model: Option<&RawModel>,
@@ -866,6 +867,18 @@ mod tests {
             assert!(keys.contains(&want), "missing {want} in {keys:?}");
         }
         assert!(e.to_string().contains("h.toml"));
+    }
+
+    #[test]
+    fn a_provider_without_a_model_is_an_error() {
+        let e = Config::from_str(
+            "[providers.ollama]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\n",
+            None,
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].key, "agents.defaults.model");
+        assert!(e.0[0].message.contains("ollama/<model-id>"));
     }
 
     #[test]

@@ -82,6 +82,16 @@ pub fn turn_text(items: &[InboxItem]) -> String {
     parts.join("\n\n")
 }
 
+/// Sets the flag when dropped: stops a blocking provider call whose turn
+/// was abandoned.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 pub async fn run(
     ctx: AgentCtx,
     mut items: Vec<InboxItem>,
@@ -202,6 +212,8 @@ async fn turn_loop(
         // Model call on the blocking pool; deltas come back over a channel.
         let (dtx, mut drx) = mpsc::unbounded_channel::<Option<String>>();
         let flag = Arc::new(AtomicBool::new(false));
+        // If this future is dropped (run timeout) the blocking call stops too.
+        let _stop_call = SetOnDrop(flag.clone());
         let providers = ctx.providers.clone();
         let chain2 = chain.clone();
         let specs2 = specs.clone();

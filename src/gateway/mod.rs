@@ -256,6 +256,7 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
     let seq = AtomicU64::new(0);
     let tasks = tokio_util::task::TaskTracker::new();
     let stop = CancellationToken::new();
+    let closed = CancellationToken::new();
     let writer = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -299,8 +300,14 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
                     }
                     match protocol::parse_request(&t) {
                         Ok((id, method, params)) => {
-                            let (g2, c2) = (g.clone(), conn.clone());
-                            tasks.spawn(async move { methods::dispatch(&g2, &c2, id, method, params).await });
+                            let (g2, c2, gone) = (g.clone(), conn.clone(), closed.clone());
+                            // A handler (e.g. agent.wait) ends with its connection.
+                            tasks.spawn(async move {
+                                tokio::select! {
+                                    _ = gone.cancelled() => {}
+                                    _ = methods::dispatch(&g2, &c2, id, method, params) => {}
+                                }
+                            });
                         }
                         Err((id, shape)) => {
                             g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -322,7 +329,7 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
         }
     }
     tasks.close();
-    // In-flight handlers (e.g. agent.wait) end with the connection.
+    closed.cancel();
     drop(conn);
     let _ = tokio::time::timeout(Duration::from_millis(200), tasks.wait()).await;
     if let Ok(Ok(mut tx)) = tokio::time::timeout(Duration::from_secs(1), writer).await {
