@@ -191,6 +191,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    // Older messages go first: resume the inbox before accepting new ones.
+    let resumed = queue.resume().await.context("cannot read the inbox")?;
+    if resumed > 0 {
+        tracing::info!(
+            messages = resumed,
+            "resuming messages accepted before the last stop"
+        );
+    }
     let gw = Gateway::new(
         cfg.clone(),
         queue.clone(),
@@ -212,13 +220,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .with_graceful_shutdown(async move { stop_listen.cancelled().await })
             .await
     });
-    let resumed = queue.resume().await.context("cannot read the inbox")?;
-    if resumed > 0 {
-        tracing::info!(
-            messages = resumed,
-            "resuming messages accepted before the last stop"
-        );
-    }
     write_addr_file(&dir, addr);
     tracing::info!("gateway listening on {addr} (ws://{addr}, http://{addr}/health)");
     notify(&[
