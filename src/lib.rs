@@ -12,13 +12,13 @@
 //! | [`cli`] | command line (clap) and the glue each subcommand calls |
 //! | [`daemon`] | `hearth serve`: state dir, instance lock, sd-notify, signals, ordered shutdown |
 //! | [`config`] | TOML config in two stages, `${VAR}` interpolation, every problem at once |
-//! | [`gateway`] | WebSocket (OpenClaw protocol v4) + HTTP on one port; methods in `gateway::methods` |
+//! | [`gateway`] | WebSocket (OpenClaw protocol v4) + HTTP on one port; methods in `gateway::methods`, the channel entry point in `gateway::ingest` |
 //! | [`routing`] | normalized [`routing::Inbound`], bindings → agent, OpenClaw session keys |
 //! | [`queue`] | per-session serial runs, global concurrency, collect/followup/steer/interrupt, durability |
 //! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` builds the prompt |
 //! | [`provider`] | the `Provider` trait, typed errors, retry/fallback chain; `provider::openai` |
 //! | [`tools`] | built-in workspace-confined file tools |
-//! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys |
+//! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys; one writer thread (group commit) |
 //! | [`events`] | the event bus feeding `agent` / `chat` events to clients |
 //! | [`client`] | a gateway client for `hearth chat` / `status` and the tests |
 //! | [`util`] | small shared helpers |

@@ -198,15 +198,13 @@ async fn turn_loop(
                 );
             }
         };
-        let system = context::system_prompt(
-            &ctx.workspace,
-            &context::Runtime {
-                agent_id: &ctx.agent.id,
-                session_key: &ev.session_key,
-                channel,
-                now_ms: now_ms(),
-            },
-            &specs,
+        // Workspace files are re-read every call (the agent may have just
+        // edited MEMORY.md); that file I/O runs on the blocking pool too.
+        let (ws, agent_id, key, ch) = (
+            ctx.workspace.clone(),
+            ctx.agent.id.clone(),
+            ev.session_key.clone(),
+            channel.to_string(),
         );
 
         // Model call on the blocking pool; deltas come back over a channel.
@@ -219,6 +217,13 @@ async fn turn_loop(
         let specs2 = specs.clone();
         let flag2 = flag.clone();
         let call = tokio::task::spawn_blocking(move || {
+            let rt = context::Runtime {
+                agent_id: &agent_id,
+                session_key: &key,
+                channel: &ch,
+                now_ms: now_ms(),
+            };
+            let system = context::system_prompt(&ws, &rt, &specs2);
             let req = ChatRequest {
                 system: &system,
                 transcript: &transcript,
