@@ -497,6 +497,37 @@ async fn cli_chat_streams_a_reply() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "echo: good morning"
     );
+    // Interactive: lines from stdin, one reply each, /quit leaves.
+    let url = d.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(bin())
+            .args(["chat", "--url", &url, "--session", "tty"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"first line\n\nsecond line\n/quit\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "echo: first line\necho: second line\n"
+    );
     let url = d.url.clone();
     let st = tokio::task::spawn_blocking(move || {
         std::process::Command::new(bin())
