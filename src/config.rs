@@ -747,7 +747,7 @@ pub fn valid_id(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-/// Expands `${VAR}` (and `$${` as a literal `${`) in every string value.
+/// Expands `${VAR}` in every string value (see [`expand`]).
 fn interpolate(
     v: &mut toml::Value,
     path: &str,
@@ -773,6 +773,16 @@ fn interpolate(
     }
 }
 
+/// Expands `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
+///
+/// ```
+/// use hearth::config::expand;
+/// let env = |k: &str| (k == "TOKEN").then(|| "s3cret".to_string());
+/// assert_eq!(expand("Bearer ${TOKEN}", &env).unwrap(), "Bearer s3cret");
+/// assert_eq!(expand("${PORT:-18789}", &env).unwrap(), "18789");
+/// assert_eq!(expand("$${TOKEN}", &env).unwrap(), "${TOKEN}");
+/// assert!(expand("${MISSING}", &env).unwrap_err().contains("MISSING"));
+/// ```
 pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
