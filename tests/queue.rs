@@ -455,3 +455,58 @@ async fn max_concurrent_bounds_runs_across_sessions() {
     terminal(&c, "mc0").await;
     assert_eq!(text_of(&terminal(&c, "mc1").await), "echo: second");
 }
+
+#[tokio::test]
+async fn broken_model_output_is_retried_then_reported() {
+    let fake = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &config_with(&fake.url, ""));
+    let c = d.client().await;
+    for (i, marker) in ["[garbage]", "[cut]"].iter().enumerate() {
+        let key = format!("g{i}");
+        let before = fake.log.count();
+        send(&c, "main", &format!("{marker} hello"), &key).await;
+        let t = terminal(&c, &key).await;
+        assert_eq!(t["state"], "error", "{marker}: {t}");
+        let msg = t["errorMessage"].as_str().unwrap();
+        assert!(msg.contains("malformed response"), "{marker}: {msg}");
+        // Three attempts, then a clear error; the partial text never became a reply.
+        assert_eq!(fake.log.count() - before, 3, "{marker}");
+        let h = history(&c, "main").await;
+        assert!(!h.iter().any(|m| m["role"] == "assistant"
+            && m["state"].is_null()
+            && m["content"][0]["text"] == "half a rep"));
+    }
+    // The session still works.
+    send(&c, "main", "fine now?", "g9").await;
+    assert_eq!(text_of(&terminal(&c, "g9").await), "echo: fine now?");
+    assert!(d.log().contains("provider call failed"));
+}
+
+#[tokio::test]
+async fn unreachable_provider_gives_a_clear_error_and_keeps_running() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &config_with(&format!("http://127.0.0.1:{port}/v1"), ""),
+    );
+    let c = d.client().await;
+    send(&c, "main", "anyone there?", "u0").await;
+    let t = terminal(&c, "u0").await;
+    assert_eq!(t["state"], "error");
+    assert!(
+        t["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the provider"),
+        "{t}"
+    );
+    let h = c.request("health", json!({})).await.unwrap();
+    assert_eq!(h["ok"], true);
+    assert!(!d.log().contains("sk-test-secret-key"));
+}

@@ -7,6 +7,8 @@
 //! - `[tool:read:PATH]`: first answer with a streamed `read {path}` call
 //! - `[slowtool:N]`: wait N ms, then call `ls {}` once
 //! - `[tool:loop]`: call `ls {}` on every turn (for max_steps)
+//! - `[garbage]`: a delta, then a line that is not JSON (broken output)
+//! - `[cut]`: a delta, then the stream ends without a finish (truncated)
 //! - anything else: `echo: <text>` in three chunks
 //!
 //! After a tool result it answers `tool said: <result>`.
@@ -87,6 +89,15 @@ async fn completions(State(log): State<FakeLog>, body: String) -> Response {
         };
         send(chunk(json!({"role": "assistant", "content": ""}), None)).await;
         let looping = last_user.contains("[tool:loop]");
+        if last_user.contains("[garbage]") {
+            send(chunk(json!({"content": "half a rep"}), None)).await;
+            send("data: {\"choices\": [oops\n\n".into()).await;
+            return;
+        }
+        if last_user.contains("[cut]") {
+            send(chunk(json!({"content": "half a rep"}), None)).await;
+            return;
+        }
         if last["role"] == "tool" && !looping {
             let r = last["content"]
                 .as_str()
