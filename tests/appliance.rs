@@ -153,3 +153,19 @@ fn help_and_version() {
     assert_eq!(st.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&st.stderr).contains("not reachable"));
 }
+
+#[test]
+fn journald_logs_have_no_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_env(dir.path(), "", &[("JOURNAL_STREAM", "8:12345")]);
+    assert_eq!(d.term(), Some(0));
+    let log = d.log();
+    let first = log.lines().next().unwrap();
+    assert!(first.trim_start().starts_with("INFO"), "{first}");
+    assert!(!log.contains("\x1b["), "no colour codes for the journal");
+    // Outside systemd, lines carry a timestamp.
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), "");
+    assert_eq!(d.term(), Some(0));
+    assert!(d.log().lines().next().unwrap().starts_with("20"));
+}

@@ -380,6 +380,23 @@ async fn tools_work_inside_and_refuse_escapes() {
     send(&c, "main", "[tool:read:AGENTS.md] read it", "w0").await;
     let t = text_of(&terminal(&c, "w0").await);
     assert!(t.starts_with("tool said: # AGENTS.md"), "{t}");
+    // The agent event stream shows the tool call and its result, in order.
+    let start = c
+        .wait_event("agent", Duration::from_secs(5), |p| {
+            p["runId"] == "w0" && p["stream"] == "tool" && p["data"]["phase"] == "start"
+        })
+        .await
+        .expect("tool start event");
+    assert_eq!(start["data"]["name"], "read");
+    assert_eq!(start["data"]["args"], "{\"path\":\"AGENTS.md\"}");
+    let result = c
+        .wait_event("agent", Duration::from_secs(5), |p| {
+            p["runId"] == "w0" && p["stream"] == "tool" && p["data"]["phase"] == "result"
+        })
+        .await
+        .expect("tool result event");
+    assert_eq!(result["data"]["isError"], false);
+    assert!(result["seq"].as_u64() > start["seq"].as_u64());
 
     let ws = d.state.join("workspace");
     std::os::unix::fs::symlink(dir.path(), ws.join("link")).unwrap();
