@@ -31,6 +31,10 @@ async fn next_text(ws: &mut Ws) -> Value {
     }
 }
 
+async fn send_json(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
 /// Reads until the close frame and returns its code.
 async fn close_code(ws: &mut Ws) -> u16 {
     loop {
@@ -105,13 +109,7 @@ async fn handshake_and_refusals() {
         .contains(&json!("tick")));
     assert_eq!(p["policy"]["tickIntervalMs"], 30000);
     assert!(p["policy"]["maxPayload"].as_u64().unwrap() >= 65536);
-    ws.send(Message::Text(
-        json!({"type":"req","id":"h","method":"health"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    send_json(&mut ws, json!({"type":"req","id":"h","method":"health"})).await;
     let h = next_text(&mut ws).await;
     assert_eq!(
         (h["id"].as_str(), h["ok"].as_bool()),
@@ -121,13 +119,7 @@ async fn handshake_and_refusals() {
     // Not connect first → INVALID_REQUEST, 1008.
     let mut ws = raw(&d.url).await;
     next_text(&mut ws).await;
-    ws.send(Message::Text(
-        json!({"type":"req","id":"x","method":"health"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    send_json(&mut ws, json!({"type":"req","id":"x","method":"health"})).await;
     let e = next_text(&mut ws).await;
     assert_eq!(e["ok"], false);
     assert_eq!(e["error"]["code"], "INVALID_REQUEST");
@@ -236,13 +228,7 @@ async fn malformed_and_oversize_frames_after_auth() {
         .unwrap();
     assert_eq!(next_text(&mut ws).await["ok"], false);
     // Still alive, same connection.
-    ws.send(Message::Text(
-        json!({"type":"req","id":"ok","method":"health"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    send_json(&mut ws, json!({"type":"req","id":"ok","method":"health"})).await;
     let r = next_text(&mut ws).await;
     assert_eq!(
         (r["id"].as_str(), r["ok"].as_bool()),
