@@ -57,8 +57,6 @@ pub struct RunEvents {
     bus: EventBus,
     pub run_id: String,
     pub session_key: String,
-    /// Extra run ids answered by this run (messages merged by `collect`).
-    pub also: Vec<String>,
     seq: AtomicU64,
     chat_seq: AtomicU64,
 }
@@ -69,7 +67,6 @@ impl RunEvents {
             bus,
             run_id: run_id.into(),
             session_key: session_key.into(),
-            also: vec![],
             seq: AtomicU64::new(0),
             chat_seq: AtomicU64::new(0),
         }
@@ -101,20 +98,23 @@ impl RunEvents {
         self.chat(&self.run_id, "delta", json!({"message": message(text)}));
     }
 
-    pub fn chat_final(&self, text: &str) {
-        for id in std::iter::once(&self.run_id).chain(self.also.iter()) {
+    /// The terminal events go to this run id and to `also`: the run ids of
+    /// messages this run answered too (merged by `collect`, steered in, or
+    /// dropped together). One counter, so `seq` keeps rising to the end.
+    pub fn chat_final(&self, text: &str, also: &[String]) {
+        for id in std::iter::once(&self.run_id).chain(also) {
             self.chat(id, "final", json!({"message": message(text)}));
         }
     }
 
-    pub fn chat_error(&self, msg: &str) {
-        for id in std::iter::once(&self.run_id).chain(self.also.iter()) {
+    pub fn chat_error(&self, msg: &str, also: &[String]) {
+        for id in std::iter::once(&self.run_id).chain(also) {
             self.chat(id, "error", json!({"errorMessage": msg}));
         }
     }
 
-    pub fn chat_aborted(&self, partial: &str) {
-        for id in std::iter::once(&self.run_id).chain(self.also.iter()) {
+    pub fn chat_aborted(&self, partial: &str, also: &[String]) {
+        for id in std::iter::once(&self.run_id).chain(also) {
             self.chat(id, "aborted", json!({"message": message(partial)}));
         }
     }

@@ -247,9 +247,8 @@ impl Queue {
             if let Ok(Err(e)) = res {
                 tracing::error!("recording dropped messages failed: {e}");
             }
-            let mut ev = RunEvents::new(self.inner.bus.clone(), &ids[0], &item.session_key);
-            ev.also = ids[1..].to_vec();
-            ev.chat_error(why);
+            let ev = RunEvents::new(self.inner.bus.clone(), &ids[0], &item.session_key);
+            ev.chat_error(why, &ids[1..]);
             self.finished(ids);
         }
         if start {
@@ -403,9 +402,7 @@ impl Queue {
                 cancel: cancel.clone(),
             });
         }
-        let mut ev = RunEvents::new(self.inner.bus.clone(), &run_id, key);
-        ev.also = batch[1..].iter().map(|i| i.run_id.clone()).collect();
-        let ev = Arc::new(ev);
+        let ev = Arc::new(RunEvents::new(self.inner.bus.clone(), &run_id, key));
         let steer: agent::SteerFn = if self.inner.cfg.mode == QueueMode::Steer {
             let inner = self.inner.clone();
             let k = key.to_string();
@@ -475,13 +472,12 @@ impl Queue {
                 return;
             }
         }
-        // Steered-in messages are answered by this run too.
-        let mut ev2 = RunEvents::new(self.inner.bus.clone(), &run_id, key);
-        ev2.also = result.items[1..].iter().map(|i| i.run_id.clone()).collect();
+        // Merged and steered-in messages are answered by this run too.
+        let also: Vec<String> = result.items[1..].iter().map(|i| i.run_id.clone()).collect();
         match &result.end {
-            RunEnd::Ok(t) => ev2.chat_final(t),
-            RunEnd::Error(m) => ev2.chat_error(m),
-            RunEnd::Aborted(p) => ev2.chat_aborted(p),
+            RunEnd::Ok(t) => ev.chat_final(t, &also),
+            RunEnd::Error(m) => ev.chat_error(m, &also),
+            RunEnd::Aborted(p) => ev.chat_aborted(p, &also),
         }
         self.inner.bus.emit(
             "sessions.changed",

@@ -300,8 +300,19 @@ async fn chat_send_streams_to_final_and_history() {
         .unwrap();
     assert_eq!(start["data"]["phase"], "start");
     assert_eq!(start["sessionKey"], "agent:main:main");
+    let delta = c
+        .wait_event("chat", Duration::from_secs(10), |p| {
+            p["runId"] == "k1" && p["state"] == "delta"
+        })
+        .await
+        .expect("a delta");
     let fin = terminal(&c, "k1").await;
     assert_eq!(fin["state"], "final");
+    // One counter per run: the final comes after the deltas.
+    assert!(
+        fin["seq"].as_u64() > delta["seq"].as_u64(),
+        "{delta} / {fin}"
+    );
     assert_eq!(text_of(&fin), "echo: hello there");
     assert_eq!(fin["message"]["content"][0]["type"], "text");
     assert_eq!(fin["message"]["role"], "assistant");
@@ -434,6 +445,15 @@ async fn agent_method_accepts_then_answers_and_wait() {
     );
     assert_eq!(fake.log.count(), n);
     assert!(c.request("agent", json!({"message": "x"})).await.is_err());
+    // An absurd timeout is capped, not an overflow.
+    let mut rx = c
+        .start(
+            "agent",
+            json!({"message": "big", "idempotencyKey": "a-big", "timeout": u64::MAX}),
+        )
+        .unwrap();
+    assert_eq!(rx.recv().await.unwrap().unwrap()["status"], "accepted");
+    assert_eq!(rx.recv().await.unwrap().unwrap()["status"], "ok");
 }
 
 #[tokio::test]
@@ -459,20 +479,36 @@ async fn no_provider_gives_a_clear_error_reply() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("No model provider is configured"));
 }
 
+/// Runs the hearth CLI with `input` on stdin, off the async workers.
+async fn hearth_cli(args: &[&str], input: &'static [u8]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(bin())
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn cli_chat_streams_a_reply() {
     let fake = FakeOpenAi::start().await;
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(dir.path(), &config_with(&fake.url, ""));
-    let url = d.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(bin())
-            .args(["chat", "--url", &url, "--session", "cli", "good morning"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = hearth_cli(
+        &["chat", "--url", &d.url, "--session", "cli", "good morning"],
+        b"",
+    )
+    .await;
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -484,26 +520,8 @@ async fn cli_chat_streams_a_reply() {
         "echo: good morning"
     );
     // Interactive: lines from stdin, one reply each, /quit leaves.
-    let url = d.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = std::process::Command::new(bin())
-            .args(["chat", "--url", &url, "--session", "tty"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"first line\n\nsecond line\n/quit\n")
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let input = b"first line\n\nsecond line\n/quit\n";
+    let out = hearth_cli(&["chat", "--url", &d.url, "--session", "tty"], input).await;
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -514,15 +532,7 @@ async fn cli_chat_streams_a_reply() {
         String::from_utf8_lossy(&out.stdout),
         "echo: first line\necho: second line\n"
     );
-    let url = d.url.clone();
-    let st = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(bin())
-            .args(["status", "--url", &url])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let st = hearth_cli(&["status", "--url", &d.url], b"").await;
     assert!(String::from_utf8_lossy(&st.stdout).contains("fake/fake-1"));
 }
 

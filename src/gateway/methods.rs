@@ -316,7 +316,7 @@ async fn chat_send(g: &Gateway, p: &Value) -> Res {
             let k = session.clone();
             blocking(move || store.reset_session(&k)).await?;
             let ev = RunEvents::new(g.bus.clone(), &idem, &session);
-            ev.chat_final("Started a new session.");
+            ev.chat_final("Started a new session.", &[]);
             return Ok(json!({"runId": idem, "status": "ok", "reset": true}));
         }
         _ => {}
@@ -442,7 +442,13 @@ async fn agent(g: &Gateway, c: &Conn, id: &str, p: &Value) {
         Ok(x) => x,
         Err(e) => return c.send(Frame::err(id, e)).await,
     };
-    let timeout = Duration::from_millis(p["timeout"].as_u64().map(|s| s * 1000).unwrap_or(600_000));
+    // Seconds, as OpenClaw's `agent` takes it; capped like agent.wait.
+    let timeout = Duration::from_millis(
+        p["timeout"]
+            .as_u64()
+            .map_or(600_000, |s| s.saturating_mul(1000))
+            .min(600_000),
+    );
     c.send(Frame::ok(
         id,
         json!({"runId": run_id, "status": "accepted", "acceptedAt": now_ms(), "duplicate": !fresh}),
@@ -504,7 +510,7 @@ async fn send(g: &Gateway, p: &Value) -> Res {
     if let Some(first) = dup {
         return Ok(first.response);
     }
-    RunEvents::new(g.bus.clone(), &idem, &session).chat_final(&text);
+    RunEvents::new(g.bus.clone(), &idem, &session).chat_final(&text, &[]);
     Ok(response)
 }
 

@@ -164,7 +164,6 @@ pub fn origin_allowed(origin: &str, host: &str, extra: &[String]) -> bool {
 
 /// Per-connection context handed to method handlers.
 pub struct Conn {
-    pub id: String,
     pub out: mpsc::Sender<String>,
 }
 
@@ -246,10 +245,7 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
 
     // Writer task: everything outbound goes through one bounded channel.
     let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
-    let conn = Arc::new(Conn {
-        id: conn_id.clone(),
-        out: out_tx,
-    });
+    let conn = Arc::new(Conn { out: out_tx });
     let mut events = g.bus.subscribe();
     let mut tick = tokio::time::interval(g.cfg.gateway.tick_interval);
     tick.tick().await;
