@@ -17,6 +17,7 @@ LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 SRC_URI = "file://hearth \
            file://hearth.service \
            file://hearth.tmpfiles \
+           file://hearth.toml \
            file://LICENSE \
 "
 
@@ -43,13 +44,19 @@ do_install() {
     install -d ${D}${nonarch_libdir}/tmpfiles.d
     install -m 0644 ${S}/hearth.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/hearth.conf
     install -d -m 0750 ${D}${sysconfdir}/hearth
+    install -m 0644 ${S}/hearth.toml ${D}${sysconfdir}/hearth/hearth.toml
 }
 
 FILES:${PN} += "${bindir}/hearth \
                 ${systemd_system_unitdir}/hearth.service \
                 ${nonarch_libdir}/tmpfiles.d/hearth.conf \
                 ${sysconfdir}/hearth \
+                ${sysconfdir}/hearth/hearth.toml \
 "
+
+# The default config (loopback gateway; HEARTH_BIND and HEARTH_GATEWAY_TOKEN
+# from /etc/hearth/hearth.env open it to the network). Kept on upgrades.
+CONFFILES:${PN} = "${sysconfdir}/hearth/hearth.toml"
 
 # The binary is static and already stripped by its release profile.
 INHIBIT_PACKAGE_STRIP = "1"
