@@ -337,12 +337,20 @@ fn spawn_pruner(
     })
 }
 
+/// Waits for SIGTERM or SIGINT. SIGHUP, whose default action would kill the
+/// daemon, is logged and ignored: there is no live reload.
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM received"),
+            _ = int.recv() => return tracing::info!("SIGINT received"),
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP ignored: Hearth has no live reload; restart it to apply config changes (systemctl restart hearth)"
+            ),
+        }
     }
 }

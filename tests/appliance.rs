@@ -169,3 +169,20 @@ fn journald_logs_have_no_timestamps() {
     assert_eq!(d.term(), Some(0));
     assert!(d.log().lines().next().unwrap().starts_with("20"));
 }
+
+#[tokio::test]
+async fn sighup_is_ignored_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), "");
+    unsafe_kill(d.pid(), libc::SIGHUP);
+    until("the SIGHUP log line", Duration::from_secs(10), || {
+        d.log().contains("SIGHUP ignored")
+    })
+    .await;
+    let c = d.client().await;
+    let h = c.request("health", serde_json::json!({})).await;
+    assert!(h.is_ok(), "alive after SIGHUP: {h:?}\n{}", d.log());
+    assert!(d.log().contains("systemctl restart hearth"));
+    drop(c);
+    assert_eq!(d.term(), Some(0));
+}
