@@ -181,14 +181,42 @@ async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result
     }
     for p in s["providers"].as_array().into_iter().flatten() {
         println!(
-            "provider  {} ({}) {} key {}",
+            "provider  {} ({}) {}",
             p["name"].as_str().unwrap_or("?"),
             p["kind"].as_str().unwrap_or("?"),
             p["baseUrl"].as_str().unwrap_or("?"),
-            p["apiKey"].as_str().unwrap_or("none")
         );
+        for c in p["credentials"].as_array().into_iter().flatten() {
+            let state = c["state"].as_str().unwrap_or("?");
+            let wait = c["availableInMs"].as_u64().unwrap_or(0);
+            let mut line = format!(
+                "  key     {} {} {state}",
+                c["id"].as_str().unwrap_or("?"),
+                c["key"].as_str().unwrap_or("(no key)")
+            );
+            if wait > 0 {
+                line.push_str(&format!(" for {}", human_wait(wait)));
+            }
+            if let Some(e) = c["lastError"].as_str() {
+                line.push_str(&format!(
+                    "; last error {}: {e}",
+                    c["lastErrorAt"].as_str().unwrap_or("?")
+                ));
+            }
+            println!("{line}");
+        }
     }
     Ok(0)
+}
+
+/// "4 min 10 s" from milliseconds.
+fn human_wait(ms: u64) -> String {
+    let s = ms.div_ceil(1000);
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
 }
 
 /// Sends one message and streams the reply to stdout. Returns true on success.

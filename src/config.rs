@@ -110,6 +110,27 @@ pub enum ResetMode {
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Openai,
+    Anthropic,
+    Gemini,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+
+    /// The public endpoint used when `base_url` is not set.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "https://api.openai.com/v1",
+            ProviderKind::Anthropic => "https://api.anthropic.com",
+            ProviderKind::Gemini => "https://generativelanguage.googleapis.com",
+        }
+    }
 }
 
 // ---------------------------------------------------------------- raw stage
@@ -129,9 +150,21 @@ struct RawGateway {
 #[serde(deny_unknown_fields)]
 struct RawProvider {
     kind: ProviderKind,
-    base_url: String,
+    base_url: Option<String>,
     api_key: Option<String>,
+    #[serde(default)]
+    api_keys: Vec<String>,
+    #[serde(default)]
+    profiles: Vec<RawProfile>,
     timeout_secs: Option<u64>,
+    max_tokens: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: String,
+    api_key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,8 +291,20 @@ pub struct ProviderConfig {
     pub name: String,
     pub kind: ProviderKind,
     pub base_url: String,
-    pub api_key: Option<Secret>,
+    /// In rotation order. Empty for keyless servers (Ollama, llama.cpp).
+    pub credentials: Vec<Credential>,
     pub timeout: Duration,
+    /// Reply length limit sent to APIs that require one (Anthropic).
+    pub max_tokens: u32,
+}
+
+/// One API key of a provider, with a name for status output and cooldowns:
+/// a profile's name, `default` for `api_key`, `key1`, `key2`, ... for
+/// `api_keys`.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub id: String,
+    pub key: Secret,
 }
 
 /// `provider/model` plus ordered fallbacks.
@@ -483,20 +528,79 @@ impl Config {
             }
             match RawProvider::deserialize(v) {
                 Ok(p) => {
-                    if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                    let base_url = p
+                        .base_url
+                        .unwrap_or_else(|| p.kind.default_base_url().to_string());
+                    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
                         probs.add(
                             format!("{key}.base_url"),
-                            format!("{:?} must start with http:// or https://", p.base_url),
+                            format!("{base_url:?} must start with http:// or https://"),
                         );
+                    }
+                    let mut credentials = Vec::new();
+                    if let Some(k) = p.api_key.filter(|k| !k.is_empty()) {
+                        credentials.push(Credential {
+                            id: "default".into(),
+                            key: Secret(k),
+                        });
+                    }
+                    for (i, k) in p.api_keys.into_iter().enumerate() {
+                        if k.is_empty() {
+                            probs.add(format!("{key}.api_keys"), format!("key {} is empty", i + 1));
+                            continue;
+                        }
+                        credentials.push(Credential {
+                            id: format!("key{}", i + 1),
+                            key: Secret(k),
+                        });
+                    }
+                    for (i, pr) in p.profiles.into_iter().enumerate() {
+                        let pk = format!("{key}.profiles[{i}]");
+                        if !valid_id(&pr.name) {
+                            probs.add(
+                                format!("{pk}.name"),
+                                "profile names may use a-z, 0-9, '-' and '_' only",
+                            );
+                        }
+                        if pr.api_key.is_empty() {
+                            probs.add(format!("{pk}.api_key"), "is empty");
+                            continue;
+                        }
+                        credentials.push(Credential {
+                            id: pr.name,
+                            key: Secret(pr.api_key),
+                        });
+                    }
+                    let mut ids = std::collections::BTreeSet::new();
+                    for c in &credentials {
+                        if !ids.insert(c.id.clone()) {
+                            probs.add(
+                                &key,
+                                format!("two credentials are named {:?}; profile names must be unique and not default/keyN", c.id),
+                            );
+                        }
+                    }
+                    if credentials.is_empty() && p.kind != ProviderKind::Openai {
+                        probs.add(
+                            &key,
+                            format!(
+                                "a {} provider needs an API key: set api_key, api_keys or [[{key}.profiles]]",
+                                p.kind.as_str()
+                            ),
+                        );
+                    }
+                    if p.max_tokens == Some(0) {
+                        probs.add(format!("{key}.max_tokens"), "must be at least 1");
                     }
                     prov.insert(
                         name.clone(),
                         ProviderConfig {
                             name,
                             kind: p.kind,
-                            base_url: p.base_url.trim_end_matches('/').to_string(),
-                            api_key: p.api_key.filter(|k| !k.is_empty()).map(Secret),
+                            base_url: base_url.trim_end_matches('/').to_string(),
+                            credentials,
                             timeout: Duration::from_secs(p.timeout_secs.unwrap_or(120)),
+                            max_tokens: p.max_tokens.unwrap_or(4096),
                         },
                     );
                 }

@@ -21,6 +21,7 @@ use crate::agent::{context, AgentCtx};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::gateway::Gateway;
+use crate::provider::credentials::{CredState, CredentialBook, SystemClock};
 use crate::provider::Providers;
 use crate::queue::Queue;
 use crate::store::Store;
@@ -147,7 +148,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("cannot open the state database {}", db_path.display()))?
     };
-    let providers = Providers::from_config(&cfg);
+    let providers = Providers::from_config(&cfg, credential_book(&store).await?);
     let mut agents = HashMap::new();
     for a in &cfg.agents {
         let ws = a.workspace_in(&dir);
@@ -203,6 +204,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         cfg.clone(),
         queue.clone(),
         bus.clone(),
+        providers.clone(),
         dir.clone(),
         shutdown.clone(),
     );
@@ -335,6 +337,36 @@ fn spawn_pruner(
             }
         }
     })
+}
+
+/// Credential health from redb, written back on every change, so cooldowns
+/// survive a restart.
+async fn credential_book(store: &Store) -> anyhow::Result<Arc<CredentialBook>> {
+    let s = store.clone();
+    let saved = tokio::task::spawn_blocking(move || s.credentials())
+        .await?
+        .context("cannot read provider credential state")?;
+    let saved = saved
+        .into_iter()
+        .filter_map(|(k, v)| match serde_json::from_slice::<CredState>(&v) {
+            Ok(st) => Some((k, st)),
+            Err(e) => {
+                tracing::warn!(credential = %k, "ignoring unreadable credential state: {e}");
+                None
+            }
+        })
+        .collect();
+    let s = store.clone();
+    Ok(Arc::new(CredentialBook::with_state(
+        Arc::new(SystemClock),
+        saved,
+        Box::new(move |k, st| {
+            let v = serde_json::to_vec(st).expect("json");
+            if let Err(e) = s.put_credential(k, v) {
+                tracing::warn!(credential = %k, "cannot save credential state: {e}");
+            }
+        }),
+    )))
 }
 
 /// Waits for SIGTERM or SIGINT. SIGHUP, whose default action would kill the

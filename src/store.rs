@@ -24,6 +24,9 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const IDEM: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Provider credential health (`provider/credential` → JSON), see
+/// `provider::credentials`.
+const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
 
 /// Page cache of the state database.
 pub const CACHE_BYTES: usize = 4 << 20;
@@ -251,6 +254,7 @@ impl Store {
             w.open_table(RUNS).map_err(db)?;
             w.open_table(IDEM).map_err(db)?;
             w.open_table(META).map_err(db)?;
+            w.open_table(CREDENTIALS).map_err(db)?;
         }
         w.commit().map_err(db)?;
         let d = Arc::new(d);
@@ -373,6 +377,29 @@ impl Store {
             let mut meta = session_meta_mut(w, &session, &agent_id)?;
             append(w, &mut meta, &[entry])?;
             put_meta(w, &meta)
+        })
+    }
+
+    /// Saved credential states (raw JSON), for the provider layer.
+    pub fn credentials(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let r = self.db.begin_read().map_err(db)?;
+        let t = r.open_table(CREDENTIALS).map_err(db)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Saves one credential state durably (failures are rare; a restart
+    /// right after must still see the cooldown).
+    pub fn put_credential(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.write(true, move |w| {
+            let mut t = w.open_table(CREDENTIALS).map_err(db)?;
+            t.insert(key.as_str(), value.as_slice()).map_err(db)?;
+            Ok(())
         })
     }
 

@@ -100,6 +100,7 @@ async fn handshake_and_refusals() {
         "sessions.reset",
         "sessions.delete",
         "models.list",
+        "config.get",
     ] {
         assert!(methods.contains(&m), "missing method {m}");
     }
@@ -358,8 +359,20 @@ async fn chat_send_streams_to_final_and_history() {
     assert_eq!(s["sessions"][0]["key"], "agent:main:main");
     let ml = c.request("models.list", json!({})).await.unwrap();
     assert_eq!(ml["models"][0]["ref"], "fake/fake-1");
+    assert_eq!(ml["models"][0]["available"], true);
+    assert_eq!(ml["providers"][0]["credentials"][0]["key"], "sk-…ey");
     let st = c.request("status", json!({})).await.unwrap();
-    assert_eq!(st["providers"][0]["apiKey"], "sk-…ey");
+    assert_eq!(st["providers"][0]["credentials"][0]["id"], "default");
+    assert_eq!(st["providers"][0]["credentials"][0]["key"], "sk-…ey");
+    assert_eq!(st["providers"][0]["credentials"][0]["state"], "ok");
+    let cg = c.request("config.get", json!({})).await.unwrap();
+    assert_eq!(
+        cg["config"]["providers"]["fake"]["credentials"][0]["key"],
+        "sk-…ey"
+    );
+    for v in [&ml, &st, &cg] {
+        assert!(!v.to_string().contains("sk-test-secret-key"), "{v}");
+    }
     let out = c
         .request(
             "send",

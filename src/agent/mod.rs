@@ -233,6 +233,7 @@ async fn turn_loop(
             run_chain(
                 &providers,
                 &chain2,
+                &key,
                 &req,
                 &mut |d| {
                     let _ = dtx.send(Some(d.to_string()));

@@ -114,7 +114,14 @@ mod tests {
         let bus = EventBus::new(64);
         let queue = Queue::new(cfg.queue, cfg.reset, 2, store.clone(), bus.clone(), agents);
         let token = tokio_util::sync::CancellationToken::new();
-        let g = Gateway::new(Arc::new(cfg), queue, bus, dir.path().into(), token);
+        let g = Gateway::new(
+            Arc::new(cfg),
+            queue,
+            bus,
+            crate::provider::Providers::default(),
+            dir.path().into(),
+            token,
+        );
 
         let msg = Inbound {
             channel: "mqtt".into(),

@@ -15,7 +15,7 @@ use crate::store::{
     new_id, now_ms, Entry, IdemRecord, InboxItem, Role, RunRecord, RunStatus, StoreError,
 };
 
-pub const METHODS: [&str; 13] = [
+pub const METHODS: [&str; 14] = [
     "connect",
     "health",
     "status",
@@ -29,6 +29,7 @@ pub const METHODS: [&str; 13] = [
     "sessions.reset",
     "sessions.delete",
     "models.list",
+    "config.get",
 ];
 pub const EVENTS: [&str; 7] = [
     "connect.challenge",
@@ -152,6 +153,7 @@ pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p:
         "sessions.reset" => sessions_reset(g, &p).await,
         "sessions.delete" => sessions_delete(g, &p).await,
         "models.list" => Ok(models_list(g)),
+        "config.get" => Ok(config_get(g)),
         "connect" => Err(ErrorShape::invalid("already connected")),
         other => Err(ErrorShape::invalid(format!("unknown method {other:?}"))),
     };
@@ -197,14 +199,7 @@ fn status(g: &Gateway) -> Res {
                    "maxSteps": a.max_steps})
         })
         .collect();
-    let providers: Vec<Value> = cfg
-        .providers
-        .values()
-        .map(|p| {
-            json!({"name": p.name, "kind": format!("{:?}", p.kind).to_lowercase(), "baseUrl": p.base_url,
-                   "apiKey": p.api_key.as_ref().map(|k| k.masked())})
-        })
-        .collect();
+    let providers = g.providers.status();
     Ok(json!({
         "version": crate::VERSION,
         "uptimeMs": g.started.elapsed().as_millis() as u64,
@@ -575,12 +570,62 @@ fn models_list(g: &Gateway) -> Value {
             }
         }
     }
+    let status = g.providers.status();
     let models: Vec<Value> = seen
         .iter()
         .filter_map(|r| {
             let (p, m) = r.split_once('/')?;
-            Some(json!({"id": m, "name": m, "provider": p, "ref": r}))
+            let prov = status.iter().find(|s| s["name"] == p);
+            // Available when any credential of its provider is usable now.
+            let available = prov.is_some_and(|s| {
+                s["credentials"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["state"] == "ok"))
+            });
+            Some(
+                json!({"id": m, "name": m, "provider": p, "ref": r, "available": available,
+                        "kind": prov.map(|s| s["kind"].clone())}),
+            )
         })
         .collect();
-    json!({"models": models})
+    json!({"models": models, "providers": status})
+}
+
+/// The effective configuration with every secret masked: the gateway token
+/// and API keys never leave the process.
+fn config_get(g: &Gateway) -> Value {
+    let c = &g.cfg;
+    let providers: serde_json::Map<String, Value> = c
+        .providers
+        .iter()
+        .map(|(n, p)| {
+            (
+                n.clone(),
+                json!({"kind": p.kind.as_str(), "baseUrl": p.base_url,
+                       "timeoutSecs": p.timeout.as_secs(), "maxTokens": p.max_tokens,
+                       "credentials": p.credentials.iter().map(|k| json!({"id": k.id, "key": k.key.masked()})).collect::<Vec<_>>()}),
+            )
+        })
+        .collect();
+    let agents: Vec<Value> = c
+        .agents
+        .iter()
+        .map(|a| {
+            json!({"id": a.id, "model": a.model.as_ref().map(|m| json!({"primary": m.primary, "fallbacks": m.fallbacks})),
+                   "maxSteps": a.max_steps, "runTimeoutSecs": a.run_timeout.as_secs(),
+                   "toolTimeoutSecs": a.tool_timeout.as_secs(),
+                   "tools": {"allow": a.tools.allow, "deny": a.tools.deny}})
+        })
+        .collect();
+    json!({
+        "path": c.source.as_ref().map(|p| p.display().to_string()),
+        "config": {
+            "gateway": {"bind": c.gateway.bind.to_string(), "token": c.gateway.token.as_ref().map(|t| t.masked()),
+                        "allowedOrigins": c.gateway.allowed_origins, "maxConnections": c.gateway.max_connections},
+            "providers": providers,
+            "agents": agents,
+            "defaultAgent": c.default_agent,
+            "maxConcurrent": c.max_concurrent,
+        }
+    })
 }

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::events::EventBus;
+use crate::provider::Providers;
 use crate::queue::Queue;
 use crate::store::now_ms;
 use protocol::{ErrorShape, Frame};
@@ -45,6 +46,8 @@ pub struct Gateway {
     pub cfg: Arc<Config>,
     pub queue: Queue,
     pub bus: EventBus,
+    /// For status output (credential health); the agents hold their own.
+    pub providers: Providers,
     pub state_dir: PathBuf,
     pub started: Instant,
     pub shutdown: CancellationToken,
@@ -65,6 +68,7 @@ impl Gateway {
         cfg: Arc<Config>,
         queue: Queue,
         bus: EventBus,
+        providers: Providers,
         state_dir: PathBuf,
         shutdown: CancellationToken,
     ) -> Arc<Gateway> {
@@ -73,6 +77,7 @@ impl Gateway {
             cfg,
             queue,
             bus,
+            providers,
             state_dir,
             started: Instant::now(),
             shutdown,

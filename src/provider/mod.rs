@@ -3,19 +3,28 @@
 //! A provider maps our transcript and tool schemas to its wire format, streams
 //! text deltas through a callback and returns the complete reply. Calls block
 //! (ureq), so the agent loop runs them on the blocking pool. Errors are typed
-//! ([`ProviderError`]): the retry/fallback decision in [`run_chain`] uses the
-//! variant, never the message text.
+//! ([`ProviderError`]): every retry, rotate and fallback decision in
+//! [`run_chain`] uses the variant, never the message text. Which credential
+//! is healthy lives in [`credentials::CredentialBook`].
 
+pub mod anthropic;
+mod chain;
+pub mod credentials;
+pub mod gemini;
 pub mod openai;
+mod sse;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::config::{Config, ModelChain, ProviderKind};
+pub use chain::{run_chain, ChainReply};
+use credentials::{CredentialBook, SystemClock};
+
+use crate::config::{Config, Credential, ProviderConfig, ProviderKind, Secret};
 use crate::store::{Entry, ToolCall};
 
 /// A tool offered to the model.
@@ -33,11 +42,19 @@ pub struct ChatRequest<'a> {
     pub tools: &'a [ToolSpec],
 }
 
+/// Token counts as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatResponse {
     pub text: String,
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -79,189 +96,157 @@ impl ProviderError {
     }
 }
 
+impl ProviderError {
+    /// The same error with every credential's key replaced by `***`, in case
+    /// a provider echoed one back into a message we keep.
+    pub fn redacted(self, creds: &[Credential]) -> ProviderError {
+        let clean = |mut m: String| {
+            for c in creds {
+                let k = c.key.expose();
+                if k.len() >= 4 && m.contains(k) {
+                    m = m.replace(k, "***");
+                }
+            }
+            m
+        };
+        match self {
+            ProviderError::BadRequest(m) => ProviderError::BadRequest(clean(m)),
+            ProviderError::MalformedResponse(m) => ProviderError::MalformedResponse(clean(m)),
+            ProviderError::Network(m) => ProviderError::Network(clean(m)),
+            other => other,
+        }
+    }
+}
+
 pub trait Provider: Send + Sync {
-    /// Streams one completion. `on_delta` gets text as it arrives; `cancel`
-    /// is checked between chunks.
+    /// Streams one completion with credential `key` (None for keyless
+    /// servers). `on_delta` gets text as it arrives; `cancel` is checked
+    /// between chunks.
     fn chat(
         &self,
         model: &str,
         req: &ChatRequest<'_>,
+        key: Option<&Secret>,
         on_delta: &mut dyn FnMut(&str),
         cancel: &AtomicBool,
     ) -> Result<ChatResponse, ProviderError>;
 }
 
-/// The configured providers by name.
-#[derive(Clone, Default)]
+pub(crate) struct ProviderEntry {
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) kind: &'static str,
+    pub(crate) base_url: String,
+    pub(crate) credentials: Vec<Credential>,
+}
+
+/// The configured providers by name, with the health of their credentials.
+#[derive(Clone)]
 pub struct Providers {
-    map: BTreeMap<String, Arc<dyn Provider>>,
+    map: BTreeMap<String, Arc<ProviderEntry>>,
+    book: Arc<CredentialBook>,
+}
+
+impl Default for Providers {
+    fn default() -> Self {
+        Providers::new(Arc::new(CredentialBook::new(Arc::new(SystemClock))))
+    }
+}
+
+/// A ureq agent for one provider: statuses come back as responses (we
+/// classify them), connect within 10 s, the whole call within the timeout.
+pub(crate) fn http_agent(cfg: &ProviderConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(cfg.timeout))
+        .timeout_global(Some(cfg.timeout))
+        .build()
+        .into()
 }
 
 impl Providers {
-    pub fn from_config(cfg: &Config) -> Providers {
-        let mut map: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
-        for (name, p) in &cfg.providers {
-            match p.kind {
-                ProviderKind::Openai => {
-                    map.insert(name.clone(), Arc::new(openai::OpenAi::new(p)));
-                }
-            }
+    pub fn new(book: Arc<CredentialBook>) -> Providers {
+        Providers {
+            map: BTreeMap::new(),
+            book,
         }
-        Providers { map }
     }
 
-    pub fn insert(&mut self, name: &str, p: Arc<dyn Provider>) {
-        self.map.insert(name.to_string(), p);
+    pub fn from_config(cfg: &Config, book: Arc<CredentialBook>) -> Providers {
+        let mut ps = Providers::new(book);
+        for (name, p) in &cfg.providers {
+            let provider: Arc<dyn Provider> = match p.kind {
+                ProviderKind::Openai => Arc::new(openai::OpenAi::new(p)),
+                ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(p)),
+                ProviderKind::Gemini => Arc::new(gemini::Gemini::new(p)),
+            };
+            ps.map.insert(
+                name.clone(),
+                Arc::new(ProviderEntry {
+                    provider,
+                    kind: p.kind.as_str(),
+                    base_url: p.base_url.clone(),
+                    credentials: p.credentials.clone(),
+                }),
+            );
+        }
+        ps
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+    /// Adds a provider by hand (tests, the local model).
+    pub fn insert(&mut self, name: &str, p: Arc<dyn Provider>, credentials: Vec<Credential>) {
+        self.map.insert(
+            name.to_string(),
+            Arc::new(ProviderEntry {
+                provider: p,
+                kind: "custom",
+                base_url: String::new(),
+                credentials,
+            }),
+        );
+    }
+
+    pub(crate) fn entry(&self, name: &str) -> Option<&Arc<ProviderEntry>> {
         self.map.get(name)
     }
-}
 
-/// Outcome of a chain call: the reply and which model ref produced it.
-pub struct ChainReply {
-    pub response: ChatResponse,
-    pub model_ref: String,
-}
+    pub fn book(&self) -> &CredentialBook {
+        &self.book
+    }
 
-/// Retries transient errors (bounded, jittered backoff), then falls back to
-/// the next model in the chain. Blocking; call from the blocking pool.
-pub fn run_chain(
-    providers: &Providers,
-    chain: &ModelChain,
-    req: &ChatRequest<'_>,
-    on_delta: &mut dyn FnMut(&str),
-    on_restart: &mut dyn FnMut(),
-    cancel: &AtomicBool,
-) -> Result<ChainReply, ProviderError> {
-    const ATTEMPTS: u32 = 3;
-    let mut last = ProviderError::Network("no model configured".into());
-    for model_ref in chain.refs() {
-        let Some((pname, model)) = model_ref.split_once('/') else {
-            continue;
-        };
-        let Some(p) = providers.get(pname) else {
-            continue;
-        };
-        for attempt in 0..ATTEMPTS {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(ProviderError::Cancelled);
-            }
-            let mut emitted = false;
-            let mut sink = |d: &str| {
-                emitted = true;
-                on_delta(d)
-            };
-            match p.chat(model, req, &mut sink, cancel) {
-                Ok(r) => {
-                    return Ok(ChainReply {
-                        response: r,
-                        model_ref: model_ref.to_string(),
+    /// Providers, credentials (masked), their state and last error, for
+    /// `status` and `models.list`. Never contains a key.
+    pub fn status(&self) -> Vec<Value> {
+        let now = self.book.now_ms();
+        self.map
+            .iter()
+            .map(|(name, e)| {
+                let ids: Vec<(String, Option<String>)> = if e.credentials.is_empty() {
+                    vec![("none".into(), None)]
+                } else {
+                    e.credentials
+                        .iter()
+                        .map(|c| (c.id.clone(), Some(c.key.masked())))
+                        .collect()
+                };
+                let creds: Vec<Value> = ids
+                    .into_iter()
+                    .map(|(id, masked)| {
+                        let st = self.book.state(name, &id);
+                        let cooling = st.until_ms > now;
+                        json!({
+                            "id": id,
+                            "key": masked,
+                            "state": if cooling { st.reason.clone().unwrap_or_else(|| "cooldown".into()) } else { "ok".into() },
+                            "availableInMs": st.until_ms.saturating_sub(now),
+                            "failures": st.failures,
+                            "lastError": st.last_error,
+                            "lastErrorAt": (st.last_error_ms > 0).then(|| crate::util::rfc3339(st.last_error_ms)),
+                        })
                     })
-                }
-                Err(ProviderError::Cancelled) => return Err(ProviderError::Cancelled),
-                Err(e) => {
-                    tracing::warn!(model = model_ref, attempt, error = %e, "provider call failed");
-                    if emitted {
-                        // The partial text must not stand as the reply.
-                        on_restart();
-                    }
-                    let transient = e.is_transient();
-                    let wait = match &e {
-                        ProviderError::RateLimited {
-                            retry_after: Some(d),
-                        } => (*d).min(Duration::from_secs(10)),
-                        _ => backoff(attempt),
-                    };
-                    last = e;
-                    if !transient || attempt + 1 == ATTEMPTS {
-                        break;
-                    }
-                    sleep_cancellable(wait, cancel);
-                }
-            }
-        }
-    }
-    Err(last)
-}
-
-/// 250 ms × 2^attempt with ±50% jitter.
-fn backoff(attempt: u32) -> Duration {
-    let base = 250u64 << attempt.min(6);
-    let mut b = [0u8; 2];
-    let _ = getrandom::fill(&mut b);
-    let r = u16::from_le_bytes(b) as u64 % base;
-    Duration::from_millis(base / 2 + r)
-}
-
-fn sleep_cancellable(d: Duration, cancel: &AtomicBool) {
-    let end = std::time::Instant::now() + d;
-    while std::time::Instant::now() < end {
-        if cancel.load(Ordering::Relaxed) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20).min(end - std::time::Instant::now()));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Mutex;
-
-    struct Scripted(Mutex<Vec<Result<ChatResponse, ProviderError>>>);
-    impl Provider for Scripted {
-        fn chat(
-            &self,
-            _m: &str,
-            _r: &ChatRequest<'_>,
-            d: &mut dyn FnMut(&str),
-            _c: &AtomicBool,
-        ) -> Result<ChatResponse, ProviderError> {
-            d("x");
-            self.0.lock().unwrap().remove(0)
-        }
-    }
-
-    #[test]
-    fn retries_transient_then_falls_back() {
-        let mut ps = Providers::default();
-        ps.insert(
-            "a",
-            Arc::new(Scripted(Mutex::new(vec![
-                Err(ProviderError::Server { status: 500 }),
-                Err(ProviderError::Auth),
-            ]))),
-        );
-        ps.insert(
-            "b",
-            Arc::new(Scripted(Mutex::new(vec![Ok(ChatResponse {
-                text: "ok".into(),
-                ..Default::default()
-            })]))),
-        );
-        let chain = ModelChain {
-            primary: "a/m".into(),
-            fallbacks: vec!["b/m".into()],
-        };
-        let req = ChatRequest {
-            system: "",
-            transcript: &[],
-            tools: &[],
-        };
-        let mut restarts = 0;
-        let r = run_chain(
-            &ps,
-            &chain,
-            &req,
-            &mut |_| {},
-            &mut || restarts += 1,
-            &AtomicBool::new(false),
-        )
-        .unwrap();
-        assert_eq!(r.model_ref, "b/m");
-        assert_eq!(r.response.text, "ok");
-        assert_eq!(restarts, 2);
+                    .collect();
+                json!({"name": name, "kind": e.kind, "baseUrl": e.base_url, "credentials": creds})
+            })
+            .collect()
     }
 }

@@ -3,37 +3,26 @@
 //! (ring).
 
 use std::io::{BufRead, BufReader, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{ChatRequest, ChatResponse, Provider, ProviderError};
+use super::sse;
+use super::{ChatRequest, ChatResponse, Provider, ProviderError, Usage};
 use crate::config::{ProviderConfig, Secret};
 use crate::store::{Role, ToolCall};
 
-/// Longest SSE line we accept (a single delta is small; this bounds memory).
-const MAX_LINE: usize = 1 << 20;
-
 pub struct OpenAi {
     base_url: String,
-    api_key: Option<Secret>,
     agent: ureq::Agent,
 }
 
 impl OpenAi {
     pub fn new(cfg: &ProviderConfig) -> OpenAi {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(cfg.timeout))
-            .timeout_global(Some(cfg.timeout))
-            .build()
-            .into();
         OpenAi {
             base_url: cfg.base_url.clone(),
-            api_key: cfg.api_key.clone(),
-            agent,
+            agent: super::http_agent(cfg),
         }
     }
 }
@@ -67,7 +56,8 @@ pub fn request_body(model: &str, req: &ChatRequest<'_>) -> Value {
         };
         messages.push(m);
     }
-    let mut body = json!({"model": model, "messages": messages, "stream": true});
+    let mut body = json!({"model": model, "messages": messages, "stream": true,
+                          "stream_options": {"include_usage": true}});
     if !req.tools.is_empty() {
         body["tools"] = req
             .tools
@@ -86,6 +76,7 @@ impl Provider for OpenAi {
         &self,
         model: &str,
         req: &ChatRequest<'_>,
+        key: Option<&Secret>,
         on_delta: &mut dyn FnMut(&str),
         cancel: &AtomicBool,
     ) -> Result<ChatResponse, ProviderError> {
@@ -95,54 +86,70 @@ impl Provider for OpenAi {
             .post(format!("{}/chat/completions", self.base_url))
             .header("content-type", "application/json")
             .header("accept", "text/event-stream");
-        if let Some(k) = &self.api_key {
+        if let Some(k) = key {
             r = r.header("authorization", format!("Bearer {}", k.expose()));
         }
         let resp = r.send(&body[..]).map_err(map_transport)?;
         let status = resp.status().as_u16();
         if status != 200 {
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .map(|s| Duration::from_millis((s * 1000.0) as u64));
-            let mut text = String::new();
-            let _ = resp
-                .into_body()
-                .into_reader()
-                .take(64 * 1024)
-                .read_to_string(&mut text);
+            let (retry_after, text) = error_parts(resp);
             return Err(classify(status, retry_after, &text));
         }
-        let ctype = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let reader = resp.into_body().into_reader();
-        if ctype.starts_with("application/json") {
+        if is_json(&resp) {
             // A server that ignores `stream: true`.
-            let mut text = String::new();
-            reader
-                .take(16 << 20)
-                .read_to_string(&mut text)
-                .map_err(|e| ProviderError::Network(e.to_string()))?;
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| ProviderError::MalformedResponse(e.to_string()))?;
-            return parse_full(&v, on_delta);
+            return parse_full(&read_json(resp)?, on_delta);
         }
-        parse_sse(BufReader::new(reader), on_delta, cancel)
+        parse_sse(
+            BufReader::new(resp.into_body().into_reader()),
+            on_delta,
+            cancel,
+        )
     }
 }
 
-fn map_transport(e: ureq::Error) -> ProviderError {
+pub(crate) fn map_transport(e: ureq::Error) -> ProviderError {
     match e {
         ureq::Error::Timeout(_) => ProviderError::Timeout,
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => ProviderError::Timeout,
         other => ProviderError::Network(other.to_string()),
     }
+}
+
+/// `retry-after` (seconds) and up to 64 KiB of the body of an error response.
+pub(crate) fn error_parts(resp: ureq::http::Response<ureq::Body>) -> (Option<Duration>, String) {
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_millis((s.min(86_400.0) * 1000.0) as u64));
+    let mut text = String::new();
+    let _ = resp
+        .into_body()
+        .into_reader()
+        .take(64 * 1024)
+        .read_to_string(&mut text);
+    (retry_after, text)
+}
+
+/// Whether a response is plain JSON rather than an event stream.
+pub(crate) fn is_json(resp: &ureq::http::Response<ureq::Body>) -> bool {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"))
+}
+
+/// Reads a whole JSON body (a server that ignored `stream`), up to 16 MiB.
+pub(crate) fn read_json(resp: ureq::http::Response<ureq::Body>) -> Result<Value, ProviderError> {
+    let mut text = String::new();
+    resp.into_body()
+        .into_reader()
+        .take(16 << 20)
+        .read_to_string(&mut text)
+        .map_err(|e| ProviderError::Network(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| ProviderError::MalformedResponse(e.to_string()))
 }
 
 /// Maps an HTTP error status to a typed error. The body is only used for the
@@ -172,48 +179,25 @@ fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> ProviderE
 }
 
 #[derive(Default)]
-struct PartialCall {
-    id: String,
-    name: String,
-    arguments: String,
+pub(crate) struct PartialCall {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) arguments: String,
 }
 
 /// Parses an SSE chat-completions stream. A stream that ends without
 /// `[DONE]` or a finish reason is an error: partial text is never a reply.
 pub fn parse_sse<R: BufRead>(
-    mut r: R,
+    r: R,
     on_delta: &mut dyn FnMut(&str),
     cancel: &AtomicBool,
 ) -> Result<ChatResponse, ProviderError> {
     let mut out = ChatResponse::default();
     let mut calls: Vec<PartialCall> = Vec::new();
     let mut done = false;
-    let mut line = Vec::new();
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(ProviderError::Cancelled);
-        }
-        line.clear();
-        let n = r
-            .by_ref()
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::TimedOut => ProviderError::Timeout,
-                _ => ProviderError::Network(e.to_string()),
-            })?;
-        if n == 0 {
-            break;
-        }
-        if n >= MAX_LINE && !line.ends_with(b"\n") {
-            return Err(ProviderError::MalformedResponse("SSE line too long".into()));
-        }
-        let l = String::from_utf8_lossy(&line);
-        let l = l.trim_end_matches(['\r', '\n']);
-        let Some(data) = l.strip_prefix("data:") else {
-            continue; // comments, event:, id:, blank separators
-        };
-        let data = data.trim_start();
+    let mut events = sse::Reader::new(r);
+    while let Some(ev) = events.next_event(cancel)? {
+        let data = ev.data.trim();
         if data == "[DONE]" {
             done = true;
             break;
@@ -225,6 +209,12 @@ pub fn parse_sse<R: BufRead>(
                 "error in stream: {}",
                 err["type"].as_str().unwrap_or("unknown")
             )));
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            out.usage = Some(Usage {
+                input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+                output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+            });
         }
         let Some(choice) = v["choices"].get(0) else {
             continue; // usage-only chunk
@@ -272,7 +262,7 @@ pub fn parse_sse<R: BufRead>(
     Ok(out)
 }
 
-fn finish_calls(calls: Vec<PartialCall>) -> Result<Vec<ToolCall>, ProviderError> {
+pub(crate) fn finish_calls(calls: Vec<PartialCall>) -> Result<Vec<ToolCall>, ProviderError> {
     calls
         .into_iter()
         .enumerate()
@@ -328,6 +318,10 @@ fn parse_full(v: &Value, on_delta: &mut dyn FnMut(&str)) -> Result<ChatResponse,
         finish_reason: v["choices"][0]["finish_reason"]
             .as_str()
             .map(str::to_string),
+        usage: v.get("usage").filter(|u| u.is_object()).map(|u| Usage {
+            input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+            output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+        }),
     })
 }
 
