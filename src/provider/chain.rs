@@ -369,6 +369,34 @@ mod tests {
         assert_eq!(*a.calls.lock().unwrap(), ["k1", "k2", "k2"]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_session_keeps_its_key_after_the_other_recovers() {
+        use crate::provider::credentials::{CredentialBook, TokioClock};
+        let book = Arc::new(CredentialBook::new(Arc::new(TokioClock::new(1_000_000))));
+        let mut ps = Providers::new(book);
+        let limited = ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        let a = Scripted::new(vec![
+            ("k1", Err(limited)),
+            ("k2", ok("s")),
+            ("k2", ok("s again")),
+            ("k1", ok("t")),
+        ]);
+        ps.insert("a", a.clone(), creds(&["k1", "k2"]));
+        let c = chain("a/m", &[]);
+        assert_eq!(run(&ps, &c, "s").0.unwrap().response.text, "s");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(
+            ps.book().available("a", "id-k1"),
+            "k1 is back after its minute"
+        );
+        // Session s stays on k2 (prompt caches live per key); a new one starts on k1.
+        assert_eq!(run(&ps, &c, "s").0.unwrap().response.text, "s again");
+        assert_eq!(run(&ps, &c, "t").0.unwrap().response.text, "t");
+        assert_eq!(*a.calls.lock().unwrap(), ["k1", "k2", "k2", "k1"]);
+    }
+
     #[test]
     fn auth_failure_disables_the_key_and_rotates() {
         let mut ps = Providers::default();

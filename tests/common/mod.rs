@@ -14,6 +14,8 @@
 //! After a tool result it answers `tool said: <result>`.
 #![allow(dead_code)]
 
+pub mod cloud;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
