@@ -381,3 +381,31 @@ async fn fallback_after_connection_refused_is_quick() {
     assert!(start.elapsed() < Duration::from_secs(10));
     assert_eq!(cred(&c, "down", "default").await["state"], "cooldown");
 }
+
+#[tokio::test]
+async fn non_streamed_answers_are_understood() {
+    let fake = FakeCloud::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[providers.claude]\nkind = \"anthropic\"\nbase_url = \"{u}\"\napi_key = \"sk-j-0000\"\n\n\
+         [providers.g]\nkind = \"gemini\"\nbase_url = \"{u}\"\napi_key = \"AIza-j-0000\"\n\n\
+         [agents.defaults]\nmodel = \"claude/c1\"\n\n\
+         [[agents.list]]\nid = \"gem\"\nmodel = \"g/g1\"\n",
+        u = fake.url
+    );
+    fake.fail(None, Fault::NonStreaming);
+    fake.fail(None, Fault::NonStreaming);
+    let d = Daemon::start(dir.path(), &cfg);
+    let c = d.client().await;
+    assert_eq!(
+        text_of(&ask(&c, "main", "plain?", "j1").await),
+        "echo: plain?"
+    );
+    assert_eq!(
+        text_of(&ask(&c, "agent:gem:main", "plain too?", "j2").await),
+        "echo: plain too?"
+    );
+    let apis: Vec<&str> = fake.requests().iter().map(|r| r.api).collect();
+    assert_eq!(apis, ["anthropic", "gemini"]);
+    assert_eq!(fake.faults_left(), 0);
+}

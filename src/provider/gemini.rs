@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::openai::{error_parts, finish_calls, map_transport, PartialCall};
+use super::openai::{error_parts, finish_calls, is_json, map_transport, read_json, PartialCall};
 use super::{sse, ChatRequest, ChatResponse, Provider, ProviderError, Usage};
 use crate::config::{ProviderConfig, Secret};
 use crate::store::Role;
@@ -190,11 +190,92 @@ impl Provider for Gemini {
             let (retry_after, text) = error_parts(resp);
             return Err(classify(status, retry_after, &text));
         }
+        if is_json(&resp) {
+            // Without alt=sse the API answers with a JSON array of the same
+            // responses; accept that (and a single object) too.
+            let items = match read_json(resp)? {
+                Value::Array(a) => a,
+                one => vec![one],
+            };
+            let mut acc = Acc::default();
+            for item in &items {
+                acc.absorb(item, on_delta)?;
+            }
+            return acc.finish();
+        }
         parse_sse(
             BufReader::new(resp.into_body().into_reader()),
             on_delta,
             cancel,
         )
+    }
+}
+
+/// A reply being assembled from GenerateContentResponse objects.
+#[derive(Default)]
+struct Acc {
+    out: ChatResponse,
+    calls: Vec<PartialCall>,
+}
+
+impl Acc {
+    fn absorb(&mut self, v: &Value, on_delta: &mut dyn FnMut(&str)) -> Result<(), ProviderError> {
+        if v.get("error").is_some() {
+            let status = v["error"]["code"].as_u64().unwrap_or(500) as u16;
+            return Err(classify(status, None, &v.to_string()));
+        }
+        if let Some(u) = v.get("usageMetadata") {
+            self.out.usage = Some(Usage {
+                input_tokens: u["promptTokenCount"].as_u64().unwrap_or(0),
+                output_tokens: u["candidatesTokenCount"].as_u64().unwrap_or(0),
+            });
+        }
+        let Some(cand) = v["candidates"].get(0) else {
+            return Ok(());
+        };
+        for part in cand["content"]["parts"].as_array().into_iter().flatten() {
+            if part["thought"] == true {
+                continue;
+            }
+            if let Some(t) = part["text"].as_str().filter(|t| !t.is_empty()) {
+                self.out.text.push_str(t);
+                on_delta(t);
+            }
+            if let Some(fc) = part.get("functionCall") {
+                if self.calls.len() >= 64 {
+                    return Err(ProviderError::MalformedResponse(
+                        "too many function calls".into(),
+                    ));
+                }
+                let n = self.calls.len();
+                self.calls.push(PartialCall {
+                    id: fc["id"]
+                        .as_str()
+                        .map_or_else(|| format!("call_{n}"), str::to_string),
+                    name: fc["name"].as_str().unwrap_or("").to_string(),
+                    arguments: if fc["args"].is_object() {
+                        fc["args"].to_string()
+                    } else {
+                        "{}".into()
+                    },
+                });
+            }
+        }
+        if let Some(f) = cand["finishReason"].as_str() {
+            self.out.finish_reason = Some(f.to_string());
+        }
+        Ok(())
+    }
+
+    /// A reply without a `finishReason` was cut off: never a reply.
+    fn finish(mut self) -> Result<ChatResponse, ProviderError> {
+        if self.out.finish_reason.is_none() {
+            return Err(ProviderError::MalformedResponse(
+                "stream ended before the reply was complete".into(),
+            ));
+        }
+        self.out.tool_calls = finish_calls(self.calls)?;
+        Ok(self.out)
     }
 }
 
@@ -206,63 +287,14 @@ pub fn parse_sse<R: std::io::BufRead>(
     on_delta: &mut dyn FnMut(&str),
     cancel: &AtomicBool,
 ) -> Result<ChatResponse, ProviderError> {
-    let mut out = ChatResponse::default();
-    let mut calls: Vec<PartialCall> = Vec::new();
+    let mut acc = Acc::default();
     let mut events = sse::Reader::new(r);
     while let Some(ev) = events.next_event(cancel)? {
         let v: Value = serde_json::from_str(&ev.data)
             .map_err(|e| ProviderError::MalformedResponse(format!("bad SSE JSON: {e}")))?;
-        if v.get("error").is_some() {
-            let status = v["error"]["code"].as_u64().unwrap_or(500) as u16;
-            return Err(classify(status, None, &ev.data));
-        }
-        if let Some(u) = v.get("usageMetadata") {
-            out.usage = Some(Usage {
-                input_tokens: u["promptTokenCount"].as_u64().unwrap_or(0),
-                output_tokens: u["candidatesTokenCount"].as_u64().unwrap_or(0),
-            });
-        }
-        let Some(cand) = v["candidates"].get(0) else {
-            continue;
-        };
-        for part in cand["content"]["parts"].as_array().into_iter().flatten() {
-            if part["thought"] == true {
-                continue;
-            }
-            if let Some(t) = part["text"].as_str().filter(|t| !t.is_empty()) {
-                out.text.push_str(t);
-                on_delta(t);
-            }
-            if let Some(fc) = part.get("functionCall") {
-                if calls.len() >= 64 {
-                    return Err(ProviderError::MalformedResponse(
-                        "too many function calls".into(),
-                    ));
-                }
-                calls.push(PartialCall {
-                    id: fc["id"]
-                        .as_str()
-                        .map_or_else(|| format!("call_{}", calls.len()), str::to_string),
-                    name: fc["name"].as_str().unwrap_or("").to_string(),
-                    arguments: if fc["args"].is_object() {
-                        fc["args"].to_string()
-                    } else {
-                        "{}".into()
-                    },
-                });
-            }
-        }
-        if let Some(f) = cand["finishReason"].as_str() {
-            out.finish_reason = Some(f.to_string());
-        }
+        acc.absorb(&v, on_delta)?;
     }
-    if out.finish_reason.is_none() {
-        return Err(ProviderError::MalformedResponse(
-            "stream ended before the reply was complete".into(),
-        ));
-    }
-    out.tool_calls = finish_calls(calls)?;
-    Ok(out)
+    acc.finish()
 }
 
 #[cfg(test)]

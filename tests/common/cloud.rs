@@ -34,6 +34,8 @@ pub enum Fault {
     Cut,
     /// Stream some text, then a line that is not JSON.
     Garbage,
+    /// Answer with one plain JSON body instead of a stream (text replies).
+    NonStreaming,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +154,21 @@ fn sse_response(body: String) -> Response {
         .unwrap()
 }
 
+fn json_response(v: Value) -> Response {
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from(v.to_string()))
+        .unwrap()
+}
+
+/// The plain reply text for a non-streamed answer.
+fn plain_reply(ask: &Ask) -> String {
+    match ask {
+        Ask::ToolResult(r) => format!("tool said: {r}"),
+        Ask::Text(t) => format!("echo: {t}"),
+    }
+}
+
 /// Serves a status fault or sleeps through a hang; `None` means stream.
 async fn serve_fault(f: &Option<Fault>) -> Option<Response> {
     match f {
@@ -213,6 +230,13 @@ async fn anthropic(State(s): State<Shared>, h: HeaderMap, body: String) -> Respo
                 .join(" "),
         ),
     };
+    if let Some(Fault::NonStreaming) = fault {
+        return json_response(
+            json!({"id": "msg_2", "type": "message", "role": "assistant",
+            "model": req["model"], "content": [{"type": "text", "text": plain_reply(&ask)}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 11, "output_tokens": 9}}),
+        );
+    }
     let mut out = a_event(
         "message_start",
         json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
@@ -352,6 +376,13 @@ async fn gemini(
                 .join(" "),
         ),
     };
+    if let Some(Fault::NonStreaming) = fault {
+        return json_response(
+            json!([{"candidates": [{"content": {"parts": [{"text": plain_reply(&ask)}],
+            "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 9}}]),
+        );
+    }
     match &fault {
         Some(Fault::Cut) => return sse_response(g_chunk(json!([{"text": "half a rep"}]), None)),
         Some(Fault::Garbage) => {
