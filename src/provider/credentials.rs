@@ -27,6 +27,9 @@ pub const SCHEDULE: [Duration; 4] = [
 /// How long an auth or billing failure takes a key out of rotation.
 pub const DISABLE_FOR: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Sessions whose credential choice is remembered (in memory).
+const MAX_STICKY: usize = 10_000;
+
 /// Milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
@@ -166,6 +169,11 @@ impl CredentialBook {
         let now = self.now_ms();
         {
             let mut g = self.inner.lock().expect("book");
+            // Bounded: a household has few sessions, but channels can mint
+            // many; forgetting stickiness only costs a prompt-cache miss.
+            if g.sticky.len() >= MAX_STICKY {
+                g.sticky.clear();
+            }
             g.sticky.insert(
                 (session.to_string(), provider.to_string()),
                 cred.to_string(),
