@@ -55,6 +55,11 @@ pub enum Cmd {
         /// The message; omit for an interactive chat
         message: Option<String>,
     },
+    /// Local models (embeddings, the offline chat model)
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
     /// Show the state of a running gateway
     Status {
         #[arg(long, env = "HEARTH_URL", default_value = "ws://127.0.0.1:18789")]
@@ -65,6 +70,20 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ModelsCmd {
+    /// Find the local models, load each and report (exit 1 if one is missing or broken)
+    Check {
+        /// Models directory (default: $HEARTH_MODELS_DIR, models/ next to the state dir,
+        /// /usr/share/hearth/models, models/ in the source checkout)
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Rewrite a GGUF model's Q4 tensors as Q8_0 (used by scripts/fetch-models)
+    #[command(hide = true)]
+    Requantize { input: PathBuf, output: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +139,43 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             message,
         } => runtime()?.block_on(chat(url, token, session, message)),
         Cmd::Status { url, token, json } => runtime()?.block_on(status(url, token, json)),
+        Cmd::Models { cmd } => models(cmd),
+    }
+}
+
+fn models(cmd: ModelsCmd) -> anyhow::Result<i32> {
+    use crate::models::{self, embed::Embedder};
+    match cmd {
+        ModelsCmd::Requantize { input, output } => {
+            let n = models::gguf::requantize_q8_0(&input, &output)?;
+            println!("{}: {n} tensors requantized to Q8_0", output.display());
+            Ok(0)
+        }
+        ModelsCmd::Check { dir } => {
+            let state = daemon::state_dir(None);
+            let Some(dir) = models::find_dir(dir.as_deref(), &state) else {
+                eprintln!("no models directory found (run scripts/fetch-models, or install hearth-models)");
+                return Ok(1);
+            };
+            println!("models    {}", dir.display());
+            let t = std::time::Instant::now();
+            match models::embed::BertEmbedder::load(&dir.join(models::EMBED_DIR), 1) {
+                Ok(e) => {
+                    let v = e.embed(&["The kitchen light is on."])?;
+                    println!(
+                        "embedding {} ok: {} dimensions, loaded and ran in {} ms",
+                        models::EMBED_DIR,
+                        v[0].len(),
+                        t.elapsed().as_millis()
+                    );
+                }
+                Err(e) => {
+                    println!("embedding {} FAILED: {e}", models::EMBED_DIR);
+                    return Ok(1);
+                }
+            }
+            Ok(0)
+        }
     }
 }
 

@@ -30,6 +30,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod gateway;
+pub mod models;
 pub mod provider;
 pub mod queue;
 pub mod routing;

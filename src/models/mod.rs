@@ -1,0 +1,79 @@
+//! Local models: where their files are, and loading them lazily.
+//!
+//! Files come from registry packages (`scripts/fetch-models`), never from a
+//! model hub. The models directory holds:
+//! - `all-MiniLM-L6-v2/`: `model.safetensors`, `tokenizer.json`,
+//!   `config.json` (sentence embeddings, see [`embed`]);
+//! - `smollm2-135m/`: `SmolLM2-135M-Instruct-Q8_0.gguf` (the local chat model).
+//!
+//! Inference runs on a dedicated rayon pool sized by the thread budget, so
+//! it never takes more cores than configured, and always off the async
+//! workers (callers use the blocking pool).
+
+pub mod embed;
+pub mod gguf;
+
+use std::path::{Path, PathBuf};
+
+/// The embedding model's folder name in the models directory.
+pub const EMBED_DIR: &str = "all-MiniLM-L6-v2";
+/// The chat model's folder and file.
+pub const CHAT_DIR: &str = "smollm2-135m";
+pub const CHAT_FILE: &str = "SmolLM2-135M-Instruct-Q8_0.gguf";
+/// Where the Debian package `hearth-models` installs them.
+pub const PACKAGED_DIR: &str = "/usr/share/hearth/models";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model file {0} is missing (run scripts/fetch-models, or install hearth-models)")]
+    Missing(PathBuf),
+    #[error("model file {path} is unreadable or corrupt: {why}")]
+    Corrupt { path: PathBuf, why: String },
+    #[error("the model needs about {need_mb} MB, over the memory budget of {budget_mb} MB")]
+    OverBudget { need_mb: u64, budget_mb: u64 },
+    #[error("local model inference failed: {0}")]
+    Inference(String),
+}
+
+/// The models directory: `[models] dir` from the config, else
+/// `$HEARTH_MODELS_DIR`, else `models/` next to the state dir, else the
+/// packaged `/usr/share/hearth/models`, else `models/` in the source checkout
+/// this binary was built from. The first that exists wins; `None` if none do.
+pub fn find_dir(configured: Option<&Path>, state_dir: &Path) -> Option<PathBuf> {
+    if let Some(d) = configured {
+        return Some(d.to_path_buf());
+    }
+    let env = std::env::var_os("HEARTH_MODELS_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let beside_state = state_dir.parent().map(|p| p.join("models"));
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    env.into_iter()
+        .chain(beside_state)
+        .chain([PathBuf::from(PACKAGED_DIR), checkout])
+        .find(|d| d.is_dir())
+}
+
+/// A rayon pool of `threads` threads for inference (at least 1).
+pub fn pool(threads: usize) -> Result<rayon::ThreadPool, ModelError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("hearth-model-{i}"))
+        .build()
+        .map_err(|e| ModelError::Inference(format!("cannot start model threads: {e}")))
+}
+
+pub(crate) fn corrupt(path: &Path, why: impl std::fmt::Display) -> ModelError {
+    ModelError::Corrupt {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+pub(crate) fn need(path: &Path) -> Result<&Path, ModelError> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ModelError::Missing(path.to_path_buf()))
+    }
+}
