@@ -81,6 +81,12 @@ pub enum ModelsCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Print the embedding of TEXT as a JSON array (384 numbers, unit length)
+    Embed {
+        text: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Rewrite a GGUF model's Q4 tensors as Q8_0 (used by scripts/fetch-models)
     #[command(hide = true)]
     Requantize { input: PathBuf, output: PathBuf },
@@ -151,6 +157,16 @@ fn models(cmd: ModelsCmd) -> anyhow::Result<i32> {
             println!("{}: {n} tensors requantized to Q8_0", output.display());
             Ok(0)
         }
+        ModelsCmd::Embed { text, dir } => {
+            let Some(dir) = models::find_dir(dir.as_deref(), &daemon::state_dir(None)) else {
+                eprintln!("no models directory found (run scripts/fetch-models, or install hearth-models)");
+                return Ok(1);
+            };
+            let e = models::embed::BertEmbedder::load(&dir.join(models::EMBED_DIR), 1)?;
+            let v = e.embed(&[text.as_str()])?;
+            println!("{}", serde_json::to_string(&v[0])?);
+            Ok(0)
+        }
         ModelsCmd::Check { dir } => {
             let state = daemon::state_dir(None);
             let Some(dir) = models::find_dir(dir.as_deref(), &state) else {
@@ -171,6 +187,43 @@ fn models(cmd: ModelsCmd) -> anyhow::Result<i32> {
                 }
                 Err(e) => {
                     println!("embedding {} FAILED: {e}", models::EMBED_DIR);
+                    return Ok(1);
+                }
+            }
+            let t = std::time::Instant::now();
+            let path = dir.join(models::CHAT_DIR).join(models::CHAT_FILE);
+            match models::chat::ChatModel::load(&path, 1, 1024, 2048) {
+                Ok(m) => {
+                    let loaded = t.elapsed();
+                    let msgs = [models::chat::Msg {
+                        role: "user",
+                        content: "Say hello in one short sentence.".into(),
+                    }];
+                    let opts = models::chat::GenOptions {
+                        max_new_tokens: 24,
+                        temperature: 0.0,
+                        ..Default::default()
+                    };
+                    let cancel = std::sync::atomic::AtomicBool::new(false);
+                    let (out, n) = m.generate(
+                        &msgs,
+                        &[],
+                        models::chat::ToolMode::None,
+                        &opts,
+                        &mut |_| {},
+                        &cancel,
+                    )?;
+                    println!(
+                        "chat      {} ok: loaded in {} ms, {} tokens in {} ms: {:?}",
+                        models::CHAT_DIR,
+                        loaded.as_millis(),
+                        n.generated,
+                        (t.elapsed() - loaded).as_millis(),
+                        out
+                    );
+                }
+                Err(e) => {
+                    println!("chat      {} FAILED: {e}", models::CHAT_DIR);
                     return Ok(1);
                 }
             }

@@ -112,6 +112,8 @@ pub enum ProviderKind {
     Openai,
     Anthropic,
     Gemini,
+    /// The in-process candle model (see `[models]`).
+    Local,
 }
 
 impl ProviderKind {
@@ -120,6 +122,7 @@ impl ProviderKind {
             ProviderKind::Openai => "openai",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
+            ProviderKind::Local => "local",
         }
     }
 
@@ -129,6 +132,7 @@ impl ProviderKind {
             ProviderKind::Openai => "https://api.openai.com/v1",
             ProviderKind::Anthropic => "https://api.anthropic.com",
             ProviderKind::Gemini => "https://generativelanguage.googleapis.com",
+            ProviderKind::Local => "local:",
         }
     }
 }
@@ -158,6 +162,18 @@ struct RawProvider {
     profiles: Vec<RawProfile>,
     timeout_secs: Option<u64>,
     max_tokens: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    dir: Option<PathBuf>,
+    threads: Option<usize>,
+    memory_mb: Option<u64>,
+    context_tokens: Option<usize>,
+    max_tokens: Option<usize>,
+    local_fallback: Option<bool>,
+    reply_note: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +314,29 @@ pub struct ProviderConfig {
     pub max_tokens: u32,
 }
 
+/// Local models (`[models]`).
+#[derive(Debug, Clone)]
+pub struct ModelsConfig {
+    /// Where the model files are; None = search (see `models::find_dir`).
+    pub dir: Option<PathBuf>,
+    /// Threads for local inference (a 2-4 core board also serves the
+    /// gateway).
+    pub threads: usize,
+    /// The chat model refuses to load if it would need more.
+    pub memory_mb: u64,
+    /// Prompt plus reply, in tokens, for the local chat model.
+    pub context_tokens: usize,
+    /// Longest local reply, in tokens.
+    pub max_tokens: usize,
+    /// Append `local/smollm2-135m` to every agent's chain when the file is there.
+    pub local_fallback: bool,
+    /// Added to replies the local model gave as a fallback ("" = nothing).
+    pub reply_note: String,
+}
+
+/// The local chat model's ref.
+pub const LOCAL_MODEL_REF: &str = "local/smollm2-135m";
+
 /// One API key of a provider, with a name for status output and cooldowns:
 /// a profile's name, `default` for `api_key`, `key1`, `key2`, ... for
 /// `api_keys`.
@@ -408,6 +447,7 @@ pub struct Config {
     pub queue: QueueConfig,
     /// How long run records and idempotency keys are kept.
     pub run_retention: Duration,
+    pub models: ModelsConfig,
 }
 
 impl Config {
@@ -466,7 +506,8 @@ impl Config {
         for (k, v) in table.iter_mut() {
             interpolate(v, k, env, &mut probs);
         }
-        const KNOWN: [&str; 6] = [
+        const KNOWN: [&str; 7] = [
+            "models",
             "gateway",
             "providers",
             "agents",
@@ -487,6 +528,27 @@ impl Config {
             section(&table, "bindings", &mut probs).unwrap_or_default();
         let session: RawSession = section(&table, "session", &mut probs).unwrap_or_default();
         let messages: RawMessages = section(&table, "messages", &mut probs).unwrap_or_default();
+        let rm: RawModels = section(&table, "models", &mut probs).unwrap_or_default();
+        if rm.threads == Some(0) {
+            probs.add("models.threads", "must be at least 1");
+        }
+        if rm
+            .context_tokens
+            .is_some_and(|c| !(256..=4096).contains(&c))
+        {
+            probs.add("models.context_tokens", "must be between 256 and 4096");
+        }
+        let models = ModelsConfig {
+            dir: rm.dir.filter(|d| !d.as_os_str().is_empty()),
+            threads: rm.threads.unwrap_or(1).max(1),
+            memory_mb: rm.memory_mb.unwrap_or(400),
+            context_tokens: rm.context_tokens.unwrap_or(2048),
+            max_tokens: rm.max_tokens.unwrap_or(256).max(1),
+            local_fallback: rm.local_fallback.unwrap_or(true),
+            reply_note: rm
+                .reply_note
+                .unwrap_or_else(|| "(Answered offline by the local model.)".into()),
+        };
 
         // gateway
         let bind_s = gateway.bind.unwrap_or_else(|| DEFAULT_BIND.to_string());
@@ -531,7 +593,9 @@ impl Config {
                     let base_url = p
                         .base_url
                         .unwrap_or_else(|| p.kind.default_base_url().to_string());
-                    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    if p.kind != ProviderKind::Local
+                        && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+                    {
                         probs.add(
                             format!("{key}.base_url"),
                             format!("{base_url:?} must start with http:// or https://"),
@@ -580,7 +644,9 @@ impl Config {
                             );
                         }
                     }
-                    if credentials.is_empty() && p.kind != ProviderKind::Openai {
+                    if credentials.is_empty()
+                        && !matches!(p.kind, ProviderKind::Openai | ProviderKind::Local)
+                    {
                         probs.add(
                             &key,
                             format!(
@@ -793,6 +859,7 @@ impl Config {
             reset,
             queue,
             run_retention: Duration::from_secs(retention_days * 86_400),
+            models,
         })
     }
 }

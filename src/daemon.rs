@@ -18,10 +18,12 @@ use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{context, AgentCtx};
-use crate::config::Config;
+use crate::config::{Config, ModelChain, ProviderKind};
 use crate::events::EventBus;
 use crate::gateway::Gateway;
+use crate::models;
 use crate::provider::credentials::{CredState, CredentialBook, SystemClock};
+use crate::provider::local::LocalProvider;
 use crate::provider::Providers;
 use crate::queue::Queue;
 use crate::store::Store;
@@ -135,8 +137,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
         cfg.gateway.bind = b;
     }
-    let cfg = Arc::new(cfg);
     let dir = state_dir(opts.state_dir.as_deref());
+    let local = local_model(&mut cfg, &dir);
+    let cfg = Arc::new(cfg);
     create_private_dir(&dir)?;
     let _lock = lock_state_dir(&dir)?;
     tracing::info!(state_dir = %dir.display(), config = %cfg_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into()), "starting hearth {}", crate::VERSION);
@@ -148,7 +151,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("cannot open the state database {}", db_path.display()))?
     };
-    let providers = Providers::from_config(&cfg, credential_book(&store).await?);
+    let mut providers = Providers::from_config(&cfg, credential_book(&store).await?);
+    for (name, path) in local {
+        providers.add_local(
+            &name,
+            LocalProvider::new(path, &cfg.models),
+            &cfg.models.reply_note,
+        );
+    }
     let mut agents = HashMap::new();
     for a in &cfg.agents {
         let ws = a.workspace_in(&dir);
@@ -337,6 +347,59 @@ fn spawn_pruner(
             }
         }
     })
+}
+
+/// The local chat model: every `kind = "local"` provider, plus (with
+/// `[models] local_fallback`, the default) a provider `local` appended as
+/// the last fallback of every agent when the model file is present, so the
+/// house still answers without the internet. Returns (name, model path).
+fn local_model(cfg: &mut Config, state: &Path) -> Vec<(String, PathBuf)> {
+    let dir = models::find_dir(cfg.models.dir.as_deref(), state);
+    let path = dir
+        .as_ref()
+        .map(|d| d.join(models::CHAT_DIR).join(models::CHAT_FILE))
+        .unwrap_or_else(|| {
+            PathBuf::from(models::PACKAGED_DIR)
+                .join(models::CHAT_DIR)
+                .join(models::CHAT_FILE)
+        });
+    let mut out: Vec<(String, PathBuf)> = cfg
+        .providers
+        .values()
+        .filter(|p| p.kind == ProviderKind::Local)
+        .map(|p| (p.name.clone(), path.clone()))
+        .collect();
+    if !path.is_file() {
+        if !out.is_empty() {
+            tracing::warn!(path = %path.display(), "a local provider is configured but the model file is missing (run scripts/fetch-models, or install hearth-models)");
+        }
+        return out;
+    }
+    tracing::info!(path = %path.display(), "local chat model available");
+    if !cfg.models.local_fallback {
+        return out;
+    }
+    let name = match out.first() {
+        Some((n, _)) => n.clone(),
+        None => {
+            out.push(("local".into(), path.clone()));
+            "local".into()
+        }
+    };
+    let r = format!("{name}/{}", crate::provider::local::MODEL_ID);
+    for a in &mut cfg.agents {
+        match &mut a.model {
+            Some(chain) if chain.refs().any(|x| x == r) => {}
+            Some(chain) => chain.fallbacks.push(r.clone()),
+            None => {
+                a.model = Some(ModelChain {
+                    primary: r.clone(),
+                    fallbacks: Vec::new(),
+                })
+            }
+        }
+    }
+    out
 }
 
 /// Credential health from redb, written back on every change, so cooldowns

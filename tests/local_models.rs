@@ -100,3 +100,275 @@ fn missing_and_corrupt_embedding_files_are_clear_errors() {
     let err = BertEmbedder::load(dir.path(), 1).err().unwrap().to_string();
     assert!(err.contains("corrupt"), "{err}");
 }
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use common::*;
+use hearth::models::chat::{ChatModel, GenOptions, Msg, Output, ToolMode};
+use serde_json::json;
+
+fn chat_model() -> ChatModel {
+    let p = models_dir()
+        .join(hearth::models::CHAT_DIR)
+        .join(hearth::models::CHAT_FILE);
+    ChatModel::load(&p, 2, 1024, 1024).unwrap()
+}
+
+/// Checks a call against the offered tools' schemas (the subset they use).
+fn valid_call(tools: &[(String, Value)], name: &str, args: &str) -> Result<(), String> {
+    let (_, schema) = tools
+        .iter()
+        .find(|(n, _)| n == name)
+        .ok_or(format!("unknown tool {name}"))?;
+    let v: Value = serde_json::from_str(args).map_err(|e| format!("not JSON: {e}: {args}"))?;
+    let obj = v.as_object().ok_or("arguments are not an object")?;
+    let props = schema["properties"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for r in schema["required"].as_array().into_iter().flatten() {
+        if !obj.contains_key(r.as_str().unwrap()) {
+            return Err(format!("missing {r}"));
+        }
+    }
+    for (k, x) in obj {
+        let s = props.get(k).ok_or(format!("unknown property {k}"))?;
+        let ok = match s["type"].as_str() {
+            Some("string") => x.is_string() && s["enum"].as_array().is_none_or(|e| e.contains(x)),
+            Some("integer") => x.is_i64() && x.as_i64() >= s["minimum"].as_i64().or(Some(i64::MIN)),
+            Some("number") => x.is_number(),
+            Some("boolean") => x.is_boolean(),
+            _ => true,
+        };
+        if !ok {
+            return Err(format!("{k} = {x} does not match {s}"));
+        }
+    }
+    Ok(())
+}
+
+fn tool_set() -> Vec<(String, Value)> {
+    let mut t: Vec<(String, Value)> = hearth::tools::specs()
+        .into_iter()
+        .map(|s| (s.name, s.parameters))
+        .collect();
+    t.push((
+        "set_light".into(),
+        json!({"type": "object", "properties": {
+            "room": {"type": "string", "enum": ["kitchen", "living room", "bedroom", "hall"]},
+            "on": {"type": "boolean"},
+            "brightness": {"type": "integer", "minimum": 1}},
+            "required": ["room", "on"]}),
+    ));
+    t
+}
+
+const PROMPTS: [&str; 10] = [
+    "Read the file notes.txt",
+    "Turn on the kitchen light",
+    "Switch off the bedroom lamp",
+    "List the files in the workspace",
+    "Write 'milk, eggs' to shopping.txt",
+    "Dim the living room light to 30",
+    "What is in todo.md?",
+    "Replace 'tuesday' with 'wednesday' in plan.txt",
+    "Is the hall light on? Turn it on.",
+    "Show me the directory docs",
+];
+
+#[test]
+fn constrained_tool_calls_always_parse() {
+    let m = chat_model();
+    let tools = tool_set();
+    let cancel = AtomicBool::new(false);
+    let mut calls = 0;
+    // 50 required calls: 10 prompts x 5 seeds, sampled (temperature 0.6).
+    for (i, p) in PROMPTS.iter().cycle().take(50).enumerate() {
+        let msgs = [Msg {
+            role: "user",
+            content: p.to_string(),
+        }];
+        let opts = GenOptions {
+            max_new_tokens: 200,
+            temperature: 0.8,
+            seed: i as u64,
+        };
+        let t = std::time::Instant::now();
+        let (out, n) = m
+            .generate(
+                &msgs,
+                &tools,
+                ToolMode::Required,
+                &opts,
+                &mut |_| {},
+                &cancel,
+            )
+            .unwrap();
+        eprintln!(
+            "{i}: {} + {} tokens in {:?}: {out:?}",
+            n.prompt,
+            n.generated,
+            t.elapsed()
+        );
+        match out {
+            Output::Call { name, arguments } => {
+                valid_call(&tools, &name, &arguments).unwrap_or_else(|e| panic!("{p}: {e}"));
+                calls += 1;
+            }
+            Output::Text(t) => panic!("required mode gave text: {t}"),
+        }
+    }
+    assert_eq!(calls, 50);
+    // Auto mode: plain text or a valid call, never anything else.
+    for (i, p) in PROMPTS.iter().enumerate() {
+        let msgs = [Msg {
+            role: "user",
+            content: format!("{p}\nUse a tool if it helps."),
+        }];
+        let opts = GenOptions {
+            max_new_tokens: 64,
+            temperature: 0.8,
+            seed: 100 + i as u64,
+        };
+        let (out, _) = m
+            .generate(&msgs, &tools, ToolMode::Auto, &opts, &mut |_| {}, &cancel)
+            .unwrap();
+        if let Output::Call { name, arguments } = out {
+            valid_call(&tools, &name, &arguments).unwrap_or_else(|e| panic!("{p}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn chat_template_tokens_are_single_specials() {
+    let m = chat_model();
+    let ids = m
+        .prompt(
+            &[Msg {
+                role: "user",
+                content: "Hi 2024".into(),
+            }],
+            "",
+            16,
+        )
+        .unwrap();
+    // <|im_start|> = 1, <|im_end|> = 2 in SmolLM2's vocabulary.
+    assert_eq!(ids[0], 1);
+    assert!(ids.contains(&2));
+    assert_eq!(
+        ids.iter().filter(|&&i| i == 1).count(),
+        3,
+        "system, user, assistant"
+    );
+}
+
+fn local_daemon(dir: &std::path::Path, config: &str) -> Daemon {
+    let models = models_dir();
+    Daemon::start_env(
+        dir,
+        config,
+        &[("HEARTH_MODELS_DIR", models.to_str().unwrap())],
+    )
+}
+
+#[tokio::test]
+async fn the_local_model_answers_without_any_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = local_daemon(dir.path(), "[models]\nthreads = 2\nmax_tokens = 32\n");
+    let c = d.client().await;
+    send(&c, "main", "Hello! What can you do?", "l1").await;
+    let t = c
+        .wait_event("chat", Duration::from_secs(120), |p| {
+            p["runId"] == "l1" && matches!(p["state"].as_str(), Some("final" | "error"))
+        })
+        .await
+        .expect("a reply");
+    assert_eq!(t["state"], "final", "{t}");
+    let text = text_of(&t);
+    assert!(!text.trim().is_empty());
+    assert!(
+        !text.contains("Answered offline"),
+        "the local model is the primary here: no note"
+    );
+    let st = c.request("status", json!({})).await.unwrap();
+    assert_eq!(st["agents"][0]["model"]["primary"], "local/smollm2-135m");
+    assert!(d.log().contains("local chat model loaded"));
+}
+
+#[tokio::test]
+async fn a_dead_cloud_provider_falls_back_to_the_local_model() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[providers.cloud]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\n\n\
+         [agents.defaults]\nmodel = \"cloud/gpt-x\"\n\n[models]\nthreads = 2\nmax_tokens = 24\n"
+    );
+    let d = local_daemon(dir.path(), &cfg);
+    let c = d.client().await;
+    send(&c, "main", "Is anyone home?", "f1").await;
+    let t = c
+        .wait_event("chat", Duration::from_secs(120), |p| {
+            p["runId"] == "f1" && matches!(p["state"].as_str(), Some("final" | "error"))
+        })
+        .await
+        .expect("a reply");
+    assert_eq!(t["state"], "final", "{t}");
+    assert!(
+        text_of(&t).ends_with("(Answered offline by the local model.)"),
+        "{t}"
+    );
+    let st = c.request("status", json!({})).await.unwrap();
+    assert_eq!(
+        st["agents"][0]["model"]["fallbacks"][0],
+        "local/smollm2-135m"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_model_file_is_a_clear_error_and_the_daemon_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let chat = models.join(hearth::models::CHAT_DIR);
+    std::fs::create_dir_all(&chat).unwrap();
+    let good = std::fs::read(
+        models_dir()
+            .join(hearth::models::CHAT_DIR)
+            .join(hearth::models::CHAT_FILE),
+    )
+    .unwrap();
+    std::fs::write(
+        chat.join(hearth::models::CHAT_FILE),
+        &good[..good.len() / 2],
+    )
+    .unwrap();
+    let d = Daemon::start_env(
+        dir.path(),
+        "",
+        &[("HEARTH_MODELS_DIR", models.to_str().unwrap())],
+    );
+    let c = d.client().await;
+    send(&c, "main", "hello?", "x1").await;
+    let t = terminal(&c, "x1").await;
+    assert_eq!(t["state"], "error", "{t}");
+    let msg = t["errorMessage"].as_str().unwrap();
+    assert!(
+        msg.contains("local model is not available") && msg.contains("corrupt"),
+        "{msg}"
+    );
+    let h = c.request("health", json!({})).await.unwrap();
+    assert_eq!(h["ok"], true);
+    // Reported once per turn without re-reading the file each time.
+    send(&c, "main", "still?", "x2").await;
+    assert_eq!(terminal(&c, "x2").await["state"], "error");
+    assert_eq!(
+        d.log().matches("local chat model cannot be loaded").count(),
+        1
+    );
+}

@@ -297,7 +297,17 @@ async fn turn_loop(
         };
         let response = reply.response;
         if response.tool_calls.is_empty() {
-            return RunEnd::Ok(response.text);
+            let mut text = response.text;
+            // Say briefly when the offline model stood in for the configured one.
+            let pname = reply.model_ref.split('/').next().unwrap_or("");
+            let note = ctx.providers.local_note();
+            if reply.model_ref != chain.primary
+                && ctx.providers.kind_of(pname) == Some("local")
+                && !note.is_empty()
+            {
+                text = format!("{text}\n\n{note}");
+            }
+            return RunEnd::Ok(text);
         }
 
         // A tool round.

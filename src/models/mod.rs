@@ -10,8 +10,10 @@
 //! it never takes more cores than configured, and always off the async
 //! workers (callers use the blocking pool).
 
+pub mod chat;
 pub mod embed;
 pub mod gguf;
+pub mod grammar;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +35,8 @@ pub enum ModelError {
     OverBudget { need_mb: u64, budget_mb: u64 },
     #[error("local model inference failed: {0}")]
     Inference(String),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// The models directory: `[models] dir` from the config, else

@@ -71,6 +71,7 @@ fn decide(e: &ProviderError, attempts: u32) -> Step {
         | ProviderError::MalformedResponse(_) => retry(ATTEMPTS, Step::SkipProvider),
         ProviderError::BadRequest(_)
         | ProviderError::ContextOverflow
+        | ProviderError::Unavailable(_)
         | ProviderError::Cancelled => Step::SkipModel,
     }
 }

@@ -11,6 +11,7 @@ pub mod anthropic;
 mod chain;
 pub mod credentials;
 pub mod gemini;
+pub mod local;
 pub mod openai;
 mod sse;
 
@@ -78,6 +79,10 @@ pub enum ProviderError {
     MalformedResponse(String),
     #[error("cannot reach the provider: {0}")]
     Network(String),
+    /// A local model that cannot run (missing or corrupt files, over its
+    /// memory budget): nothing to retry, the chain moves on.
+    #[error("the local model is not available: {0}")]
+    Unavailable(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -144,6 +149,7 @@ pub(crate) struct ProviderEntry {
 pub struct Providers {
     map: BTreeMap<String, Arc<ProviderEntry>>,
     book: Arc<CredentialBook>,
+    local_note: String,
 }
 
 impl Default for Providers {
@@ -169,6 +175,7 @@ impl Providers {
         Providers {
             map: BTreeMap::new(),
             book,
+            local_note: String::new(),
         }
     }
 
@@ -179,6 +186,8 @@ impl Providers {
                 ProviderKind::Openai => Arc::new(openai::OpenAi::new(p)),
                 ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(p)),
                 ProviderKind::Gemini => Arc::new(gemini::Gemini::new(p)),
+                // Needs the models directory: added by the daemon (add_local).
+                ProviderKind::Local => continue,
             };
             ps.map.insert(
                 name.clone(),
@@ -204,6 +213,31 @@ impl Providers {
                 credentials,
             }),
         );
+    }
+
+    /// Adds the in-process model under `name`; its replies as a fallback
+    /// end with `note` (empty: none).
+    pub fn add_local(&mut self, name: &str, p: local::LocalProvider, note: &str) {
+        let where_ = p.path().display().to_string();
+        self.map.insert(
+            name.to_string(),
+            Arc::new(ProviderEntry {
+                provider: Arc::new(p),
+                kind: "local",
+                base_url: where_,
+                credentials: Vec::new(),
+            }),
+        );
+        self.local_note = note.to_string();
+    }
+
+    /// The note for replies the local model gave as a fallback.
+    pub fn local_note(&self) -> &str {
+        &self.local_note
+    }
+
+    pub fn kind_of(&self, name: &str) -> Option<&'static str> {
+        self.map.get(name).map(|e| e.kind)
     }
 
     pub(crate) fn entry(&self, name: &str) -> Option<&Arc<ProviderEntry>> {

@@ -245,6 +245,9 @@ impl Daemon {
             .append(true)
             .open(dir.join("daemon.log"))
             .unwrap();
+        // No local model unless a test asks for one (HEARTH_MODELS_DIR in env).
+        let no_models = dir.join("no-models");
+        std::fs::create_dir_all(&no_models).unwrap();
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--config"])
             .arg(&cfg)
@@ -255,6 +258,7 @@ impl Daemon {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir)
             .env("HEARTH_LOG", "info")
+            .env("HEARTH_MODELS_DIR", &no_models)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

@@ -1,0 +1,622 @@
+//! The local chat model: SmolLM2-135M-Instruct (llama architecture, GGUF
+//! Q8_0) with candle's quantized llama, its ChatML template, token
+//! streaming, and tool calls constrained by [`super::grammar`].
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use serde_json::Value;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, Tokenizer};
+
+use super::grammar::Automaton;
+use super::{corrupt, need, pool, ModelError};
+
+/// The system message SmolLM2's chat template uses when there is none.
+const DEFAULT_SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+
+/// What opens a tool call in the model's output (Hermes style).
+pub const CALL_OPEN: &str = "<tool_call>\n";
+
+/// One chat message for the template.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// Whether the reply may, must or must not be a tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolMode {
+    None,
+    Auto,
+    Required,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    pub max_new_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f64,
+    pub seed: u64,
+}
+
+impl Default for GenOptions {
+    fn default() -> Self {
+        GenOptions {
+            max_new_tokens: 256,
+            temperature: 0.3,
+            seed: 299792458,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Text(String),
+    /// A call whose arguments (JSON text) satisfy the tool's schema.
+    Call {
+        name: String,
+        arguments: String,
+    },
+}
+
+/// Top-k (40) then top-p (0.9) sampling with temperature over the finite
+/// logits (masked tokens are -inf), greedy at temperature 0. Seeded, so a
+/// generation is reproducible.
+struct Sampler {
+    state: u64,
+    temperature: f64,
+}
+
+impl Sampler {
+    fn new(seed: u64, temperature: f64) -> Sampler {
+        Sampler {
+            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+            temperature,
+        }
+    }
+
+    /// SplitMix64, as a uniform float in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn sample(&mut self, logits: &[f32]) -> Option<u32> {
+        let mut c: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_finite())
+            .map(|(i, l)| (i as u32, *l))
+            .collect();
+        if c.is_empty() {
+            return None;
+        }
+        c.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if self.temperature <= 0.0 {
+            return Some(c[0].0);
+        }
+        c.truncate(40);
+        let max = c[0].1 as f64;
+        let mut w: Vec<f64> = c
+            .iter()
+            .map(|(_, l)| ((*l as f64 - max) / self.temperature).exp())
+            .collect();
+        let total: f64 = w.iter().sum();
+        let mut acc = 0.0;
+        let mut keep = w.len();
+        for (i, x) in w.iter_mut().enumerate() {
+            *x /= total;
+            acc += *x;
+            if acc >= 0.9 {
+                keep = i + 1;
+                break;
+            }
+        }
+        let mass: f64 = w[..keep].iter().sum();
+        let mut r = self.uniform() * mass;
+        for (i, x) in w[..keep].iter().enumerate() {
+            if r < *x {
+                return Some(c[i].0);
+            }
+            r -= x;
+        }
+        Some(c[keep - 1].0)
+    }
+}
+
+/// Token counts of one generation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub prompt: usize,
+    pub generated: usize,
+}
+
+pub struct ChatModel {
+    weights: Mutex<ModelWeights>,
+    tokenizer: Tokenizer,
+    /// Each token's text, for the tool-call constraint.
+    texts: Vec<String>,
+    special: Vec<bool>,
+    /// Characters per token, and whether a token is plain string content
+    /// (no quote, backslash, control or replacement character).
+    nchars: Vec<usize>,
+    plain: Vec<bool>,
+    /// Tokens made of digits only (held back when a call must finish).
+    digits: Vec<bool>,
+    stop: Vec<u32>,
+    pool: rayon::ThreadPool,
+    /// Prompt plus reply must fit in this many tokens.
+    pub context: usize,
+}
+
+fn meta<'a>(
+    c: &'a gguf_file::Content,
+    k: &str,
+    path: &Path,
+) -> Result<&'a gguf_file::Value, ModelError> {
+    c.metadata
+        .get(k)
+        .ok_or_else(|| corrupt(path, format!("GGUF metadata {k} missing")))
+}
+
+fn meta_u64(c: &gguf_file::Content, k: &str, path: &Path) -> Result<u64, ModelError> {
+    use gguf_file::Value as V;
+    Ok(match meta(c, k, path)? {
+        V::U32(v) => *v as u64,
+        V::I32(v) => *v as u64,
+        V::U64(v) => *v,
+        V::I64(v) => *v as u64,
+        other => return Err(corrupt(path, format!("GGUF metadata {k} is {other:?}"))),
+    })
+}
+
+fn strings(v: &gguf_file::Value, k: &str, path: &Path) -> Result<Vec<String>, ModelError> {
+    match v {
+        gguf_file::Value::Array(a) => a
+            .iter()
+            .map(|x| match x {
+                gguf_file::Value::String(s) => Ok(s.clone()),
+                _ => Err(corrupt(path, format!("{k} holds a non-string"))),
+            })
+            .collect(),
+        _ => Err(corrupt(path, format!("{k} is not an array"))),
+    }
+}
+
+/// SmolLM2's tokenizer rebuilt from the GGUF: byte-level BPE with digits
+/// split one by one (its tokenizer.json pre-tokenizer), and the control
+/// tokens (`<|im_start|>`, ...) as special tokens.
+fn tokenizer_from_gguf(
+    c: &gguf_file::Content,
+    path: &Path,
+) -> Result<(Tokenizer, Vec<bool>), ModelError> {
+    let model = meta(c, "tokenizer.ggml.model", path)?
+        .to_string()
+        .map_err(|e| corrupt(path, e))?;
+    if model != "gpt2" {
+        return Err(corrupt(
+            path,
+            format!("tokenizer model {model:?} is not supported"),
+        ));
+    }
+    let tokens = strings(meta(c, "tokenizer.ggml.tokens", path)?, "tokens", path)?;
+    let merges: Vec<(String, String)> =
+        strings(meta(c, "tokenizer.ggml.merges", path)?, "merges", path)?
+            .into_iter()
+            .filter_map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect();
+    let types: Vec<i64> = match meta(c, "tokenizer.ggml.token_type", path)? {
+        gguf_file::Value::Array(a) => a
+            .iter()
+            .map(|x| match x {
+                gguf_file::Value::I32(v) => *v as i64,
+                gguf_file::Value::U32(v) => *v as i64,
+                _ => 1,
+            })
+            .collect(),
+        _ => vec![1; tokens.len()],
+    };
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| corrupt(path, e))?;
+    let mut tk = Tokenizer::new(bpe);
+    tk.with_pre_tokenizer(Some(Sequence::new(vec![
+        Digits::new(true).into(),
+        ByteLevel::new(false, true, true).into(),
+    ])));
+    tk.with_decoder(Some(ByteLevelDecoder::default()));
+    let special: Vec<bool> = (0..tokens.len())
+        .map(|i| types.get(i) == Some(&3))
+        .collect();
+    let added: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&special)
+        .filter(|(_, s)| **s)
+        .map(|(t, _)| AddedToken::from(t.clone(), true))
+        .collect();
+    tk.add_special_tokens(&added);
+    Ok((tk, special))
+}
+
+impl ChatModel {
+    /// Loads the GGUF model if its estimated footprint fits `budget_mb`.
+    pub fn load(
+        path: &Path,
+        threads: usize,
+        budget_mb: u64,
+        context: usize,
+    ) -> Result<ChatModel, ModelError> {
+        let mut f = std::fs::File::open(need(path)?).map_err(|e| corrupt(path, e))?;
+        let content = gguf_file::Content::read(&mut f).map_err(|e| corrupt(path, e))?;
+        let arch = meta(&content, "general.architecture", path)?
+            .to_string()
+            .map_err(|e| corrupt(path, e))?
+            .clone();
+        if arch != "llama" {
+            return Err(corrupt(
+                path,
+                format!("architecture {arch:?} is not supported"),
+            ));
+        }
+        // Footprint: the file, the token embeddings candle keeps in f32, and
+        // the KV cache for a full context.
+        let file_mb = f.metadata().map_err(|e| corrupt(path, e))?.len() >> 20;
+        let dim = meta_u64(&content, "llama.embedding_length", path)?;
+        let layers = meta_u64(&content, "llama.block_count", path)?;
+        let heads = meta_u64(&content, "llama.attention.head_count", path)?.max(1);
+        let kv_heads = meta_u64(&content, "llama.attention.head_count_kv", path).unwrap_or(heads);
+        let vocab = match meta(&content, "tokenizer.ggml.tokens", path)? {
+            gguf_file::Value::Array(a) => a.len() as u64,
+            _ => 0,
+        };
+        let kv_mb = (layers * 2 * context as u64 * kv_heads * (dim / heads) * 4) >> 20;
+        let need_mb = file_mb + ((vocab * dim * 4) >> 20) + kv_mb + 32;
+        if need_mb > budget_mb {
+            return Err(ModelError::OverBudget { need_mb, budget_mb });
+        }
+        let chat_template = meta(&content, "tokenizer.chat_template", path)
+            .ok()
+            .and_then(|v| v.to_string().ok().cloned())
+            .unwrap_or_default();
+        if !chat_template.contains("<|im_start|>") {
+            return Err(corrupt(path, "only ChatML chat templates are supported"));
+        }
+        let (tokenizer, special) = tokenizer_from_gguf(&content, path)?;
+        let pool = pool(threads)?;
+        let weights = pool
+            .install(|| ModelWeights::from_gguf(content, &mut f, &Device::Cpu))
+            .map_err(|e| corrupt(path, e))?;
+        let texts: Vec<String> = (0..special.len() as u32)
+            .map(|i| tokenizer.decode(&[i], false).unwrap_or_default())
+            .collect();
+        let nchars = texts.iter().map(|t| t.chars().count()).collect();
+        let plain = texts
+            .iter()
+            .map(|t| {
+                !t.is_empty()
+                    && !t
+                        .chars()
+                        .any(|c| c == '"' || c == '\\' || c.is_control() || c == '\u{FFFD}')
+            })
+            .collect();
+        let digits = texts
+            .iter()
+            .map(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        let stop = ["<|im_end|>", "<|endoftext|>"]
+            .iter()
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .collect();
+        Ok(ChatModel {
+            weights: Mutex::new(weights),
+            tokenizer,
+            texts,
+            special,
+            nchars,
+            plain,
+            digits,
+            stop,
+            pool,
+            context,
+        })
+    }
+
+    /// Sets every token the automaton does not accept to -inf. Tokens are
+    /// first screened by their first character (one check per distinct
+    /// character), and plain tokens inside a free string by length only.
+    fn mask(&self, a: &Automaton, logits: &mut [f32], finishing: bool) {
+        let room = a.free_string_room();
+        let mut first: std::collections::HashMap<char, bool> = std::collections::HashMap::new();
+        for (i, v) in logits.iter_mut().enumerate() {
+            let t = &self.texts[i];
+            let ok = !self.special[i]
+                && !(finishing && (self.plain[i] && room.is_some() || self.digits[i]))
+                && match (room, self.plain[i]) {
+                    (Some(r), true) => self.nchars[i] <= r,
+                    _ => match t.chars().next() {
+                        None => false,
+                        Some(c) => {
+                            *first
+                                .entry(c)
+                                .or_insert_with(|| a.accepts(c.encode_utf8(&mut [0; 4])))
+                                && !t.contains('\u{FFFD}')
+                                && (self.nchars[i] == 1 || a.accepts(t))
+                        }
+                    },
+                };
+            if !ok {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.tokenizer
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| ModelError::Inference(e.to_string()))
+    }
+
+    /// The ChatML prompt, dropping the oldest messages (then cutting the
+    /// system text) until it leaves `reserve` tokens for the reply.
+    pub fn prompt(
+        &self,
+        msgs: &[Msg],
+        prefix: &str,
+        reserve: usize,
+    ) -> Result<Vec<u32>, ModelError> {
+        let render = |m: &Msg| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content);
+        let budget = self.context.saturating_sub(reserve).max(64);
+        let (system, rest): (Vec<&Msg>, Vec<&Msg>) = msgs.iter().partition(|m| m.role == "system");
+        let mut sys_text: String = system
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        if sys_text.is_empty() {
+            // What the model's own template puts there.
+            sys_text = DEFAULT_SYSTEM.to_string();
+        }
+        let tail = self.encode(&format!("<|im_start|>assistant\n{prefix}"))?;
+        loop {
+            let sys = if sys_text.is_empty() {
+                Vec::new()
+            } else {
+                self.encode(&render(&Msg {
+                    role: "system",
+                    content: sys_text.clone(),
+                }))?
+            };
+            let mut used = sys.len() + tail.len();
+            let mut kept: Vec<Vec<u32>> = Vec::new();
+            for m in rest.iter().rev() {
+                let ids = self.encode(&render(m))?;
+                if used + ids.len() > budget && !kept.is_empty() {
+                    break;
+                }
+                used += ids.len();
+                kept.push(ids);
+            }
+            if used <= budget || sys_text.is_empty() {
+                let mut out = sys;
+                for ids in kept.into_iter().rev() {
+                    out.extend(ids);
+                }
+                out.extend(tail);
+                // Still too long (one huge message): keep the end.
+                if out.len() > budget {
+                    out.drain(..out.len() - budget);
+                }
+                return Ok(out);
+            }
+            // Halve the system text and try again.
+            let cut = sys_text.len() / 2;
+            let cut = (0..=cut)
+                .rev()
+                .find(|i| sys_text.is_char_boundary(*i))
+                .unwrap_or(0);
+            sys_text.truncate(cut);
+        }
+    }
+
+    /// Generates a reply. With tools (`mode` Auto), a reply that starts
+    /// with `<tool_call>` continues under the constraint and ends as a valid
+    /// call; `Required` starts one directly. Text is streamed to `on_delta`.
+    pub fn generate(
+        &self,
+        msgs: &[Msg],
+        tools: &[(String, Value)],
+        mode: ToolMode,
+        opts: &GenOptions,
+        on_delta: &mut dyn FnMut(&str),
+        cancel: &AtomicBool,
+    ) -> Result<(Output, Counts), ModelError> {
+        let mode = if tools.is_empty() {
+            ToolMode::None
+        } else {
+            mode
+        };
+        let prefix = if mode == ToolMode::Required {
+            CALL_OPEN
+        } else {
+            ""
+        };
+        let prompt = self.prompt(msgs, prefix, opts.max_new_tokens)?;
+        let mut w = self.weights.lock().unwrap_or_else(|p| p.into_inner());
+        self.decode(&mut w, prompt, tools, mode, opts, on_delta, cancel)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decode(
+        &self,
+        w: &mut ModelWeights,
+        prompt: Vec<u32>,
+        tools: &[(String, Value)],
+        mode: ToolMode,
+        opts: &GenOptions,
+        on_delta: &mut dyn FnMut(&str),
+        cancel: &AtomicBool,
+    ) -> Result<(Output, Counts), ModelError> {
+        let inf = |e: candle_core::Error| ModelError::Inference(e.to_string());
+        let mut sampler = Sampler::new(opts.seed, opts.temperature);
+        let counts_prompt = prompt.len();
+        let mut input = prompt;
+        let mut pos = 0usize;
+        let mut out: Vec<u32> = Vec::new();
+        let mut shown = 0usize;
+        // None: plain text so far; Some: inside a tool call.
+        let mut call: Option<(Automaton, String)> =
+            (mode == ToolMode::Required).then(|| (Automaton::new(tools), String::new()));
+        let mut decided = mode != ToolMode::Auto;
+        let limit = opts
+            .max_new_tokens
+            .min(self.context.saturating_sub(counts_prompt));
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(ModelError::Cancelled);
+            }
+            if let Some((a, text)) = call.as_mut() {
+                if a.is_complete() {
+                    break;
+                }
+                // Fixed parts of the call are fed, not sampled.
+                if let Some(lit) = a.forced() {
+                    let ids = self.encode(lit)?;
+                    a.feed_str(lit);
+                    text.push_str(lit);
+                    input.extend(ids);
+                    continue; // it may have completed the call
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+            let x = Tensor::new(input.as_slice(), &Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(inf)?;
+            // The model's matmuls run on the budgeted pool.
+            let logits = self.pool.install(|| w.forward(&x, pos)).map_err(inf)?;
+            pos += input.len();
+            input.clear();
+            let mut l: Vec<f32> = logits
+                .squeeze(0)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .and_then(|t| t.to_vec1())
+                .map_err(inf)?;
+            // A light repeat penalty: small models loop.
+            let recent: std::collections::HashSet<u32> =
+                out.iter().rev().take(64).copied().collect();
+            for t in recent {
+                if let Some(v) = l.get_mut(t as usize) {
+                    *v = if *v > 0.0 { *v / 1.1 } else { *v * 1.1 };
+                }
+            }
+            if let Some((a, _)) = &call {
+                // Near the token limit, close what is open instead of
+                // extending strings and numbers, so the call always ends.
+                let finishing = out.len() * 4 >= limit * 3;
+                self.mask(a, &mut l, finishing);
+            }
+            let Some(tok) = sampler.sample(&l) else {
+                return Err(ModelError::Inference(format!(
+                    "no token is allowed here ({:?})",
+                    call.as_ref().map(|(_, t)| t)
+                )));
+            };
+            if call.is_none() && self.stop.contains(&tok) {
+                break;
+            }
+            out.push(tok);
+            input.push(tok);
+            match call.as_mut() {
+                Some((a, text)) => {
+                    let t = &self.texts[tok as usize];
+                    if !a.feed_str(t) {
+                        return Err(ModelError::Inference(
+                            "constrained sampling picked a rejected token".into(),
+                        ));
+                    }
+                    text.push_str(t);
+                }
+                None => {
+                    let so_far = self
+                        .tokenizer
+                        .decode(&out, true)
+                        .map_err(|e| ModelError::Inference(e.to_string()))?;
+                    if !decided {
+                        let head = so_far.trim_start();
+                        if head.is_empty()
+                            || (CALL_OPEN.starts_with(head) && head.len() < CALL_OPEN.len())
+                        {
+                            // Could still become "<tool_call>": wait.
+                            if head.starts_with('<') {
+                                // Commit: finish the opener and start the call.
+                                let rest = &CALL_OPEN[head.len()..];
+                                input.extend(self.encode(rest)?);
+                                call = Some((Automaton::new(tools), String::new()));
+                                decided = true;
+                            }
+                            continue;
+                        }
+                        decided = true;
+                    }
+                    if so_far.len() > shown && !so_far.ends_with('\u{FFFD}') {
+                        on_delta(&so_far[shown..]);
+                        shown = so_far.len();
+                    }
+                }
+            }
+        }
+        let counts = Counts {
+            prompt: counts_prompt,
+            generated: out.len(),
+        };
+        if let Some((a, text)) = call {
+            if !a.is_complete() {
+                return Err(ModelError::Inference(
+                    "the tool call did not finish within the token limit".into(),
+                ));
+            }
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| ModelError::Inference(format!("constrained call is not JSON: {e}")))?;
+            return Ok((
+                Output::Call {
+                    name: v["name"].as_str().unwrap_or_default().to_string(),
+                    arguments: v["arguments"].to_string(),
+                },
+                counts,
+            ));
+        }
+        let text = self
+            .tokenizer
+            .decode(&out, true)
+            .map_err(|e| ModelError::Inference(e.to_string()))?;
+        if text.len() > shown {
+            on_delta(&text[shown..]);
+        }
+        Ok((Output::Text(text.trim().to_string()), counts))
+    }
+}
