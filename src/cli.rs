@@ -87,6 +87,15 @@ pub enum ModelsCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Measure one model (used by scripts/bench-models): embed | chat
+    #[command(hide = true)]
+    Bench {
+        what: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Rewrite a GGUF model's Q4 tensors as Q8_0 (used by scripts/fetch-models)
     #[command(hide = true)]
     Requantize { input: PathBuf, output: PathBuf },
@@ -155,6 +164,13 @@ fn models(cmd: ModelsCmd) -> anyhow::Result<i32> {
         ModelsCmd::Requantize { input, output } => {
             let n = models::gguf::requantize_q8_0(&input, &output)?;
             println!("{}: {n} tensors requantized to Q8_0", output.display());
+            Ok(0)
+        }
+        ModelsCmd::Bench { what, dir, threads } => {
+            let Some(dir) = models::find_dir(dir.as_deref(), &daemon::state_dir(None)) else {
+                anyhow::bail!("no models directory found");
+            };
+            println!("{}", models::bench::run(&what, &dir, threads)?);
             Ok(0)
         }
         ModelsCmd::Embed { text, dir } => {

@@ -16,7 +16,8 @@
 //! | [`routing`] | normalized [`routing::Inbound`], bindings → agent, OpenClaw session keys |
 //! | [`queue`] | per-session serial runs, global concurrency, collect/followup/steer/interrupt, durability |
 //! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` builds the prompt |
-//! | [`provider`] | the `Provider` trait, typed errors, retry/fallback chain; `provider::openai` |
+//! | [`provider`] | the `Provider` trait, typed errors, the retry/rotate/fallback chain, credential health; kinds `openai`, `anthropic`, `gemini`, `local` |
+//! | [`models`] | local candle models: embedder, chat model, tool-call grammar, GGUF requantization |
 //! | [`tools`] | built-in workspace-confined file tools |
 //! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys; one writer thread (group commit) |
 //! | [`events`] | the event bus feeding `agent` / `chat` events to clients |

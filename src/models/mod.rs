@@ -10,6 +10,7 @@
 //! it never takes more cores than configured, and always off the async
 //! workers (callers use the blocking pool).
 
+pub mod bench;
 pub mod chat;
 pub mod embed;
 pub mod gguf;
