@@ -17,7 +17,11 @@ fn cpu_s() -> f64 {
     if let Ok(rd) = std::fs::read_dir("/proc/self/task") {
         for t in rd.flatten() {
             if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                ns += s.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0);
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -61,9 +65,11 @@ pub fn run(what: &str, dir: &Path, threads: usize) -> anyhow::Result<Value> {
             }
             let cpu = cpu_s() - c0;
             let n = rounds * batch.len();
-            Ok(json!({"model": EMBED_DIR, "threads": threads, "load_ms": load_ms, "sentences": n,
+            Ok(
+                json!({"model": EMBED_DIR, "threads": threads, "load_ms": load_ms, "sentences": n,
                       "cpu_s": cpu, "wall_s": w0.elapsed().as_secs_f64(),
-                      "sentences_per_cpu_s": n as f64 / cpu, "peak_rss_mb": peak_rss_mb()}))
+                      "sentences_per_cpu_s": n as f64 / cpu, "peak_rss_mb": peak_rss_mb()}),
+            )
         }
         "chat" => {
             let t = Instant::now();
@@ -94,10 +100,12 @@ pub fn run(what: &str, dir: &Path, threads: usize) -> anyhow::Result<Value> {
             let (_, n2) = m.generate(&msgs, &[], ToolMode::None, &opts, &mut |_| {}, &cancel)?;
             let decode_cpu = (cpu_s() - c1 - prefill_cpu).max(1e-9);
             let decoded = n2.generated.saturating_sub(1).max(1);
-            Ok(json!({"model": CHAT_DIR, "threads": threads, "load_ms": load_ms,
+            Ok(
+                json!({"model": CHAT_DIR, "threads": threads, "load_ms": load_ms,
                       "prompt_tokens": n1.prompt, "prompt_tokens_per_cpu_s": n1.prompt as f64 / prefill_cpu,
                       "decode_tokens": decoded, "decode_tokens_per_cpu_s": decoded as f64 / decode_cpu,
-                      "peak_rss_mb": peak_rss_mb()}))
+                      "peak_rss_mb": peak_rss_mb()}),
+            )
         }
         other => anyhow::bail!("unknown benchmark {other:?} (embed or chat)"),
     }
