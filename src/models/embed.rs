@@ -20,6 +20,9 @@ pub trait Embedder: Send + Sync {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError>;
 }
 
+/// Sentences per forward pass.
+const CHUNK: usize = 8;
+
 /// The model's own limit (sentence-transformers' max_seq_length).
 const MAX_TOKENS: usize = 256;
 
@@ -96,9 +99,17 @@ impl Embedder for BertEmbedder {
             return Ok(Vec::new());
         }
         let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        self.pool
-            .install(|| self.run(texts))
-            .map_err(|e| ModelError::Inference(e.to_string()))
+        // Small chunks bound the activations (and padding waste) on a
+        // 512 MB board; throughput barely changes.
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(CHUNK) {
+            let v = self
+                .pool
+                .install(|| self.run(chunk))
+                .map_err(|e| ModelError::Inference(e.to_string()))?;
+            out.extend(v);
+        }
+        Ok(out)
     }
 }
 
