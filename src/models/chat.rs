@@ -583,9 +583,11 @@ impl ChatModel {
                         }
                         decided = true;
                     }
-                    if so_far.len() > shown && !so_far.ends_with('\u{FFFD}') {
-                        on_delta(&so_far[shown..]);
-                        shown = so_far.len();
+                    if !so_far.ends_with('\u{FFFD}') {
+                        if let Some(new) = so_far.get(shown..).filter(|n| !n.is_empty()) {
+                            on_delta(new);
+                            shown = so_far.len();
+                        }
                     }
                 }
             }
@@ -614,8 +616,8 @@ impl ChatModel {
             .tokenizer
             .decode(&out, true)
             .map_err(|e| ModelError::Inference(e.to_string()))?;
-        if text.len() > shown {
-            on_delta(&text[shown..]);
+        if let Some(new) = text.get(shown..).filter(|n| !n.is_empty()) {
+            on_delta(new);
         }
         Ok((Output::Text(text.trim().to_string()), counts))
     }

@@ -136,8 +136,12 @@ impl Provider for LocalProvider {
             .iter()
             .map(|t| (t.name.clone(), t.parameters.clone()))
             .collect();
+        // A fresh seed per call, so a retry is a new sample.
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
         let opts = GenOptions {
             max_new_tokens: self.cfg.max_tokens,
+            seed: u64::from_le_bytes(seed),
             ..Default::default()
         };
         let (out, n) = m
@@ -158,6 +162,11 @@ impl Provider for LocalProvider {
             output_tokens: n.generated as u64,
         });
         Ok(match out {
+            Output::Text(text) if text.is_empty() => {
+                return Err(ProviderError::MalformedResponse(
+                    "the local model gave an empty reply".into(),
+                ))
+            }
             Output::Text(text) => ChatResponse {
                 text,
                 tool_calls: Vec::new(),
