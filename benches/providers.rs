@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cloud::FakeCloud;
+use common::free_port;
 use hearth::config::Config;
 use hearth::provider::credentials::{CredentialBook, SystemClock};
 use hearth::provider::{anthropic, gemini, openai, run_chain, ChatRequest, Providers};
@@ -36,11 +37,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 fn failover(runs: usize) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(FakeCloud::start());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let text = format!(
         "[providers.down]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:{port}\"\napi_key = \"k\"\n\
          [providers.up]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key = \"k\"\n\

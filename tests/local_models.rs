@@ -280,12 +280,7 @@ async fn the_local_model_answers_without_any_provider() {
     let d = local_daemon(dir.path(), "[models]\nthreads = 2\nmax_tokens = 32\n");
     let c = d.client().await;
     send(&c, "main", "Hello! What can you do?", "l1").await;
-    let t = c
-        .wait_event("chat", Duration::from_secs(120), |p| {
-            p["runId"] == "l1" && matches!(p["state"].as_str(), Some("final" | "error"))
-        })
-        .await
-        .expect("a reply");
+    let t = terminal_within(&c, "l1", Duration::from_secs(120)).await;
     assert_eq!(t["state"], "final", "{t}");
     let text = text_of(&t);
     assert!(!text.trim().is_empty());
@@ -300,11 +295,7 @@ async fn the_local_model_answers_without_any_provider() {
 
 #[tokio::test]
 async fn a_dead_cloud_provider_falls_back_to_the_local_model() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "[providers.cloud]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\n\n\
@@ -313,12 +304,7 @@ async fn a_dead_cloud_provider_falls_back_to_the_local_model() {
     let d = local_daemon(dir.path(), &cfg);
     let c = d.client().await;
     send(&c, "main", "Is anyone home?", "f1").await;
-    let t = c
-        .wait_event("chat", Duration::from_secs(120), |p| {
-            p["runId"] == "f1" && matches!(p["state"].as_str(), Some("final" | "error"))
-        })
-        .await
-        .expect("a reply");
+    let t = terminal_within(&c, "f1", Duration::from_secs(120)).await;
     assert_eq!(t["state"], "final", "{t}");
     assert!(
         text_of(&t).ends_with("(Answered offline by the local model.)"),

@@ -361,11 +361,7 @@ async fn keys_in_error_bodies_never_reach_the_log_or_the_user() {
 #[tokio::test]
 async fn fallback_after_connection_refused_is_quick() {
     let fake = FakeCloud::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "[providers.down]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:{port}\"\napi_key = \"sk-d-0000\"\n\n\

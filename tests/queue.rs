@@ -502,11 +502,7 @@ async fn broken_model_output_is_retried_then_reported() {
 
 #[tokio::test]
 async fn unreachable_provider_gives_a_clear_error_and_keeps_running() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(
         dir.path(),

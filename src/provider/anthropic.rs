@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::openai::{error_parts, finish_calls, is_json, map_transport, read_json, PartialCall};
-use super::{sse, ChatRequest, ChatResponse, Provider, ProviderError, Usage};
+use super::{
+    args_object, open_with_user, push_merged, sse, ChatRequest, ChatResponse, Provider,
+    ProviderError, Usage,
+};
 use crate::config::{ProviderConfig, Secret};
 use crate::store::Role;
 
@@ -34,13 +37,7 @@ impl Anthropic {
 /// Messages must alternate user/assistant: blocks of consecutive entries
 /// with the same role (tool results are user turns) go into one message.
 fn push_block(messages: &mut Vec<Value>, role: &str, block: Value) {
-    if let Some(last) = messages.last_mut() {
-        if last["role"] == role {
-            last["content"].as_array_mut().expect("blocks").push(block);
-            return;
-        }
-    }
-    messages.push(json!({"role": role, "content": [block]}));
+    push_merged(messages, role, "content", block);
 }
 
 /// The request body in Anthropic's wire format.
@@ -78,26 +75,21 @@ pub fn request_body(model: &str, max_tokens: u32, req: &ChatRequest<'_>) -> Valu
                     );
                 }
                 for c in &e.tool_calls {
-                    let input: Value = serde_json::from_str(&c.arguments)
-                        .ok()
-                        .filter(Value::is_object)
-                        .unwrap_or_else(|| json!({}));
                     push_block(
                         &mut messages,
                         "assistant",
-                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}),
+                        json!({"type": "tool_use", "id": c.id, "name": c.name,
+                               "input": args_object(&c.arguments)}),
                     );
                 }
             }
         }
     }
-    // The conversation must open with a user turn.
-    if messages.first().is_some_and(|m| m["role"] != "user") {
-        messages.insert(
-            0,
-            json!({"role": "user", "content": [{"type": "text", "text": "(conversation continues)"}]}),
-        );
-    }
+    open_with_user(
+        &mut messages,
+        "content",
+        json!({"type": "text", "text": "(conversation continues)"}),
+    );
     let mut body =
         json!({"model": model, "max_tokens": max_tokens, "messages": messages, "stream": true});
     if !system.is_empty() {
@@ -335,16 +327,7 @@ mod tests {
     use crate::store::{Entry, ToolCall};
 
     fn sse(s: &str) -> Result<ChatResponse, ProviderError> {
-        let mut got = String::new();
-        let r = parse_sse(
-            s.as_bytes(),
-            &mut |d| got.push_str(d),
-            &AtomicBool::new(false),
-        );
-        if let Ok(r) = &r {
-            assert_eq!(got, r.text);
-        }
-        r
+        crate::provider::sse::parse_checked(s, |r, d, c| parse_sse(r, d, c))
     }
 
     const TOOL_STREAM: &str = "event: message_start

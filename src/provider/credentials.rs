@@ -45,11 +45,13 @@ impl Clock for SystemClock {
 
 /// Wall-clock time that follows tokio's clock from a fixed start, so tests
 /// with `start_paused` can move it with `tokio::time::advance`.
+#[cfg(test)]
 pub struct TokioClock {
     base_ms: u64,
     start: tokio::time::Instant,
 }
 
+#[cfg(test)]
 impl TokioClock {
     pub fn new(base_ms: u64) -> TokioClock {
         TokioClock {
@@ -59,6 +61,7 @@ impl TokioClock {
     }
 }
 
+#[cfg(test)]
 impl Clock for TokioClock {
     fn now_ms(&self) -> u64 {
         self.base_ms + self.start.elapsed().as_millis() as u64

@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::openai::{error_parts, finish_calls, is_json, map_transport, read_json, PartialCall};
-use super::{sse, ChatRequest, ChatResponse, Provider, ProviderError, Usage};
+use super::{
+    args_object, open_with_user, push_merged, sse, ChatRequest, ChatResponse, Provider,
+    ProviderError, Usage,
+};
 use crate::config::{ProviderConfig, Secret};
 use crate::store::Role;
 
@@ -50,13 +53,7 @@ fn schema(v: &Value) -> Value {
 }
 
 fn push_part(contents: &mut Vec<Value>, role: &str, part: Value) {
-    if let Some(last) = contents.last_mut() {
-        if last["role"] == role {
-            last["parts"].as_array_mut().expect("parts").push(part);
-            return;
-        }
-    }
-    contents.push(json!({"role": role, "parts": [part]}));
+    push_merged(contents, role, "parts", part);
 }
 
 /// The request body in Gemini's wire format.
@@ -82,14 +79,10 @@ pub fn request_body(max_tokens: u32, req: &ChatRequest<'_>) -> Value {
                 }
                 for c in &e.tool_calls {
                     names.insert(&c.id, &c.name);
-                    let args: Value = serde_json::from_str(&c.arguments)
-                        .ok()
-                        .filter(Value::is_object)
-                        .unwrap_or_else(|| json!({}));
                     push_part(
                         &mut contents,
                         "model",
-                        json!({"functionCall": {"name": c.name, "args": args}}),
+                        json!({"functionCall": {"name": c.name, "args": args_object(&c.arguments)}}),
                     );
                 }
             }
@@ -104,12 +97,11 @@ pub fn request_body(max_tokens: u32, req: &ChatRequest<'_>) -> Value {
             }
         }
     }
-    if contents.first().is_some_and(|c| c["role"] != "user") {
-        contents.insert(
-            0,
-            json!({"role": "user", "parts": [{"text": "(conversation continues)"}]}),
-        );
-    }
+    open_with_user(
+        &mut contents,
+        "parts",
+        json!({"text": "(conversation continues)"}),
+    );
     let mut body =
         json!({"contents": contents, "generationConfig": {"maxOutputTokens": max_tokens}});
     if !system.is_empty() {
@@ -304,16 +296,7 @@ mod tests {
     use crate::store::{Entry, ToolCall};
 
     fn sse(s: &str) -> Result<ChatResponse, ProviderError> {
-        let mut got = String::new();
-        let r = parse_sse(
-            s.as_bytes(),
-            &mut |d| got.push_str(d),
-            &AtomicBool::new(false),
-        );
-        if let Ok(r) = &r {
-            assert_eq!(got, r.text);
-        }
-        r
+        crate::provider::sse::parse_checked(s, |r, d, c| parse_sse(r, d, c))
     }
 
     #[test]

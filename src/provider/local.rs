@@ -95,8 +95,7 @@ pub fn messages(req: &ChatRequest<'_>) -> Vec<Msg> {
             Role::Assistant => {
                 let mut content = e.text.clone();
                 for c in &e.tool_calls {
-                    let args: Value =
-                        serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
+                    let args = super::args_object(&c.arguments);
                     content.push_str(&format!(
                         "<tool_call>\n{}\n</tool_call>",
                         json!({"name": c.name, "arguments": args})

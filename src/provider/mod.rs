@@ -123,6 +123,36 @@ impl ProviderError {
     }
 }
 
+/// Appends `item` to the `key` list of the last message when that message
+/// has `role`, else starts a message: for wire formats whose roles must
+/// alternate (consecutive tool results are one user turn).
+pub(crate) fn push_merged(list: &mut Vec<Value>, role: &str, key: &str, item: Value) {
+    if let Some(last) = list.last_mut() {
+        if last["role"] == role {
+            last[key].as_array_mut().expect("item list").push(item);
+            return;
+        }
+    }
+    list.push(json!({"role": role, key: [item]}));
+}
+
+/// Makes the conversation open with a user turn (`item` under `key`), as
+/// Anthropic and Gemini require.
+pub(crate) fn open_with_user(list: &mut Vec<Value>, key: &str, item: Value) {
+    if list.first().is_some_and(|m| m["role"] != "user") {
+        list.insert(0, json!({"role": "user", key: [item]}));
+    }
+}
+
+/// A tool call's arguments as a JSON object (`{}` when the model produced
+/// none or something that is not an object).
+pub(crate) fn args_object(arguments: &str) -> Value {
+    serde_json::from_str(arguments)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}))
+}
+
 pub trait Provider: Send + Sync {
     /// Streams one completion with credential `key` (None for keyless
     /// servers). `on_delta` gets text as it arrives; `cancel` is checked
@@ -202,7 +232,8 @@ impl Providers {
         ps
     }
 
-    /// Adds a provider by hand (tests, the local model).
+    /// Adds a provider by hand (unit tests).
+    #[cfg(test)]
     pub fn insert(&mut self, name: &str, p: Arc<dyn Provider>, credentials: Vec<Credential>) {
         self.map.insert(
             name.to_string(),

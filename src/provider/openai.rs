@@ -178,6 +178,14 @@ fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> ProviderE
     }
 }
 
+/// The `usage` object of a chunk or response, if it has one.
+fn usage(v: &Value) -> Option<Usage> {
+    v.get("usage").filter(|u| u.is_object()).map(|u| Usage {
+        input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+        output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+    })
+}
+
 #[derive(Default)]
 pub(crate) struct PartialCall {
     pub(crate) id: String,
@@ -210,11 +218,8 @@ pub fn parse_sse<R: BufRead>(
                 err["type"].as_str().unwrap_or("unknown")
             )));
         }
-        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            out.usage = Some(Usage {
-                input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
-                output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
-            });
+        if let Some(u) = usage(&v) {
+            out.usage = Some(u);
         }
         let Some(choice) = v["choices"].get(0) else {
             continue; // usage-only chunk
@@ -318,10 +323,7 @@ fn parse_full(v: &Value, on_delta: &mut dyn FnMut(&str)) -> Result<ChatResponse,
         finish_reason: v["choices"][0]["finish_reason"]
             .as_str()
             .map(str::to_string),
-        usage: v.get("usage").filter(|u| u.is_object()).map(|u| Usage {
-            input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
-            output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
-        }),
+        usage: usage(v),
     })
 }
 
@@ -330,16 +332,7 @@ mod tests {
     use super::*;
 
     fn sse(s: &str) -> Result<ChatResponse, ProviderError> {
-        let mut got = String::new();
-        let r = parse_sse(
-            s.as_bytes(),
-            &mut |d| got.push_str(d),
-            &AtomicBool::new(false),
-        );
-        if let Ok(r) = &r {
-            assert_eq!(got, r.text);
-        }
-        r
+        crate::provider::sse::parse_checked(s, |r, d, c| parse_sse(r, d, c))
     }
 
     #[test]

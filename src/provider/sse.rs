@@ -86,6 +86,29 @@ impl<R: BufRead> Reader<R> {
     }
 }
 
+/// Test helper for the providers' stream parsers: runs `parse` over `s`
+/// and checks that the streamed deltas add up to the returned text.
+#[cfg(test)]
+pub(crate) fn parse_checked(
+    s: &str,
+    parse: impl FnOnce(
+        &[u8],
+        &mut dyn FnMut(&str),
+        &AtomicBool,
+    ) -> Result<super::ChatResponse, ProviderError>,
+) -> Result<super::ChatResponse, ProviderError> {
+    let mut got = String::new();
+    let r = parse(
+        s.as_bytes(),
+        &mut |d| got.push_str(d),
+        &AtomicBool::new(false),
+    );
+    if let Ok(r) = &r {
+        assert_eq!(got, r.text);
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

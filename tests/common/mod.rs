@@ -358,9 +358,23 @@ pub async fn send(c: &Client, session: &str, text: &str, key: &str) -> Value {
     .expect("chat.send")
 }
 
+/// A loopback port nothing listens on (to bind next, or for "connection refused").
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Waits for a terminal chat event (final/error/aborted) of `run_id`.
 pub async fn terminal(c: &Client, run_id: &str) -> Value {
-    c.wait_event("chat", Duration::from_secs(30), |p| {
+    terminal_within(c, run_id, Duration::from_secs(30)).await
+}
+
+/// [`terminal`] with a longer wait (local model inference).
+pub async fn terminal_within(c: &Client, run_id: &str, wait: Duration) -> Value {
+    c.wait_event("chat", wait, |p| {
         p["runId"] == run_id && matches!(p["state"].as_str(), Some("final" | "error" | "aborted"))
     })
     .await
