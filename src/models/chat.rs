@@ -1,5 +1,5 @@
 //! The local chat model: SmolLM2-135M-Instruct (llama architecture, GGUF
-//! Q8_0) with candle's quantized llama, its ChatML template, token
+//! Q8_0) with a quantized llama forward pass ([`super::llama`]), its ChatML template, token
 //! streaming, and tool calls constrained by [`super::grammar`].
 
 use std::path::Path;
@@ -8,7 +8,6 @@ use std::sync::Mutex;
 
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::quantized_llama::ModelWeights;
 use serde_json::Value;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
@@ -18,6 +17,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::grammar::Automaton;
+use super::llama::Llama;
 use super::{corrupt, need, pool, ModelError};
 
 /// The system message SmolLM2's chat template uses when there is none.
@@ -146,7 +146,7 @@ pub struct Counts {
 }
 
 pub struct ChatModel {
-    weights: Mutex<ModelWeights>,
+    weights: Mutex<Llama>,
     tokenizer: Tokenizer,
     /// Each token's text, for the tool-call constraint.
     texts: Vec<String>,
@@ -281,19 +281,17 @@ impl ChatModel {
                 format!("architecture {arch:?} is not supported"),
             ));
         }
-        // Footprint: the file, the token embeddings candle keeps in f32, and
-        // the KV cache for a full context.
+        // Footprint: the file (weights stay quantized, token embeddings
+        // included), the KV cache for a full context, and activations (the
+        // attention scores of one prefill chunk over the full context).
         let file_mb = f.metadata().map_err(|e| corrupt(path, e))?.len() >> 20;
         let dim = meta_u64(&content, "llama.embedding_length", path)?;
         let layers = meta_u64(&content, "llama.block_count", path)?;
         let heads = meta_u64(&content, "llama.attention.head_count", path)?.max(1);
         let kv_heads = meta_u64(&content, "llama.attention.head_count_kv", path).unwrap_or(heads);
-        let vocab = match meta(&content, "tokenizer.ggml.tokens", path)? {
-            gguf_file::Value::Array(a) => a.len() as u64,
-            _ => 0,
-        };
         let kv_mb = (layers * 2 * context as u64 * kv_heads * (dim / heads) * 4) >> 20;
-        let need_mb = file_mb + ((vocab * dim * 4) >> 20) + kv_mb + 32;
+        let att_mb = (heads * super::llama::PREFILL_CHUNK as u64 * context as u64 * 4 * 2) >> 20;
+        let need_mb = file_mb + kv_mb + att_mb + 32;
         if need_mb > budget_mb {
             return Err(ModelError::OverBudget { need_mb, budget_mb });
         }
@@ -307,7 +305,7 @@ impl ChatModel {
         let (tokenizer, special) = tokenizer_from_gguf(&content, path)?;
         let pool = pool(threads)?;
         let weights = pool
-            .install(|| ModelWeights::from_gguf(content, &mut f, &Device::Cpu))
+            .install(|| Llama::from_gguf(content, &mut f))
             .map_err(|e| corrupt(path, e))?;
         let texts: Vec<String> = (0..special.len() as u32)
             .map(|i| tokenizer.decode(&[i], false).unwrap_or_default())
@@ -472,7 +470,7 @@ impl ChatModel {
     #[allow(clippy::too_many_arguments)]
     fn decode(
         &self,
-        w: &mut ModelWeights,
+        w: &mut Llama,
         prompt: Vec<u32>,
         tools: &[(String, Value)],
         mode: ToolMode,

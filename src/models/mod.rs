@@ -15,6 +15,7 @@ pub mod chat;
 pub mod embed;
 pub mod gguf;
 pub mod grammar;
+pub mod llama;
 
 use std::path::{Path, PathBuf};
 
