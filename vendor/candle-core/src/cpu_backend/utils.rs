@@ -146,6 +146,18 @@ pub fn binary_map<T: Copy, U: Copy, F: FnMut(T, T) -> U>(
         (Some((o_l1, o_l2)), None) => {
             // TODO: Maybe we want to avoid going through the layout twice.
             match rhs_l.offsets_b() {
+                // Hearth patch: rhs repeats whole rows (a bias over the last
+                // dimension): a row-by-row zip vectorizes, the per-element
+                // index bookkeeping below does not.
+                Some(ob) if ob.right_broadcast == 1 && ob.len > 0 => {
+                    let rhs = &rhs[ob.start..ob.start + ob.len];
+                    let lhs = &lhs[o_l1..o_l2];
+                    let mut out = Vec::with_capacity(lhs.len());
+                    for row in lhs.chunks(ob.len) {
+                        out.extend(row.iter().zip(rhs).map(|(&l, &r)| f(l, r)));
+                    }
+                    out
+                }
                 Some(ob) => {
                     let mut i_in_block = 0;
                     let mut i_right_broadcast = 0;
@@ -175,6 +187,16 @@ pub fn binary_map<T: Copy, U: Copy, F: FnMut(T, T) -> U>(
         (None, Some((o_r1, o_r2))) => {
             // TODO: Maybe we want to avoid going through the layout twice.
             match lhs_l.offsets_b() {
+                // Hearth patch: as above, with the roles swapped.
+                Some(ob) if ob.right_broadcast == 1 && ob.len > 0 => {
+                    let lhs = &lhs[ob.start..ob.start + ob.len];
+                    let rhs = &rhs[o_r1..o_r2];
+                    let mut out = Vec::with_capacity(rhs.len());
+                    for row in rhs.chunks(ob.len) {
+                        out.extend(lhs.iter().zip(row).map(|(&l, &r)| f(l, r)));
+                    }
+                    out
+                }
                 Some(ob) => {
                     let mut i_in_block = 0;
                     let mut i_right_broadcast = 0;
