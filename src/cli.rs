@@ -60,6 +60,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: ModelsCmd,
     },
+    /// Memory search over each agent's MEMORY.md and memory/*.md (works with or without a running daemon)
+    Memory {
+        #[command(subcommand)]
+        cmd: MemoryCmd,
+    },
     /// Show the state of a running gateway
     Status {
         #[arg(long, env = "HEARTH_URL", default_value = "ws://127.0.0.1:18789")]
@@ -99,6 +104,34 @@ pub enum ModelsCmd {
     /// Rewrite a GGUF model's Q4 tensors as Q8_0 (used by scripts/fetch-models)
     #[command(hide = true)]
     Requantize { input: PathBuf, output: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum MemoryCmd {
+    /// Bring every agent's memory index up to date with its workspace files, then exit
+    Reindex {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Search an agent's memory: ranked results with path, lines, score and snippet
+    Search {
+        query: String,
+        /// Agent id (default: the default agent)
+        #[arg(long)]
+        agent: Option<String>,
+        /// Most results (default: [memory] max_results, 6)
+        #[arg(long)]
+        max_results: Option<usize>,
+        /// Print one JSON array
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -155,6 +188,114 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         } => runtime()?.block_on(chat(url, token, session, message)),
         Cmd::Status { url, token, json } => runtime()?.block_on(status(url, token, json)),
         Cmd::Models { cmd } => models(cmd),
+        Cmd::Memory { cmd } => memory(cmd),
+    }
+}
+
+/// Opens agent `id`'s memory index (the embedder when its files are there).
+fn open_memory(
+    cfg: &Config,
+    state: &std::path::Path,
+    id: &str,
+) -> anyhow::Result<(crate::memory::index::MemoryIndex, PathBuf)> {
+    use crate::memory::index::MemoryIndex;
+    use crate::models::{self, embed::Embedder};
+    let Some(agent) = cfg.agent(id) else {
+        anyhow::bail!("no agent {id:?} in the config");
+    };
+    let embedder: Option<std::sync::Arc<dyn Embedder>> =
+        match models::find_dir(cfg.models.dir.as_deref(), state) {
+            Some(dir) => match models::embed::BertEmbedder::load(
+                &dir.join(models::EMBED_DIR),
+                cfg.models.threads,
+            ) {
+                Ok(e) => Some(std::sync::Arc::new(e)),
+                Err(e) => {
+                    eprintln!("note: {e}; memory search is BM25 only");
+                    None
+                }
+            },
+            None => {
+                eprintln!("note: no models directory found; memory search is BM25 only");
+                None
+            }
+        };
+    let ws = agent.workspace_in(state);
+    let idx = MemoryIndex::open(&state.join("memory").join(id), embedder, cfg.memory.clone())?;
+    Ok((idx, ws))
+}
+
+fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
+    let (config, state_dir) = match &cmd {
+        MemoryCmd::Reindex { config, state_dir } => (config, state_dir),
+        MemoryCmd::Search {
+            config, state_dir, ..
+        } => (config, state_dir),
+    };
+    let path = daemon::config_path(config.as_deref());
+    let cfg = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(2);
+        }
+    };
+    let state = daemon::state_dir(state_dir.as_deref());
+    match cmd {
+        MemoryCmd::Reindex { .. } => {
+            for agent in &cfg.agents {
+                let (mut idx, ws) = open_memory(&cfg, &state, &agent.id)?;
+                let t = std::time::Instant::now();
+                let s = idx.reindex(&ws)?;
+                println!(
+                    "{}: {} files ({} changed, {} removed), chunks +{} -{} ={}, {} embedded, {:?}, {} ms",
+                    agent.id,
+                    s.files,
+                    s.files_changed,
+                    s.files_removed,
+                    s.chunks_added,
+                    s.chunks_removed,
+                    s.chunks_kept,
+                    s.embedded,
+                    idx.mode(),
+                    t.elapsed().as_millis()
+                );
+            }
+            Ok(0)
+        }
+        MemoryCmd::Search {
+            query,
+            agent,
+            max_results,
+            json,
+            ..
+        } => {
+            let id = agent.unwrap_or_else(|| cfg.default_agent.clone());
+            let (mut idx, ws) = open_memory(&cfg, &state, &id)?;
+            // cheap when nothing changed: files are compared by size and mtime
+            idx.reindex(&ws)?;
+            let hits = match idx.search(&query, max_results) {
+                Ok(h) => h,
+                Err(crate::memory::MemoryError::BadRequest(m)) => {
+                    eprintln!("{m}");
+                    return Ok(2);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                println!("{}", serde_json::to_string(&hits)?);
+            } else if hits.is_empty() {
+                println!("no results");
+            } else {
+                for h in &hits {
+                    println!("{}:{}-{}  score {:.3}", h.path, h.from, h.to, h.score);
+                    for l in h.snippet.lines().take(6) {
+                        println!("    {l}");
+                    }
+                }
+            }
+            Ok(0)
+        }
     }
 }
 

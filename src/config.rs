@@ -176,6 +176,19 @@ struct RawModels {
     reply_note: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    vector_weight: Option<f32>,
+    text_weight: Option<f32>,
+    half_life_days: Option<f32>,
+    mmr_lambda: Option<f32>,
+    max_results: Option<usize>,
+    min_score: Option<f32>,
+    chunk_tokens: Option<usize>,
+    chunk_overlap: Option<usize>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProfile {
@@ -334,6 +347,42 @@ pub struct ModelsConfig {
     pub reply_note: String,
 }
 
+/// Memory search (`[memory]`).
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    /// Weight of the vector cosine in the hybrid score.
+    pub vector_weight: f32,
+    /// Weight of the normalized BM25 score.
+    pub text_weight: f32,
+    /// Half-life of dated notes (`memory/YYYY-MM-DD.md`); 0 = no decay.
+    pub half_life_days: f32,
+    /// MMR trade-off: 1 = relevance only, 0 = diversity only.
+    pub mmr_lambda: f32,
+    pub max_results: usize,
+    pub min_score: f32,
+    /// Chunk size and overlap, in (estimated) tokens.
+    pub chunk_tokens: usize,
+    pub chunk_overlap: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            vector_weight: 0.7,
+            text_weight: 0.3,
+            half_life_days: 30.0,
+            mmr_lambda: 0.7,
+            max_results: 6,
+            // Below the 0.35 of OpenClaw's defaults: MiniLM's cosines for a
+            // paraphrase are 0.4-0.5, so a match without shared words scores
+            // 0.28-0.35 (docs/memory.md has the measurement).
+            min_score: 0.2,
+            chunk_tokens: 400,
+            chunk_overlap: 80,
+        }
+    }
+}
+
 /// The local chat model's ref.
 pub const LOCAL_MODEL_REF: &str = "local/smollm2-135m";
 
@@ -448,6 +497,7 @@ pub struct Config {
     /// How long run records and idempotency keys are kept.
     pub run_retention: Duration,
     pub models: ModelsConfig,
+    pub memory: MemoryConfig,
 }
 
 impl Config {
@@ -506,7 +556,8 @@ impl Config {
         for (k, v) in table.iter_mut() {
             interpolate(v, k, env, &mut probs);
         }
-        const KNOWN: [&str; 7] = [
+        const KNOWN: [&str; 8] = [
+            "memory",
             "models",
             "gateway",
             "providers",
@@ -549,6 +600,59 @@ impl Config {
                 .reply_note
                 .unwrap_or_else(|| "(Answered offline by the local model.)".into()),
         };
+
+        let rmem: RawMemory = section(&table, "memory", &mut probs).unwrap_or_default();
+        let d = MemoryConfig::default();
+        let unit = |k: &str, v: Option<f32>, dflt: f32, probs: &mut Problems| match v {
+            Some(x) if !(0.0..=1.0).contains(&x) => {
+                probs.add(format!("memory.{k}"), "must be between 0 and 1");
+                dflt
+            }
+            Some(x) => x,
+            None => dflt,
+        };
+        let memory = MemoryConfig {
+            vector_weight: unit(
+                "vector_weight",
+                rmem.vector_weight,
+                d.vector_weight,
+                &mut probs,
+            ),
+            text_weight: unit("text_weight", rmem.text_weight, d.text_weight, &mut probs),
+            mmr_lambda: unit("mmr_lambda", rmem.mmr_lambda, d.mmr_lambda, &mut probs),
+            min_score: unit("min_score", rmem.min_score, d.min_score, &mut probs),
+            half_life_days: match rmem.half_life_days {
+                Some(x) if !(x >= 0.0 && x.is_finite()) => {
+                    probs.add("memory.half_life_days", "must be 0 (no decay) or more");
+                    d.half_life_days
+                }
+                Some(x) => x,
+                None => d.half_life_days,
+            },
+            max_results: match rmem.max_results {
+                Some(n) if !(1..=50).contains(&n) => {
+                    probs.add("memory.max_results", "must be between 1 and 50");
+                    d.max_results
+                }
+                Some(n) => n,
+                None => d.max_results,
+            },
+            chunk_tokens: match rmem.chunk_tokens {
+                Some(n) if !(50..=2000).contains(&n) => {
+                    probs.add("memory.chunk_tokens", "must be between 50 and 2000");
+                    d.chunk_tokens
+                }
+                Some(n) => n,
+                None => d.chunk_tokens,
+            },
+            chunk_overlap: rmem.chunk_overlap.unwrap_or(d.chunk_overlap),
+        };
+        if memory.chunk_overlap * 2 > memory.chunk_tokens {
+            probs.add(
+                "memory.chunk_overlap",
+                "must be at most half of chunk_tokens",
+            );
+        }
 
         // gateway
         let bind_s = gateway.bind.unwrap_or_else(|| DEFAULT_BIND.to_string());
@@ -860,6 +964,7 @@ impl Config {
             queue,
             run_retention: Duration::from_secs(retention_days * 86_400),
             models,
+            memory,
         })
     }
 }

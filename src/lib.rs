@@ -18,6 +18,7 @@
 //! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` builds the prompt |
 //! | [`provider`] | the `Provider` trait, typed errors, the retry/rotate/fallback chain, credential health; kinds `openai`, `anthropic`, `gemini`, `local` |
 //! | [`models`] | local candle models: embedder, chat model, tool-call grammar, GGUF requantization |
+//! | [`memory`] | MEMORY.md + memory/*.md: chunking, BM25 (tantivy) + int8 embeddings (redb), hybrid ranking |
 //! | [`tools`] | built-in workspace-confined file tools |
 //! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys; one writer thread (group commit) |
 //! | [`events`] | the event bus feeding `agent` / `chat` events to clients |
@@ -31,6 +32,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod gateway;
+pub mod memory;
 pub mod models;
 pub mod provider;
 pub mod queue;

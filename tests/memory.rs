@@ -1,0 +1,363 @@
+//! Memory search with the real embedding model: recall on a fixed note set,
+//! incremental reindexing, consistency after kill -9, and the CLI contract.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth::config::MemoryConfig;
+use hearth::memory::index::{MemoryIndex, Mode};
+use hearth::models::embed::{BertEmbedder, Embedder};
+use serde_json::Value;
+
+fn models_dir() -> PathBuf {
+    let d = std::env::var_os("HEARTH_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    assert!(
+        d.join(hearth::models::EMBED_DIR).is_dir(),
+        "no models in {} (run scripts/fetch-models)",
+        d.display()
+    );
+    d
+}
+
+fn embedder() -> Arc<dyn Embedder> {
+    Arc::new(BertEmbedder::load(&models_dir().join(hearth::models::EMBED_DIR), 2).unwrap())
+}
+
+fn fixture() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/memory_recall.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn write_notes(ws: &Path, fx: &Value) {
+    for n in fx["notes"].as_array().unwrap() {
+        let p = ws.join(n["path"].as_str().unwrap());
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, n["text"].as_str().unwrap()).unwrap();
+    }
+}
+
+/// recall@6 over the fixture's queries, and the queries it missed.
+fn recall(idx: &MemoryIndex, fx: &Value, today: i64) -> (f32, Vec<String>) {
+    let qs = fx["queries"].as_array().unwrap();
+    let mut missed = Vec::new();
+    for q in qs {
+        let hits = idx
+            .search_on(q["query"].as_str().unwrap(), Some(6), today)
+            .unwrap();
+        if !hits.iter().any(|h| h.path == q["answer"].as_str().unwrap()) {
+            missed.push(q["query"].as_str().unwrap().to_string());
+        }
+    }
+    (1.0 - missed.len() as f32 / qs.len() as f32, missed)
+}
+
+#[test]
+fn hybrid_recall_beats_bm25_and_vectors_alone() {
+    let fx = fixture();
+    assert!(fx["notes"].as_array().unwrap().len() >= 50);
+    assert!(fx["queries"].as_array().unwrap().len() >= 30);
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    write_notes(&ws, &fx);
+    let today = hearth::util::days_from_civil(2026, 11, 22);
+    let e = embedder();
+
+    let mut hybrid = MemoryIndex::open(
+        &dir.path().join("hybrid"),
+        Some(e.clone()),
+        MemoryConfig::default(),
+    )
+    .unwrap();
+    let s = hybrid.reindex(&ws).unwrap();
+    assert_eq!(s.files, 50);
+    assert_eq!(s.embedded, s.chunks_added);
+    assert_eq!(hybrid.mode(), Mode::Hybrid);
+    // baselines get min_score 0, the most generous setting for them
+    let lenient = MemoryConfig {
+        min_score: 0.0,
+        ..MemoryConfig::default()
+    };
+    let mut bm25 = MemoryIndex::open(&dir.path().join("bm25"), None, lenient.clone()).unwrap();
+    bm25.reindex(&ws).unwrap();
+    assert_eq!(bm25.mode(), Mode::Bm25Only);
+    let vec_cfg = MemoryConfig {
+        vector_weight: 1.0,
+        text_weight: 0.0,
+        ..lenient
+    };
+    let mut vectors = MemoryIndex::open(&dir.path().join("vec"), Some(e), vec_cfg).unwrap();
+    vectors.reindex(&ws).unwrap();
+
+    let (h, h_missed) = recall(&hybrid, &fx, today);
+    let (b, b_missed) = recall(&bm25, &fx, today);
+    let (v, v_missed) = recall(&vectors, &fx, today);
+    eprintln!("recall@6: hybrid {h:.3} {h_missed:?}\n  bm25 {b:.3} {b_missed:?}\n  vectors {v:.3} {v_missed:?}");
+    assert!(h >= 0.9, "hybrid recall@6 {h}");
+    assert!(h > b, "hybrid {h} vs BM25 only {b}");
+    assert!(h > v, "hybrid {h} vs vectors only {v}");
+    // the first result of a code lookup is its note
+    let hits = hybrid.search_on("HV-2231-77", None, today).unwrap();
+    assert!(hits[0].path.ends_with(".md") && hits[0].snippet.contains("HV-2231-77"));
+    assert!(hits.len() <= 6);
+}
+
+#[test]
+fn reindex_touches_only_changed_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("memory")).unwrap();
+    let long: String = (1..=300)
+        .map(|i| {
+            format!(
+                "- note {i}: the item number {i} is kept in box {}\n",
+                i % 17
+            )
+        })
+        .collect();
+    std::fs::write(ws.join("MEMORY.md"), &long).unwrap();
+    std::fs::write(ws.join("memory/2026-11-20.md"), "Bought a new kettle.\n").unwrap();
+    std::fs::write(
+        ws.join("memory/2026-11-21.md"),
+        "The plumber comes Monday.\n",
+    )
+    .unwrap();
+    let mut idx = MemoryIndex::open(
+        &dir.path().join("idx"),
+        Some(embedder()),
+        MemoryConfig::default(),
+    )
+    .unwrap();
+    let first = idx.reindex(&ws).unwrap();
+    assert_eq!(first.files, 3);
+    assert!(first.chunks_added >= 6, "{first:?}");
+    assert_eq!(first.embedded, first.chunks_added);
+
+    let again = idx.reindex(&ws).unwrap();
+    assert_eq!(
+        (again.files_changed, again.chunks_added, again.embedded),
+        (0, 0, 0)
+    );
+
+    // change one line near the end of the long file: only its chunk(s) are new
+    let edited = long.replace("note 290:", "note 290 (moved to the attic):");
+    std::fs::write(ws.join("MEMORY.md"), edited).unwrap();
+    let s = idx.reindex(&ws).unwrap();
+    assert_eq!(s.files_changed, 1, "{s:?}");
+    assert!(s.chunks_added >= 1 && s.chunks_added <= 2, "{s:?}");
+    assert_eq!(s.chunks_removed, s.chunks_added, "{s:?}");
+    assert_eq!(
+        s.embedded, s.chunks_added,
+        "only new chunks are embedded: {s:?}"
+    );
+    assert!(s.chunks_kept >= first.chunks_added - 2, "{s:?}");
+    let hits = idx.search("what was moved to the attic", None).unwrap();
+    assert_eq!(hits[0].path, "MEMORY.md");
+    assert!(hits[0].snippet.contains("attic"));
+
+    // inserting lines at the top shifts line ranges without re-embedding
+    std::fs::write(
+        ws.join("MEMORY.md"),
+        format!(
+            "# Memory\n\n{}",
+            std::fs::read_to_string(ws.join("MEMORY.md")).unwrap()
+        ),
+    )
+    .unwrap();
+    let s = idx.reindex(&ws).unwrap();
+    assert!(s.chunks_added <= 2, "{s:?}");
+
+    // a removed file takes its chunks along
+    std::fs::remove_file(ws.join("memory/2026-11-20.md")).unwrap();
+    let s = idx.reindex(&ws).unwrap();
+    assert_eq!((s.files_removed, s.chunks_removed), (1, 1), "{s:?}");
+    assert!(idx
+        .search("kettle", None)
+        .unwrap()
+        .iter()
+        .all(|h| h.path != "memory/2026-11-20.md"));
+
+    // reopening keeps everything (no rebuild needed)
+    drop(idx);
+    let idx = MemoryIndex::open(
+        &dir.path().join("idx"),
+        Some(embedder()),
+        MemoryConfig::default(),
+    )
+    .unwrap();
+    assert!(idx.search("plumber", None).unwrap()[0].path == "memory/2026-11-21.md");
+}
+
+#[test]
+fn a_lost_bm25_index_is_rebuilt_from_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(
+        ws.join("MEMORY.md"),
+        "The spare key is under the blue flower pot.\n",
+    )
+    .unwrap();
+    let mut idx =
+        MemoryIndex::open(&dir.path().join("idx"), None, MemoryConfig::default()).unwrap();
+    idx.reindex(&ws).unwrap();
+    drop(idx);
+    std::fs::remove_dir_all(dir.path().join("idx/bm25")).unwrap();
+    let idx = MemoryIndex::open(&dir.path().join("idx"), None, MemoryConfig::default()).unwrap();
+    let hits = idx.search("flower pot", None).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!((hits[0].from, hits[0].to), (1, 1));
+}
+
+fn cli(args: &[&str], config: &Path, state: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state)
+        .env("HEARTH_MODELS_DIR", models_dir())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn kill_9_during_reindex_leaves_a_consistent_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(ws.join("memory")).unwrap();
+    for d in 1..=28 {
+        let body: String = (0..60)
+            .map(|i| {
+                format!(
+                    "Day {d} entry {i}: the hallway sensor read {}.{} degrees.\n",
+                    15 + i % 7,
+                    d % 10
+                )
+            })
+            .collect();
+        std::fs::write(ws.join(format!("memory/2026-02-{d:02}.md")), body).unwrap();
+    }
+    std::fs::write(
+        ws.join("MEMORY.md"),
+        "Lena's bike lock key is on the red ring.\n",
+    )
+    .unwrap();
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agents.defaults]\nworkspace = {:?}\n",
+            ws.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+
+    for delay_ms in [150u64, 700, 1500, 3000] {
+        let _ = std::fs::remove_dir_all(&state);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["memory", "reindex", "--config"])
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("HEARTH_MODELS_DIR", models_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // the next run completes, and search agrees with the files
+        let out = cli(&["memory", "reindex"], &config, &state);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = cli(
+            &["memory", "search", "bike lock key", "--json"],
+            &config,
+            &state,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            hits[0]["path"], "MEMORY.md",
+            "after a kill at {delay_ms} ms: {hits}"
+        );
+        let idx =
+            MemoryIndex::open(&state.join("memory/main"), None, MemoryConfig::default()).unwrap();
+        let n = idx.len().unwrap();
+        let mut fresh = MemoryIndex::open(
+            &dir.path().join(format!("fresh{delay_ms}")),
+            None,
+            MemoryConfig::default(),
+        )
+        .unwrap();
+        fresh.reindex(&ws).unwrap();
+        assert_eq!(
+            n,
+            fresh.len().unwrap(),
+            "chunk count after a kill at {delay_ms} ms"
+        );
+        assert_eq!(
+            idx.bm25_len(),
+            n,
+            "BM25 documents after a kill at {delay_ms} ms"
+        );
+    }
+}
+
+#[test]
+fn cli_search_prints_results_and_rejects_an_empty_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("memory")).unwrap();
+    std::fs::write(
+        ws.join("memory/2026-11-02.md"),
+        "# 2 Nov\n\nThe boiler was serviced; next service in November 2027.\n",
+    )
+    .unwrap();
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agents.defaults]\nworkspace = {:?}\n",
+            ws.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let out = cli(
+        &["memory", "search", "when is the heating maintenance due"],
+        &config,
+        &state,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("memory/2026-11-02.md:1-3"), "{text}");
+    assert!(text.contains("serviced"), "{text}");
+    let out = cli(&["memory", "search", "  "], &config, &state);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+    let out = cli(
+        &["memory", "search", "boiler", "--agent", "nobody"],
+        &config,
+        &state,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
+}
