@@ -192,6 +192,34 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// Asks the running daemon (it holds the index files open).
+async fn memory_via_gateway(
+    cfg: &Config,
+    state: &std::path::Path,
+    method: &str,
+    params: Value,
+) -> anyhow::Result<Value> {
+    // the daemon writes where it listens into the state dir
+    let written = std::fs::read_to_string(state.join("gateway.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|v| v["url"].as_str().map(String::from));
+    let url = written.unwrap_or_else(|| {
+        let mut addr = cfg.gateway.bind;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("ws://{addr}")
+    });
+    let token = std::env::var("HEARTH_GATEWAY_TOKEN")
+        .ok()
+        .or_else(|| cfg.gateway.token.as_ref().map(|t| t.expose().to_string()));
+    let c = crate::client::Client::connect(&url, token.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("the memory index is in use by a daemon, and its gateway at {url} is not reachable: {e}"))?;
+    Ok(c.request(method, params).await?)
+}
+
 /// Opens agent `id`'s memory index (the embedder when its files are there).
 fn open_memory(
     cfg: &Config,
@@ -241,10 +269,29 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
         }
     };
     let state = daemon::state_dir(state_dir.as_deref());
+    let busy = |e: &anyhow::Error| {
+        matches!(
+            e.downcast_ref::<crate::memory::MemoryError>(),
+            Some(crate::memory::MemoryError::Busy(_))
+        )
+    };
     match cmd {
         MemoryCmd::Reindex { .. } => {
             for agent in &cfg.agents {
-                let (mut idx, ws) = open_memory(&cfg, &state, &agent.id)?;
+                let (mut idx, ws) = match open_memory(&cfg, &state, &agent.id) {
+                    Ok(x) => x,
+                    Err(e) if busy(&e) => {
+                        let r = runtime()?.block_on(memory_via_gateway(
+                            &cfg,
+                            &state,
+                            "memory.reindex",
+                            json!({"agentId": agent.id}),
+                        ))?;
+                        println!("{}: {} (through the running daemon)", agent.id, r["stats"]);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let t = std::time::Instant::now();
                 let s = idx.reindex(&ws)?;
                 println!(
@@ -271,16 +318,37 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
             ..
         } => {
             let id = agent.unwrap_or_else(|| cfg.default_agent.clone());
-            let (mut idx, ws) = open_memory(&cfg, &state, &id)?;
-            // cheap when nothing changed: files are compared by size and mtime
-            idx.reindex(&ws)?;
-            let hits = match idx.search(&query, max_results) {
-                Ok(h) => h,
-                Err(crate::memory::MemoryError::BadRequest(m)) => {
-                    eprintln!("{m}");
-                    return Ok(2);
+            if query.trim().is_empty() {
+                eprintln!("the query is empty");
+                return Ok(2);
+            }
+            let hits: Vec<crate::memory::Hit> = match open_memory(&cfg, &state, &id) {
+                Ok((mut idx, ws)) => {
+                    // cheap when nothing changed: files are compared by size and mtime
+                    idx.reindex(&ws)?;
+                    match idx.search(&query, max_results) {
+                        Ok(h) => h,
+                        Err(crate::memory::MemoryError::BadRequest(m)) => {
+                            eprintln!("{m}");
+                            return Ok(2);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) if busy(&e) => {
+                    let mut p = json!({"agentId": id, "query": query});
+                    if let Some(n) = max_results {
+                        p["maxResults"] = json!(n);
+                    }
+                    let r = runtime()?.block_on(memory_via_gateway(
+                        &cfg,
+                        &state,
+                        "memory.search",
+                        p,
+                    ))?;
+                    serde_json::from_value(r["results"].clone())?
+                }
+                Err(e) => return Err(e),
             };
             if json {
                 println!("{}", serde_json::to_string(&hits)?);
@@ -430,6 +498,16 @@ async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result
         q["running"],
         q["pending"],
         q["maxConcurrent"]
+    );
+    let m = &s["memory"];
+    println!(
+        "memory    {}{}",
+        m["mode"].as_str().unwrap_or("?"),
+        m["reason"]
+            .as_str()
+            .or(m["note"].as_str())
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
     );
     for a in s["agents"].as_array().into_iter().flatten() {
         let model = a["model"]["primary"]

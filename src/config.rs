@@ -419,7 +419,10 @@ impl ToolPolicy {
     pub fn permits(&self, tool: &str) -> bool {
         let hit = |list: &[String]| {
             list.iter().any(|p| {
-                p == tool || p == "*" || (p == "group:fs" && crate::tools::FS_TOOLS.contains(&tool))
+                p == tool
+                    || p == "*"
+                    || (p == "group:fs" && crate::tools::FS_TOOLS.contains(&tool))
+                    || (p == "group:memory" && crate::memory::service::MEMORY_TOOLS.contains(&tool))
             })
         };
         if hit(&self.deny) {

@@ -159,6 +159,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             &cfg.models.reply_note,
         );
     }
+    let memory = crate::memory::service::Memory::new(&dir, cfg.memory.clone(), cfg.models.clone());
     let mut agents = HashMap::new();
     for a in &cfg.agents {
         let ws = a.workspace_in(&dir);
@@ -179,6 +180,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 providers: providers.clone(),
                 agent: a.clone(),
                 workspace: ws,
+                memory: memory.clone(),
             },
         );
     }
@@ -210,12 +212,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "resuming messages accepted before the last stop"
         );
     }
-    let gw = Gateway::new(
+    let gw = Gateway::with_memory(
         cfg.clone(),
         queue.clone(),
         bus.clone(),
         providers.clone(),
         dir.clone(),
+        memory.clone(),
         shutdown.clone(),
     );
     let app = gw

@@ -1,6 +1,8 @@
 //! Memory search with the real embedding model: recall on a fixed note set,
 //! incremental reindexing, consistency after kill -9, and the CLI contract.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -360,4 +362,86 @@ fn cli_search_prints_results_and_rejects_an_empty_query() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_searches_memory_and_the_cli_goes_through_the_daemon() {
+    let fake = common::FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("memory")).unwrap();
+    std::fs::write(
+        ws.join("MEMORY.md"),
+        "# Memory\n\nThe family name is Hartmann.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ws.join("memory/2026-11-20.md"),
+        "# 20 Nov\n\nThe spare house key is hidden under the blue flower pot by the shed.\n",
+    )
+    .unwrap();
+    let cfg = common::config_with(
+        &fake.url,
+        &format!("workspace = {:?}\n", ws.to_str().unwrap()),
+    );
+    // config_with ends [agents.defaults] with the extra lines: workspace belongs there
+    let models = models_dir();
+    let d = common::Daemon::start_env(
+        dir.path(),
+        &cfg,
+        &[("HEARTH_MODELS_DIR", models.to_str().unwrap())],
+    );
+    let c = d.client().await;
+    let st = c.request("status", serde_json::json!({})).await.unwrap();
+    assert_eq!(st["memory"]["mode"], "hybrid", "{st}");
+
+    // a tool call from the model
+    let r = common::send(
+        &c,
+        "main",
+        "[tool:memory_search:where can I find a key to get in]",
+        "m1",
+    )
+    .await;
+    let done = common::terminal(&c, r["runId"].as_str().unwrap()).await;
+    let text = common::text_of(&done);
+    assert!(
+        text.contains("memory/2026-11-20.md") && text.contains("flower pot"),
+        "{text}"
+    );
+
+    // the gateway method
+    let r = c
+        .request(
+            "memory.search",
+            serde_json::json!({"query": "what is our surname", "maxResults": 2}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["mode"], "hybrid");
+    assert_eq!(r["results"][0]["path"], "MEMORY.md", "{r}");
+    let bad = c
+        .request("memory.search", serde_json::json!({"query": ""}))
+        .await;
+    assert!(bad.is_err());
+
+    // the CLI while the daemon holds the index: answered through the gateway
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["memory", "search", "spare key", "--json", "--config"])
+        .arg(&d.config)
+        .arg("--state-dir")
+        .arg(&d.state)
+        .env("HEARTH_MODELS_DIR", &models)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hits[0]["path"], "memory/2026-11-20.md", "{hits}");
+    let mut d = d;
+    assert_eq!(d.term(), Some(0));
+    drop(fake);
 }

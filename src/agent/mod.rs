@@ -40,6 +40,7 @@ pub struct AgentCtx {
     pub providers: Providers,
     pub agent: AgentConfig,
     pub workspace: PathBuf,
+    pub memory: crate::memory::service::Memory,
 }
 
 /// How a run ended.
@@ -175,6 +176,7 @@ async fn turn_loop(
     };
     let specs: Vec<_> = tools::specs()
         .into_iter()
+        .chain(crate::memory::service::specs())
         .filter(|t| ctx.agent.tools.permits(&t.name))
         .collect();
     let mut steps = 0u32;
@@ -330,7 +332,14 @@ async fn turn_loop(
             } else {
                 let ws = ctx.workspace.clone();
                 let (n, a) = (call.name.clone(), call.arguments.clone());
-                let job = tokio::task::spawn_blocking(move || tools::execute(&ws, &n, &a));
+                let (mem, aid) = (ctx.memory.clone(), ctx.agent.id.clone());
+                let job = tokio::task::spawn_blocking(move || {
+                    if crate::memory::service::MEMORY_TOOLS.contains(&n.as_str()) {
+                        mem.tool(&aid, &ws, &n, &a).map_err(tools::ToolError::Io)
+                    } else {
+                        tools::execute(&ws, &n, &a)
+                    }
+                });
                 tokio::select! {
                     _ = cancel.cancelled() => return RunEnd::Aborted(partial),
                     r = tokio::time::timeout(ctx.agent.tool_timeout, job) => match r {

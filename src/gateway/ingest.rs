@@ -108,6 +108,11 @@ mod tests {
                     providers: Providers::default(),
                     agent: a.clone(),
                     workspace: ws,
+                    memory: crate::memory::service::Memory::new(
+                        dir.path(),
+                        cfg.memory.clone(),
+                        cfg.models.clone(),
+                    ),
                 },
             );
         }

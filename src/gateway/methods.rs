@@ -15,7 +15,7 @@ use crate::store::{
     new_id, now_ms, Entry, IdemRecord, InboxItem, Role, RunRecord, RunStatus, StoreError,
 };
 
-pub const METHODS: [&str; 14] = [
+pub const METHODS: [&str; 16] = [
     "connect",
     "health",
     "status",
@@ -30,6 +30,8 @@ pub const METHODS: [&str; 14] = [
     "sessions.delete",
     "models.list",
     "config.get",
+    "memory.search",
+    "memory.reindex",
 ];
 pub const EVENTS: [&str; 7] = [
     "connect.challenge",
@@ -154,6 +156,8 @@ pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p:
         "sessions.delete" => sessions_delete(g, &p).await,
         "models.list" => Ok(models_list(g)),
         "config.get" => Ok(config_get(g)),
+        "memory.search" => memory_search(g, &p).await,
+        "memory.reindex" => memory_reindex(g, &p).await,
         "connect" => Err(ErrorShape::invalid("already connected")),
         other => Err(ErrorShape::invalid(format!("unknown method {other:?}"))),
     };
@@ -210,7 +214,58 @@ fn status(g: &Gateway) -> Res {
         "providers": providers,
         "queue": {"mode": format!("{:?}", cfg.queue.mode).to_lowercase(), "running": running, "pending": pending,
                   "maxConcurrent": cfg.max_concurrent, "cap": cfg.queue.cap},
+        "memory": g.memory.describe(),
     }))
+}
+
+fn memory_agent(g: &Gateway, p: &Value) -> Result<crate::config::AgentConfig, ErrorShape> {
+    let id = str_param(p, "agentId")
+        .or_else(|| str_param(p, "agent"))
+        .unwrap_or(&g.cfg.default_agent);
+    g.cfg
+        .agent(id)
+        .cloned()
+        .ok_or_else(|| ErrorShape::invalid(format!("no agent {id:?}")))
+}
+
+fn memory_err(e: crate::memory::MemoryError) -> ErrorShape {
+    match e {
+        crate::memory::MemoryError::BadRequest(m) => ErrorShape::invalid(m),
+        e => {
+            tracing::error!("memory: {e}");
+            ErrorShape::unavailable(format!("memory search failed: {e}"))
+        }
+    }
+}
+
+/// `memory.search {query, agentId?, maxResults?}` → `{results: [...], mode}`.
+async fn memory_search(g: &Gateway, p: &Value) -> Res {
+    let agent = memory_agent(g, p)?;
+    let query = str_param(p, "query")
+        .ok_or_else(|| ErrorShape::invalid("query is required"))?
+        .to_string();
+    let max = p
+        .get("maxResults")
+        .or_else(|| p.get("max_results"))
+        .and_then(Value::as_u64)
+        .map(|n| n as usize);
+    let (mem, ws) = (g.memory.clone(), agent.workspace_in(&g.state_dir));
+    let hits = tokio::task::spawn_blocking(move || mem.search(&agent.id, &ws, &query, max))
+        .await
+        .map_err(blocking_err)?
+        .map_err(memory_err)?;
+    Ok(json!({"results": hits, "mode": g.memory.mode()}))
+}
+
+/// `memory.reindex {agentId?}` → what changed.
+async fn memory_reindex(g: &Gateway, p: &Value) -> Res {
+    let agent = memory_agent(g, p)?;
+    let (mem, ws) = (g.memory.clone(), agent.workspace_in(&g.state_dir));
+    let stats = tokio::task::spawn_blocking(move || mem.reindex(&agent.id, &ws))
+        .await
+        .map_err(blocking_err)?
+        .map_err(memory_err)?;
+    Ok(json!({"stats": stats, "mode": g.memory.mode()}))
 }
 
 fn session_param(g: &Gateway, p: &Value) -> Result<String, ErrorShape> {

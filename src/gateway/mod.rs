@@ -49,6 +49,7 @@ pub struct Gateway {
     /// For status output (credential health); the agents hold their own.
     pub providers: Providers,
     pub state_dir: PathBuf,
+    pub memory: crate::memory::service::Memory,
     pub started: Instant,
     pub shutdown: CancellationToken,
     conns: Arc<Semaphore>,
@@ -72,7 +73,23 @@ impl Gateway {
         state_dir: PathBuf,
         shutdown: CancellationToken,
     ) -> Arc<Gateway> {
+        let memory =
+            crate::memory::service::Memory::new(&state_dir, cfg.memory.clone(), cfg.models.clone());
+        Gateway::with_memory(cfg, queue, bus, providers, state_dir, memory, shutdown)
+    }
+
+    /// As [`new`](Self::new), sharing the agents' memory handle.
+    pub fn with_memory(
+        cfg: Arc<Config>,
+        queue: Queue,
+        bus: EventBus,
+        providers: Providers,
+        state_dir: PathBuf,
+        memory: crate::memory::service::Memory,
+        shutdown: CancellationToken,
+    ) -> Arc<Gateway> {
         Arc::new(Gateway {
+            memory,
             conns: Arc::new(Semaphore::new(cfg.gateway.max_connections)),
             cfg,
             queue,

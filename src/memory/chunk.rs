@@ -24,7 +24,9 @@ pub fn estimate_tokens(s: &str) -> usize {
 fn line_hash(line: &str) -> u64 {
     line.trim_end()
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// Splits `text` into chunks of about `size` tokens with about `overlap`
@@ -49,7 +51,7 @@ pub fn chunk(text: &str, size: usize, overlap: usize) -> Vec<Chunk> {
         while end < lines.len() && (end == start || chars + len(lines[end]) <= max) {
             chars += len(lines[end]);
             end += 1;
-            if chars >= max / 2 && line_hash(lines[end - 1]) % 4 == 0 {
+            if chars >= max / 2 && line_hash(lines[end - 1]).is_multiple_of(4) {
                 break;
             }
         }
@@ -119,8 +121,16 @@ mod tests {
             .collect();
         let a = chunk(&text, 100, 20);
         let b = chunk(&format!("# Title\n\nintro line\n{text}"), 100, 20);
-        let same = b.iter().filter(|c| a.iter().any(|x| x.text == c.text)).count();
-        assert!(b.len() - same <= 2, "{} of {} chunks changed", b.len() - same, b.len());
+        let same = b
+            .iter()
+            .filter(|c| a.iter().any(|x| x.text == c.text))
+            .count();
+        assert!(
+            b.len() - same <= 2,
+            "{} of {} chunks changed",
+            b.len() - same,
+            b.len()
+        );
     }
 
     #[test]

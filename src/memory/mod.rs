@@ -8,6 +8,8 @@
 //!   tantivy index is derived from redb and rebuilt when they disagree
 //!   (after a kill mid-write).
 //! - [`rank`]: hybrid score, recency decay, MMR.
+//! - [`service`]: the daemon's handle: lazy indexes and embedder, the
+//!   `memory_search` / `memory_get` tools.
 //!
 //! Without the embedding model the index is BM25 only and says so
 //! ([`index::MemoryIndex::mode`]).
@@ -15,11 +17,12 @@
 pub mod chunk;
 pub mod index;
 pub mod rank;
+pub mod service;
 
 use std::path::{Path, PathBuf};
 
 /// One search result.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Hit {
     /// Workspace-relative path.
     pub path: String,

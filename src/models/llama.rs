@@ -64,7 +64,7 @@ impl QEmbedding {
                 GgmlDType::Q8_0 => {
                     let row_bytes = self.dim / Q8_0_BLOCK * Q8_0_BYTES;
                     let row = &data[id * row_bytes..(id + 1) * row_bytes];
-                    for block in row.chunks_exact(Q8_0_BYTES) {
+                    for block in row.as_chunks::<Q8_0_BYTES>().0 {
                         let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
                         out.extend(block[2..].iter().map(|&q| q as i8 as f32 * d));
                     }
@@ -72,8 +72,10 @@ impl QEmbedding {
                 _ => {
                     let row = &data[id * self.dim * 4..(id + 1) * self.dim * 4];
                     out.extend(
-                        row.chunks_exact(4)
-                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                        row.as_chunks::<4>()
+                            .0
+                            .iter()
+                            .map(|c| f32::from_le_bytes(*c)),
                     );
                 }
             }
@@ -238,7 +240,11 @@ impl Llama {
         let rope_base = md("llama.rope.freq_base")
             .and_then(|m| m.to_f32())
             .unwrap_or(10000f32);
-        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || dim % n_head != 0 {
+        if n_head == 0
+            || n_kv_head == 0
+            || !n_head.is_multiple_of(n_kv_head)
+            || !dim.is_multiple_of(n_head)
+        {
             candle_core::bail!(
                 "inconsistent head counts ({n_head} heads, {n_kv_head} kv heads, dim {dim})"
             );

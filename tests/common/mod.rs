@@ -109,6 +109,17 @@ async fn completions(State(log): State<FakeLog>, body: String) -> Response {
                 .collect::<String>();
             send(chunk(json!({"content": format!("tool said: {r}")}), None)).await;
             send(chunk(json!({}), Some("stop"))).await;
+        } else if let Some(q) =
+            marker(&last_user, "tool:memory_search").filter(|_| last["role"] == "user")
+        {
+            let args = json!({"query": q}).to_string();
+            send(chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_mem", "type": "function",
+                "function": {"name": "memory_search", "arguments": args}}]}),
+                None,
+            ))
+            .await;
+            send(chunk(json!({}), Some("tool_calls"))).await;
         } else if let Some(path) =
             marker(&last_user, "tool:read").filter(|_| last["role"] == "user")
         {

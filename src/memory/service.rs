@@ -1,0 +1,209 @@
+//! The daemon's memory: one lazily opened index per agent, one shared
+//! embedder (loaded on first use), the `memory_search` / `memory_get` tools.
+//!
+//! Every call is blocking (redb, tantivy, candle): callers run it on the
+//! blocking pool. A search first brings the index up to date with a cheap
+//! scan (size and mtime of each memory file), so edits made outside Hearth
+//! are found without a file watcher.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{json, Value};
+
+use super::index::{MemoryIndex, Mode, ReindexStats};
+use super::{Hit, MemoryError};
+use crate::config::{MemoryConfig, ModelsConfig};
+use crate::models::embed::{BertEmbedder, Embedder};
+use crate::provider::ToolSpec;
+
+/// The memory tools (policy group `group:memory`).
+pub const MEMORY_TOOLS: [&str; 2] = ["memory_search", "memory_get"];
+
+/// Lines `memory_get` returns when not told.
+const GET_LINES: usize = 40;
+
+pub fn specs() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: "memory_search".into(),
+            description: "Search your long-term memory (MEMORY.md and the daily notes in memory/) \
+                          by meaning and keywords. Returns ranked snippets with path and line range."
+                .into(),
+            parameters: json!({"type":"object","properties":{
+                "query":{"type":"string"},
+                "max_results":{"type":"integer","minimum":1,"maximum":20}},
+                "required":["query"],"additionalProperties":false}),
+        },
+        ToolSpec {
+            name: "memory_get".into(),
+            description: "Read lines of a memory file (MEMORY.md or memory/*.md), e.g. around a \
+                          memory_search result. from is 1-based; lines defaults to 40."
+                .into(),
+            parameters: json!({"type":"object","properties":{
+                "path":{"type":"string"},
+                "from":{"type":"integer","minimum":1},
+                "lines":{"type":"integer","minimum":1,"maximum":400}},
+                "required":["path"],"additionalProperties":false}),
+        },
+    ]
+}
+
+struct Inner {
+    state_dir: PathBuf,
+    cfg: MemoryConfig,
+    models: ModelsConfig,
+    embedder: OnceLock<Option<Arc<dyn Embedder>>>,
+    indexes: Mutex<HashMap<String, Arc<Mutex<MemoryIndex>>>>,
+}
+
+/// Shared handle (cheap to clone).
+#[derive(Clone)]
+pub struct Memory(Arc<Inner>);
+
+impl Memory {
+    pub fn new(state_dir: &Path, cfg: MemoryConfig, models: ModelsConfig) -> Memory {
+        Memory(Arc::new(Inner {
+            state_dir: state_dir.to_path_buf(),
+            cfg,
+            models,
+            embedder: OnceLock::new(),
+            indexes: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn embedder(&self) -> Option<Arc<dyn Embedder>> {
+        self.0
+            .embedder
+            .get_or_init(|| {
+                let dir = crate::models::find_dir(self.0.models.dir.as_deref(), &self.0.state_dir);
+                let Some(dir) = dir else {
+                    tracing::warn!("memory: no models directory found; memory search is BM25 only");
+                    return None;
+                };
+                match BertEmbedder::load(&dir.join(crate::models::EMBED_DIR), self.0.models.threads)
+                {
+                    Ok(e) => Some(Arc::new(e) as Arc<dyn Embedder>),
+                    Err(e) => {
+                        tracing::warn!("memory: {e}; memory search is BM25 only");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+
+    fn index(&self, agent: &str) -> Result<Arc<Mutex<MemoryIndex>>, MemoryError> {
+        let mut map = self.0.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = map.get(agent) {
+            return Ok(i.clone());
+        }
+        let dir = self.0.state_dir.join("memory").join(agent);
+        let idx = Arc::new(Mutex::new(MemoryIndex::open(
+            &dir,
+            self.embedder(),
+            self.0.cfg.clone(),
+        )?));
+        map.insert(agent.to_string(), idx.clone());
+        Ok(idx)
+    }
+
+    /// Brings `agent`'s index up to date with its workspace.
+    pub fn reindex(&self, agent: &str, workspace: &Path) -> Result<ReindexStats, MemoryError> {
+        let idx = self.index(agent)?;
+        let mut idx = idx.lock().unwrap_or_else(|p| p.into_inner());
+        idx.reindex(workspace)
+    }
+
+    /// Reindexes (cheap when nothing changed), then searches.
+    pub fn search(
+        &self,
+        agent: &str,
+        workspace: &Path,
+        query: &str,
+        max_results: Option<usize>,
+    ) -> Result<Vec<Hit>, MemoryError> {
+        let idx = self.index(agent)?;
+        let mut idx = idx.lock().unwrap_or_else(|p| p.into_inner());
+        idx.reindex(workspace)?;
+        idx.search(query, max_results)
+    }
+
+    /// "hybrid", "bm25_only", or "not loaded" (nothing searched yet).
+    pub fn mode(&self) -> &'static str {
+        match self.0.embedder.get() {
+            None => "not loaded",
+            Some(Some(_)) => "hybrid",
+            Some(None) => "bm25_only",
+        }
+    }
+
+    /// For `status`: the search mode, and why.
+    pub fn describe(&self) -> Value {
+        match self.0.embedder.get() {
+            Some(Some(_)) => json!({"mode": "hybrid"}),
+            Some(None) => {
+                json!({"mode": "bm25_only", "reason": "the embedding model could not be loaded (see the log)"})
+            }
+            None => {
+                let dir = crate::models::find_dir(self.0.models.dir.as_deref(), &self.0.state_dir);
+                let present = dir.is_some_and(|d| {
+                    d.join(crate::models::EMBED_DIR)
+                        .join("model.safetensors")
+                        .is_file()
+                });
+                if present {
+                    json!({"mode": "hybrid", "note": "the embedding model loads on the first search"})
+                } else {
+                    json!({"mode": "bm25_only", "reason": "embedding model not found (scripts/fetch-models, or install hearth-models)"})
+                }
+            }
+        }
+    }
+
+    /// Runs a memory tool; the result is what the model sees.
+    pub fn tool(
+        &self,
+        agent: &str,
+        workspace: &Path,
+        name: &str,
+        args: &str,
+    ) -> Result<String, String> {
+        let v: Value = serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
+            .map_err(|e| format!("invalid arguments: {e}"))?;
+        match name {
+            "memory_search" => {
+                let q = v["query"]
+                    .as_str()
+                    .ok_or("invalid arguments: query is required")?;
+                let max = v["max_results"].as_u64().map(|n| n as usize);
+                let hits = self
+                    .search(agent, workspace, q, max)
+                    .map_err(|e| e.to_string())?;
+                if hits.is_empty() {
+                    return Ok("No matching memories.".into());
+                }
+                Ok(serde_json::to_string(&hits).expect("hits serialize"))
+            }
+            "memory_get" => {
+                let p = v["path"]
+                    .as_str()
+                    .ok_or("invalid arguments: path is required")?;
+                let from = v["from"].as_u64().unwrap_or(1) as usize;
+                let lines = v["lines"].as_u64().map_or(GET_LINES, |n| n as usize);
+                super::get(workspace, p, from, lines).map_err(|e| e.to_string())
+            }
+            other => Err(format!("unknown tool {other:?}")),
+        }
+    }
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Hybrid => "hybrid",
+            Mode::Bm25Only => "bm25_only",
+        }
+    }
+}
