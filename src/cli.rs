@@ -132,6 +132,19 @@ pub enum MemoryCmd {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Measure the index on a synthetic corpus (used by scripts/bench-memory)
+    #[command(hide = true)]
+    Bench {
+        #[arg(long)]
+        chunks: usize,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Build the corpus and index (else: measure search on the built one)
+        #[arg(long)]
+        build: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -254,7 +267,19 @@ fn open_memory(
 }
 
 fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
+    if let MemoryCmd::Bench {
+        chunks,
+        dir,
+        queries,
+        build,
+    } = &cmd
+    {
+        let v = crate::memory::bench::run(*chunks, dir, *queries, *build)?;
+        println!("{v}");
+        return Ok(0);
+    }
     let (config, state_dir) = match &cmd {
+        MemoryCmd::Bench { .. } => unreachable!("handled above"),
         MemoryCmd::Reindex { config, state_dir } => (config, state_dir),
         MemoryCmd::Search {
             config, state_dir, ..
@@ -276,6 +301,7 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
         )
     };
     match cmd {
+        MemoryCmd::Bench { .. } => unreachable!("handled above"),
         MemoryCmd::Reindex { .. } => {
             for agent in &cfg.agents {
                 let (mut idx, ws) = match open_memory(&cfg, &state, &agent.id) {

@@ -4,10 +4,10 @@
 //! redb (`index.redb`) is the index's own source of truth: chunk records
 //! (path, lines, content hash, text), their int8 embeddings, per-file
 //! fingerprints, and a generation counter bumped by every change. tantivy
-//! (`bm25/`) is derived from it: each tantivy commit carries the redb
-//! generation it matches as its payload. Writes go redb first, then tantivy;
+//! (`bm25/`) is derived from it: after each tantivy commit a marker file
+//! (`bm25/hearth-generation`) records the redb generation it matches. Writes go redb first, then tantivy;
 //! a kill between the two leaves tantivy behind, which [`MemoryIndex::open`]
-//! notices (payload != generation) and repairs by rebuilding tantivy from
+//! notices (marker != generation) and repairs by rebuilding tantivy from
 //! the chunk texts in redb (no re-embedding).
 //!
 //! Incremental: a file whose size and mtime are unchanged is skipped; a
@@ -43,6 +43,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const POOL: usize = 50;
 /// Texts embedded per call while indexing.
 const EMBED_BATCH: usize = 32;
+/// Marker file in `bm25/`: the redb generation the index matches.
+const GEN_FILE: &str = "hearth-generation";
 /// Characters of a chunk shown as a result's snippet.
 const SNIPPET: usize = 700;
 
@@ -131,10 +133,20 @@ impl Vectors {
         self.data.truncate(last * self.dim);
     }
 
-    fn cosine(&self, p: usize, query: &[f32]) -> f32 {
+    /// Cosine of row `p` with a query quantized by [`quantize`].
+    fn cosine(&self, p: usize, q: &(f32, Vec<i8>)) -> f32 {
         let row = &self.data[p * self.dim..(p + 1) * self.dim];
-        let dot: f32 = row.iter().zip(query).map(|(&a, &b)| a as f32 * b).sum();
-        dot * self.scales[p]
+        hearth_kernels::dot_i8(row, &q.1) as f32 * self.scales[p] * q.0
+    }
+
+    /// Cosine of every row with the quantized query (one pass over memory).
+    fn cosines(&self, q: &(f32, Vec<i8>)) -> Vec<f32> {
+        let mut dots = Vec::with_capacity(self.ids.len());
+        hearth_kernels::dots_i8(&self.data, &q.1, &mut dots);
+        dots.iter()
+            .zip(&self.scales)
+            .map(|(&d, &s)| d as f32 * s * q.0)
+            .collect()
     }
 
     fn unit(&self, p: usize) -> Vec<f32> {
@@ -209,7 +221,11 @@ impl MemoryIndex {
         };
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let db_path = dir.join("index.redb");
-        let db = match Database::builder().set_cache_size(8 << 20).create(&db_path) {
+        let db = match Database::builder()
+            // small: searches read ~100 records; the vectors live in memory
+            .set_cache_size(2 << 20)
+            .create(&db_path)
+        {
             Ok(d) => d,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(MemoryError::Busy(db_path))
@@ -273,10 +289,12 @@ impl MemoryIndex {
         me.load_vectors()?;
         let gen = me.generation()?;
         if me.bm25_generation() != Some(gen) {
-            tracing::info!(
-                "memory: BM25 index behind its records in {}; rebuilding it",
-                dir.display()
-            );
+            if gen > 0 {
+                tracing::info!(
+                    "memory: BM25 index behind its records in {}; rebuilding it",
+                    dir.display()
+                );
+            }
             me.rebuild_bm25(gen)?;
         }
         Ok(me)
@@ -323,15 +341,27 @@ impl MemoryIndex {
             .unwrap_or(0))
     }
 
+    /// The redb generation the BM25 index was last committed at, from the
+    /// marker file written after each tantivy commit (tantivy's own commit
+    /// payload does not survive its background merges).
     fn bm25_generation(&self) -> Option<u64> {
-        let meta = self.index.load_metas().ok()?;
-        meta.payload?.parse().ok()
+        std::fs::read_to_string(self.dir.join("bm25").join(GEN_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     fn load_vectors(&mut self) -> Result<(), MemoryError> {
         let r = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = r.open_table(VECTORS).map_err(|e| self.err(e))?;
         let mut v = Vectors::default();
+        let n = t.len().map_err(|e| self.err(e))? as usize;
+        let dim = self.embedder.as_ref().map_or(0, |e| e.dim());
+        v.ids.reserve_exact(n);
+        v.scales.reserve_exact(n);
+        v.data.reserve_exact(n * dim);
+        v.pos.reserve(n);
         for row in t.iter().map_err(|e| self.err(e))? {
             let (k, b) = row.map_err(|e| self.err(e))?;
             if let Some((s, q)) = dec_vec(b.value()) {
@@ -371,10 +401,15 @@ impl MemoryIndex {
     }
 
     fn commit_bm25(&mut self, mut w: IndexWriter, gen: u64) -> Result<(), MemoryError> {
-        let mut p = w.prepare_commit().map_err(|e| self.err(e))?;
-        p.set_payload(&gen.to_string());
-        p.commit().map_err(|e| self.err(e))?;
+        w.commit().map_err(|e| self.err(e))?;
         w.wait_merging_threads().map_err(|e| self.err(e))?;
+        // marker last: a kill before it means "rebuild", never "trust"
+        let marker = self.dir.join("bm25").join(GEN_FILE);
+        let tmp = marker.with_extension("tmp");
+        std::fs::write(&tmp, gen.to_string())
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, &marker))
+            .map_err(|e| self.err(e))?;
         self.reader.reload().map_err(|e| self.err(e))
     }
 
@@ -619,7 +654,7 @@ impl MemoryIndex {
         }
         // vector candidates
         let mut cos: HashMap<u64, f32> = HashMap::new();
-        let mut qv: Option<Vec<f32>> = None;
+        let mut qv: Option<(f32, Vec<i8>)> = None;
         if let Some(e) = &self.embedder {
             if !self.vectors.ids.is_empty() {
                 let v = e
@@ -628,8 +663,13 @@ impl MemoryIndex {
                     .pop()
                     .unwrap_or_default();
                 if v.len() == self.vectors.dim {
-                    let mut all: Vec<(f32, usize)> = (0..self.vectors.ids.len())
-                        .map(|p| (self.vectors.cosine(p, &v), p))
+                    let v = quantize(&v);
+                    let mut all: Vec<(f32, usize)> = self
+                        .vectors
+                        .cosines(&v)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(p, c)| (c, p))
                         .collect();
                     let n = POOL.min(all.len());
                     all.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0));
@@ -779,7 +819,8 @@ mod tests {
         assert_eq!((s, &q), (s2, &q2));
         let mut v = Vectors::default();
         v.insert(7, s, &q);
-        assert!((v.cosine(0, &a) - 1.0).abs() < 0.01);
+        assert!((v.cosine(0, &quantize(&a)) - 1.0).abs() < 0.01);
+        assert!((v.cosines(&quantize(&a))[0] - 1.0).abs() < 0.01);
         v.insert(8, s, &q);
         v.remove(7);
         assert_eq!(v.ids, vec![8]);

@@ -14,6 +14,7 @@
 //! Without the embedding model the index is BM25 only and says so
 //! ([`index::MemoryIndex::mode`]).
 
+pub mod bench;
 pub mod chunk;
 pub mod index;
 pub mod rank;
