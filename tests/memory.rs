@@ -445,3 +445,37 @@ async fn the_agent_searches_memory_and_the_cli_goes_through_the_daemon() {
     assert_eq!(d.term(), Some(0));
     drop(fake);
 }
+
+#[test]
+fn chunks_indexed_without_the_model_get_vectors_when_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("memory")).unwrap();
+    for d in 1..=5 {
+        std::fs::write(
+            ws.join(format!("memory/2026-11-0{d}.md")),
+            format!("Note {d}: the recycling centre opens at {d} o'clock.\n"),
+        )
+        .unwrap();
+    }
+    let mut idx =
+        MemoryIndex::open(&dir.path().join("idx"), None, MemoryConfig::default()).unwrap();
+    let s = idx.reindex(&ws).unwrap();
+    assert_eq!((s.chunks_added, s.embedded), (5, 0));
+    drop(idx);
+    let mut idx = MemoryIndex::open(
+        &dir.path().join("idx"),
+        Some(embedder()),
+        MemoryConfig::default(),
+    )
+    .unwrap();
+    let s = idx.reindex(&ws).unwrap();
+    assert_eq!(
+        (s.files_changed, s.chunks_added, s.embedded),
+        (0, 0, 5),
+        "{s:?}"
+    );
+    let s = idx.reindex(&ws).unwrap();
+    assert_eq!(s.embedded, 0);
+    assert_eq!(idx.mode(), Mode::Hybrid);
+}

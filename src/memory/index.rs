@@ -64,6 +64,23 @@ struct FileRec {
     chunks: Vec<u64>,
 }
 
+/// Chunks written per redb transaction / tantivy commit while indexing.
+const BATCH: usize = 2000;
+
+/// A reindex batch not written yet.
+#[derive(Default)]
+struct Pending {
+    next_id: u64,
+    /// (path, Some(new file record) | None = file removed)
+    files: Vec<(String, Option<FileRec>)>,
+    /// kept chunks (line range may have moved)
+    put: Vec<(u64, ChunkRec)>,
+    new: Vec<(u64, ChunkRec)>,
+    removed: Vec<u64>,
+    /// chunks without a vector, embedded a batch per flush
+    unembedded: Vec<u64>,
+}
+
 /// What a reindex did.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct ReindexStats {
@@ -413,7 +430,25 @@ impl MemoryIndex {
         self.reader.reload().map_err(|e| self.err(e))
     }
 
+    fn chunk_recs(&self, ids: &[u64]) -> Result<Vec<(u64, ChunkRec)>, MemoryError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(CHUNKS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for &id in ids {
+            if let Some(v) = t.get(id).map_err(|e| self.err(e))? {
+                if let Ok(c) = serde_json::from_slice::<ChunkRec>(v.value()) {
+                    out.push((id, c));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Brings the index up to date with the workspace's memory files.
+    ///
+    /// Work is written in batches of about [`BATCH`] chunks (each one redb
+    /// transaction, then a tantivy commit), so a first index of a large
+    /// workspace needs memory for one batch, not for all of it.
     pub fn reindex(&mut self, workspace: &Path) -> Result<ReindexStats, MemoryError> {
         let mut stats = ReindexStats::default();
         let files = memory_files(workspace);
@@ -437,25 +472,21 @@ impl MemoryIndex {
                 .unwrap_or(1);
             (m, next)
         };
-        let mut next_id = next_id;
-        // (path, Some(new file record) | None = removed), chunk changes
-        let mut file_updates: Vec<(String, Option<FileRec>)> = Vec::new();
-        let mut put_chunks: Vec<(u64, ChunkRec)> = Vec::new();
-        let mut new_chunks: Vec<(u64, ChunkRec)> = Vec::new();
-        let mut removed: Vec<u64> = Vec::new();
-        let old_chunks = |ids: &[u64]| -> Result<Vec<(u64, ChunkRec)>, MemoryError> {
+        let mut p = Pending {
+            next_id,
+            ..Pending::default()
+        };
+        // chunks indexed while the embedding model was missing get vectors now
+        if self.embedder.is_some() {
             let r = self.db.begin_read().map_err(|e| self.err(e))?;
             let t = r.open_table(CHUNKS).map_err(|e| self.err(e))?;
-            let mut out = Vec::new();
-            for &id in ids {
-                if let Some(v) = t.get(id).map_err(|e| self.err(e))? {
-                    if let Ok(c) = serde_json::from_slice::<ChunkRec>(v.value()) {
-                        out.push((id, c));
-                    }
+            for row in t.iter().map_err(|e| self.err(e))? {
+                let (k, _) = row.map_err(|e| self.err(e))?;
+                if !self.vectors.pos.contains_key(&k.value()) {
+                    p.unembedded.push(k.value());
                 }
             }
-            Ok(out)
-        };
+        }
         for path in &files {
             let full = workspace.join(path);
             let Ok(md) = std::fs::metadata(&full) else {
@@ -481,7 +512,7 @@ impl MemoryIndex {
             };
             stats.files_changed += 1;
             let mut by_hash: HashMap<u64, Vec<u64>> = HashMap::new();
-            for (id, c) in old_chunks(old.map_or(&[][..], |o| &o.chunks))? {
+            for (id, c) in self.chunk_recs(old.map_or(&[][..], |o| &o.chunks))? {
                 by_hash.entry(c.hash).or_default().push(id);
             }
             let mut ids = Vec::new();
@@ -497,22 +528,23 @@ impl MemoryIndex {
                 match by_hash.get_mut(&h).and_then(|v| v.pop()) {
                     Some(id) => {
                         stats.chunks_kept += 1;
-                        put_chunks.push((id, rec)); // line range may have moved
+                        p.put.push((id, rec)); // its line range may have moved
                         ids.push(id);
                     }
                     None => {
-                        let id = next_id;
-                        next_id += 1;
+                        let id = p.next_id;
+                        p.next_id += 1;
                         stats.chunks_added += 1;
-                        new_chunks.push((id, rec));
+                        p.new.push((id, rec));
                         ids.push(id);
                     }
                 }
             }
             for left in by_hash.into_values().flatten() {
-                removed.push(left);
+                stats.chunks_removed += 1;
+                p.removed.push(left);
             }
-            file_updates.push((
+            p.files.push((
                 path.clone(),
                 Some(FileRec {
                     size: md.len(),
@@ -520,32 +552,40 @@ impl MemoryIndex {
                     chunks: ids,
                 }),
             ));
+            if p.new.len() + p.put.len() >= BATCH {
+                self.flush(&mut p, &mut stats)?;
+            }
         }
         for (path, rec) in &old_files {
             if !files.contains(path) {
                 stats.files_removed += 1;
-                removed.extend(rec.chunks.iter().copied());
-                file_updates.push((path.clone(), None));
+                stats.chunks_removed += rec.chunks.len();
+                p.removed.extend(rec.chunks.iter().copied());
+                p.files.push((path.clone(), None));
             }
         }
-        stats.chunks_removed = removed.len();
-        // vectors: new chunks, and older ones that have none yet
-        let mut to_embed: Vec<(u64, String)> = new_chunks
-            .iter()
-            .map(|(id, c)| (*id, c.text.clone()))
-            .collect();
-        if self.embedder.is_some() {
-            let r = self.db.begin_read().map_err(|e| self.err(e))?;
-            let t = r.open_table(CHUNKS).map_err(|e| self.err(e))?;
-            for row in t.iter().map_err(|e| self.err(e))? {
-                let (k, v) = row.map_err(|e| self.err(e))?;
-                let id = k.value();
-                if !self.vectors.pos.contains_key(&id) && !removed.contains(&id) {
-                    if let Ok(c) = serde_json::from_slice::<ChunkRec>(v.value()) {
-                        to_embed.push((id, c.text));
-                    }
-                }
-            }
+        self.flush(&mut p, &mut stats)?;
+        while !p.unembedded.is_empty() {
+            self.flush(&mut p, &mut stats)?;
+        }
+        Ok(stats)
+    }
+
+    /// Writes one batch: embeddings for its new chunks (and up to a batch of
+    /// chunks that have none), redb in one transaction, then tantivy.
+    fn flush(&mut self, p: &mut Pending, stats: &mut ReindexStats) -> Result<(), MemoryError> {
+        let mut to_embed: Vec<(u64, String)> =
+            p.new.iter().map(|(id, c)| (*id, c.text.clone())).collect();
+        if self.embedder.is_some() && !p.unembedded.is_empty() {
+            let take = p.unembedded.len().min(BATCH);
+            let ids: Vec<u64> = p.unembedded.drain(..take).collect();
+            let removed: std::collections::HashSet<u64> = p.removed.iter().copied().collect();
+            let ids: Vec<u64> = ids.into_iter().filter(|id| !removed.contains(id)).collect();
+            to_embed.extend(
+                self.chunk_recs(&ids)?
+                    .into_iter()
+                    .map(|(id, c)| (id, c.text)),
+            );
         }
         let mut vecs: Vec<(u64, f32, Vec<i8>)> = Vec::new();
         if let Some(e) = &self.embedder {
@@ -560,9 +600,9 @@ impl MemoryIndex {
                 }
             }
         }
-        stats.embedded = vecs.len();
-        if file_updates.is_empty() && vecs.is_empty() {
-            return Ok(stats);
+        stats.embedded += vecs.len();
+        if p.files.is_empty() && vecs.is_empty() && p.removed.is_empty() {
+            return Ok(());
         }
         // redb first (one transaction), then tantivy with the new generation
         let gen = self.generation()? + 1;
@@ -571,11 +611,11 @@ impl MemoryIndex {
             {
                 let mut c = w.open_table(CHUNKS).map_err(|e| self.err(e))?;
                 let mut v = w.open_table(VECTORS).map_err(|e| self.err(e))?;
-                for id in &removed {
+                for id in &p.removed {
                     c.remove(*id).map_err(|e| self.err(e))?;
                     v.remove(*id).map_err(|e| self.err(e))?;
                 }
-                for (id, rec) in put_chunks.iter().chain(&new_chunks) {
+                for (id, rec) in p.put.iter().chain(&p.new) {
                     let b = serde_json::to_vec(rec).expect("chunk records serialize");
                     c.insert(*id, b.as_slice()).map_err(|e| self.err(e))?;
                 }
@@ -584,7 +624,7 @@ impl MemoryIndex {
                         .map_err(|e| self.err(e))?;
                 }
                 let mut f = w.open_table(FILES).map_err(|e| self.err(e))?;
-                for (path, rec) in &file_updates {
+                for (path, rec) in &p.files {
                     match rec {
                         Some(r) => {
                             let b = serde_json::to_vec(r).expect("file records serialize");
@@ -597,26 +637,30 @@ impl MemoryIndex {
                     }
                 }
                 let mut m = w.open_table(META).map_err(|e| self.err(e))?;
-                m.insert("next_id", next_id).map_err(|e| self.err(e))?;
+                m.insert("next_id", p.next_id).map_err(|e| self.err(e))?;
                 m.insert("generation", gen).map_err(|e| self.err(e))?;
             }
             w.commit().map_err(|e| self.err(e))?;
         }
-        for id in &removed {
+        for id in &p.removed {
             self.vectors.remove(*id);
         }
         for (id, s, q) in &vecs {
             self.vectors.insert(*id, *s, q);
         }
         let w = self.writer()?;
-        for id in &removed {
+        for id in &p.removed {
             w.delete_term(Term::from_field_u64(self.fields.id, *id));
         }
-        for (id, rec) in &new_chunks {
+        for (id, rec) in &p.new {
             self.add_doc(&w, *id, rec)?;
         }
         self.commit_bm25(w, gen)?;
-        Ok(stats)
+        p.files.clear();
+        p.put.clear();
+        p.new.clear();
+        p.removed.clear();
+        Ok(())
     }
 
     /// Hybrid search (BM25 only without an embedder).
