@@ -2,22 +2,8 @@
 //! (`scripts/fetch-models` first; CI does). Missing models fail the test
 //! with that instruction rather than skipping.
 
-use std::path::PathBuf;
-
 use hearth::models::embed::{cosine, BertEmbedder, Embedder};
 use serde_json::Value;
-
-fn models_dir() -> PathBuf {
-    let d = std::env::var_os("HEARTH_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
-    assert!(
-        d.join(hearth::models::EMBED_DIR).is_dir(),
-        "no models in {} (run scripts/fetch-models)",
-        d.display()
-    );
-    d
-}
 
 fn reference() -> Vec<(String, Vec<f32>)> {
     let v: Value = serde_json::from_str(
@@ -48,7 +34,7 @@ fn reference() -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn embeddings_match_sentence_transformers() {
-    let e = BertEmbedder::load(&models_dir().join(hearth::models::EMBED_DIR), 2).unwrap();
+    let e = BertEmbedder::load(&common::models_dir().join(hearth::models::EMBED_DIR), 2).unwrap();
     assert_eq!(e.dim(), 384);
     let refs = reference();
     let texts: Vec<&str> = refs.iter().map(|(t, _)| t.as_str()).collect();
@@ -84,7 +70,7 @@ fn missing_and_corrupt_embedding_files_are_clear_errors() {
         err.contains("missing") && err.contains("fetch-models"),
         "{err}"
     );
-    let src = models_dir().join(hearth::models::EMBED_DIR);
+    let src = common::models_dir().join(hearth::models::EMBED_DIR);
     for f in ["config.json", "tokenizer.json"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
@@ -111,7 +97,7 @@ use hearth::models::chat::{ChatModel, GenOptions, Msg, Output, ToolMode};
 use serde_json::json;
 
 fn chat_model() -> ChatModel {
-    let p = models_dir()
+    let p = common::models_dir()
         .join(hearth::models::CHAT_DIR)
         .join(hearth::models::CHAT_FILE);
     ChatModel::load(&p, 2, 1024, 1024).unwrap()
@@ -266,7 +252,7 @@ fn chat_template_tokens_are_single_specials() {
 }
 
 fn local_daemon(dir: &std::path::Path, config: &str) -> Daemon {
-    let models = models_dir();
+    let models = common::models_dir();
     Daemon::start_env(
         dir,
         config,
@@ -324,7 +310,7 @@ async fn a_corrupt_model_file_is_a_clear_error_and_the_daemon_lives() {
     let chat = models.join(hearth::models::CHAT_DIR);
     std::fs::create_dir_all(&chat).unwrap();
     let good = std::fs::read(
-        models_dir()
+        common::models_dir()
             .join(hearth::models::CHAT_DIR)
             .join(hearth::models::CHAT_FILE),
     )

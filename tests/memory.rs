@@ -13,20 +13,8 @@ use hearth::memory::index::{MemoryIndex, Mode};
 use hearth::models::embed::{BertEmbedder, Embedder};
 use serde_json::Value;
 
-fn models_dir() -> PathBuf {
-    let d = std::env::var_os("HEARTH_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
-    assert!(
-        d.join(hearth::models::EMBED_DIR).is_dir(),
-        "no models in {} (run scripts/fetch-models)",
-        d.display()
-    );
-    d
-}
-
 fn embedder() -> Arc<dyn Embedder> {
-    Arc::new(BertEmbedder::load(&models_dir().join(hearth::models::EMBED_DIR), 2).unwrap())
+    Arc::new(BertEmbedder::load(&common::models_dir().join(hearth::models::EMBED_DIR), 2).unwrap())
 }
 
 fn fixture() -> Value {
@@ -214,6 +202,20 @@ fn a_lost_bm25_index_is_rebuilt_from_the_records() {
     assert_eq!((hits[0].from, hits[0].to), (1, 1));
 }
 
+/// A config file whose default agent's workspace is `ws`.
+fn config_for(dir: &Path, ws: &Path) -> PathBuf {
+    let config = dir.join("hearth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agents.defaults]\nworkspace = {:?}\n",
+            ws.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 fn cli(args: &[&str], config: &Path, state: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args(args)
@@ -221,7 +223,7 @@ fn cli(args: &[&str], config: &Path, state: &Path) -> std::process::Output {
         .arg(config)
         .arg("--state-dir")
         .arg(state)
-        .env("HEARTH_MODELS_DIR", models_dir())
+        .env("HEARTH_MODELS_DIR", common::models_dir())
         .output()
         .unwrap()
 }
@@ -249,15 +251,7 @@ fn kill_9_during_reindex_leaves_a_consistent_index() {
         "Lena's bike lock key is on the red ring.\n",
     )
     .unwrap();
-    let config = dir.path().join("hearth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agents.defaults]\nworkspace = {:?}\n",
-            ws.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let config = config_for(dir.path(), &ws);
 
     for delay_ms in [150u64, 700, 1500, 3000] {
         let _ = std::fs::remove_dir_all(&state);
@@ -266,7 +260,7 @@ fn kill_9_during_reindex_leaves_a_consistent_index() {
             .arg(&config)
             .arg("--state-dir")
             .arg(&state)
-            .env("HEARTH_MODELS_DIR", models_dir())
+            .env("HEARTH_MODELS_DIR", common::models_dir())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -329,15 +323,7 @@ fn cli_search_prints_results_and_rejects_an_empty_query() {
         "# 2 Nov\n\nThe boiler was serviced; next service in November 2027.\n",
     )
     .unwrap();
-    let config = dir.path().join("hearth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agents.defaults]\nworkspace = {:?}\n",
-            ws.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let config = config_for(dir.path(), &ws);
     let state = dir.path().join("state");
     let out = cli(
         &["memory", "search", "when is the heating maintenance due"],
@@ -385,7 +371,7 @@ async fn the_agent_searches_memory_and_the_cli_goes_through_the_daemon() {
         &format!("workspace = {:?}\n", ws.to_str().unwrap()),
     );
     // config_with ends [agents.defaults] with the extra lines: workspace belongs there
-    let models = models_dir();
+    let models = common::models_dir();
     let d = common::Daemon::start_env(
         dir.path(),
         &cfg,

@@ -81,23 +81,13 @@ fn word(r: &mut Rng, n: usize) -> usize {
     ((1.0 / u) as usize).min(n) - 1
 }
 
-fn rss_kb() -> u64 {
+/// A `/proc/self/status` field in kB (`VmRSS`, `VmHWM`).
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
@@ -162,10 +152,10 @@ pub fn run(chunks: usize, dir: &Path, queries: usize, build: bool) -> anyhow::Re
             "chunks": idx.len()?,
             "build_s": build_s,
             "build_chunks_per_s": s.chunks_added as f64 / build_s,
-            "build_peak_rss_mb": peak_rss_kb() as f64 / 1024.0,
+            "build_peak_rss_mb": status_kb("VmHWM:") as f64 / 1024.0,
         }));
     }
-    let rss_before = rss_kb();
+    let rss_before = status_kb("VmRSS:");
     let t = Instant::now();
     let idx = MemoryIndex::open(&idx_dir, Some(embedder), cfg)?;
     let open_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -180,7 +170,7 @@ pub fn run(chunks: usize, dir: &Path, queries: usize, build: bool) -> anyhow::Re
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
         std::hint::black_box(hits);
     }
-    let rss_after = rss_kb();
+    let rss_after = status_kb("VmRSS:");
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     let disk = dir_bytes(&idx_dir);

@@ -418,3 +418,18 @@ pub async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The models directory the tests use: `$HEARTH_MODELS_DIR`, else the
+/// checkout's `models/` (scripts/fetch-models). Missing models fail the test
+/// (CI fetches them), they never skip it.
+pub fn models_dir() -> PathBuf {
+    let d = std::env::var_os("HEARTH_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    assert!(
+        d.join(hearth::models::EMBED_DIR).is_dir(),
+        "no models in {} (run scripts/fetch-models)",
+        d.display()
+    );
+    d
+}
