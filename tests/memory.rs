@@ -366,6 +366,12 @@ async fn the_agent_searches_memory_and_the_cli_goes_through_the_daemon() {
         "# 20 Nov\n\nThe spare house key is hidden under the blue flower pot by the shed.\n",
     )
     .unwrap();
+    std::fs::create_dir_all(ws.join("skills/plants")).unwrap();
+    std::fs::write(
+        ws.join("skills/plants/SKILL.md"),
+        "---\nname: plant-care\ndescription: Watering and repotting the house plants\n---\nWater the orchids with rainwater every ten days.\n",
+    )
+    .unwrap();
     let cfg = common::config_with(
         &fake.url,
         &format!("workspace = {:?}\n", ws.to_str().unwrap()),
@@ -395,6 +401,23 @@ async fn the_agent_searches_memory_and_the_cli_goes_through_the_daemon() {
         text.contains("memory/2026-11-20.md") && text.contains("flower pot"),
         "{text}"
     );
+
+    // only the skills index is in the prompt; the model reads a skill on demand
+    let reqs = fake.log.all();
+    let system = reqs[0]["messages"][0]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        system.contains(
+            "plant-care: Watering and repotting the house plants (skills/plants/SKILL.md)"
+        ),
+        "{system}"
+    );
+    assert!(!system.contains("rainwater"));
+    let r = common::send(&c, "main", "[tool:read:skills/plants/SKILL.md]", "m2").await;
+    let done = common::terminal(&c, r["runId"].as_str().unwrap()).await;
+    assert!(common::text_of(&done).contains("rainwater"), "{done}");
 
     // the gateway method
     let r = c

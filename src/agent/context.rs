@@ -1,11 +1,25 @@
 //! Context assembly: the system prompt from the agent's workspace bootstrap
-//! files plus runtime facts. Each file is cut at 20,000 chars and all of them
-//! at 60,000, with a visible notice, so a runaway MEMORY.md cannot crowd out
-//! the conversation.
+//! files plus runtime facts and the skills index. Each file is cut at 20,000
+//! chars and all of them at 60,000, with a visible notice, so a runaway
+//! MEMORY.md cannot crowd out the conversation. [`prune`] trims old tool
+//! results in the copy of the transcript sent to the model.
 
 use std::path::Path;
 
 use crate::provider::ToolSpec;
+use crate::store::{Entry, Role};
+
+/// Tool results longer than this (characters), older than the last three
+/// assistant turns, are cut to their head and tail.
+pub const PRUNE_OVER: usize = 4_000;
+/// Characters kept at each end of a soft-trimmed tool result.
+pub const PRUNE_KEEP: usize = 1_500;
+/// What a hard-cleared tool result becomes.
+pub const CLEARED: &str = "[Old tool result content cleared]";
+/// Assistant turns at the end of the transcript that are never pruned.
+const PROTECTED_TURNS: usize = 3;
+/// Skills listed in the prompt at most.
+const MAX_SKILLS: usize = 100;
 
 pub const BOOTSTRAP_FILES: [&str; 6] = [
     "AGENTS.md",
@@ -86,12 +100,211 @@ pub fn system_prompt(dir: &Path, rt: &Runtime<'_>, tools: &[ToolSpec]) -> String
             names.join(", ")
         ));
     }
+    if tools.iter().any(|t| t.name == "memory_search") {
+        s.push_str("- memory: MEMORY.md is above; older notes are in memory/YYYY-MM-DD.md. Use memory_search before answering about past events, people, preferences or things you were told; write lasting facts to MEMORY.md or today's note.\n");
+    }
+    let skills = skills(dir);
+    if !skills.is_empty() {
+        s.push_str("\n## Skills\n\nRead a skill's file with the read tool before using it.\n\n");
+        for sk in skills {
+            s.push_str(&format!(
+                "- {}: {} ({})\n",
+                sk.name, sk.description, sk.path
+            ));
+        }
+    }
     s
+}
+
+/// One skill from `skills/<dir>/SKILL.md`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skill {
+    pub name: String,
+    pub description: String,
+    /// Workspace-relative path of its SKILL.md.
+    pub path: String,
+}
+
+/// The skills index: every `skills/<dir>/SKILL.md` with YAML front matter
+/// giving `name` and `description` (flat `key: value` lines; quotes
+/// stripped). A file without front matter is listed under its folder's name
+/// with its first non-empty line as description. Sorted by name.
+pub fn skills(dir: &Path) -> Vec<Skill> {
+    let Ok(rd) = std::fs::read_dir(dir.join("skills")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        // no symlinks out of the workspace (the file tools' rule)
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let folder = e.file_name().to_string_lossy().into_owned();
+        let Ok(text) = std::fs::read_to_string(e.path().join("SKILL.md")) else {
+            continue;
+        };
+        let (mut name, mut description) = (None, None);
+        let mut lines = text.lines();
+        if lines.next().map(str::trim) == Some("---") {
+            for l in lines.by_ref() {
+                if l.trim() == "---" {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':') {
+                    let v = v.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+                    match k.trim() {
+                        "name" => name = Some(v),
+                        "description" => description = Some(v),
+                        _ => {}
+                    }
+                }
+            }
+        } else {
+            lines = text.lines();
+        }
+        let description = description.unwrap_or_else(|| {
+            lines
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim_start_matches('#')
+                .trim()
+                .to_string()
+        });
+        let one_line = |s: String| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(300)
+                .collect::<String>()
+        };
+        out.push(Skill {
+            name: one_line(name.unwrap_or_else(|| folder.clone())),
+            description: one_line(description),
+            path: format!("skills/{folder}/SKILL.md"),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.truncate(MAX_SKILLS);
+    out
+}
+
+/// Prunes old tool results in the transcript sent to the model (the stored
+/// transcript is untouched). Results older than the last three assistant
+/// turns: over [`PRUNE_OVER`] characters they keep [`PRUNE_KEEP`] at each
+/// end; once the transcript passes half of `window_chars`, they are replaced
+/// by [`CLEARED`].
+pub fn prune(transcript: &mut [Entry], window_chars: usize) {
+    let protected_from = transcript
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, e)| e.role == Role::Assistant)
+        .nth(PROTECTED_TURNS - 1)
+        .map_or(0, |(i, _)| i);
+    let total: usize = transcript.iter().map(|e| e.text.len()).sum();
+    let hard = total > window_chars / 2;
+    for e in transcript[..protected_from].iter_mut() {
+        if e.role != Role::Tool {
+            continue;
+        }
+        if hard {
+            if e.text != CLEARED {
+                e.text = CLEARED.to_string();
+            }
+        } else if e.text.chars().count() > PRUNE_OVER {
+            let n = e.text.chars().count();
+            let head: String = e.text.chars().take(PRUNE_KEEP).collect();
+            let tail: String = e.text.chars().skip(n - PRUNE_KEEP).collect();
+            e.text = format!(
+                "{head}\n[… {} characters trimmed …]\n{tail}",
+                n - 2 * PRUNE_KEEP
+            );
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn e(role: Role, text: &str) -> Entry {
+        Entry::new(role, text, None)
+    }
+
+    #[test]
+    fn pruning_trims_then_clears_old_tool_results_only() {
+        let big = "x".repeat(10_000);
+        let mut t = vec![
+            e(Role::User, "q1"),
+            e(Role::Assistant, ""),
+            e(Role::Tool, &big),
+            e(Role::Tool, "short result"),
+            e(Role::Assistant, "a1"),
+            e(Role::User, "q2"),
+            e(Role::Assistant, ""),
+            e(Role::Tool, &big), // within the last three assistant turns
+            e(Role::Assistant, "a2"),
+            e(Role::Assistant, "a3"),
+        ];
+        let mut soft = t.clone();
+        prune(&mut soft, 1_000_000);
+        assert_eq!(
+            soft[2].text.chars().count(),
+            2 * PRUNE_KEEP + "\n[… 7000 characters trimmed …]\n".chars().count()
+        );
+        assert!(soft[2].text.starts_with(&"x".repeat(PRUNE_KEEP)));
+        assert_eq!(soft[3].text, "short result");
+        assert_eq!(soft[7].text, big, "protected");
+        assert_eq!(soft[0].text, "q1");
+        // past half the window: old results cleared, recent ones kept
+        prune(&mut t, 30_000);
+        assert_eq!(t[2].text, CLEARED);
+        assert_eq!(t[3].text, CLEARED);
+        assert_eq!(t[7].text, big);
+        assert_eq!(t[4].text, "a1");
+    }
+
+    #[test]
+    fn skills_index_reads_front_matter_and_falls_back() {
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path().join("skills");
+        std::fs::create_dir_all(s.join("plants")).unwrap();
+        std::fs::write(
+            s.join("plants/SKILL.md"),
+            "---\nname: plant-care\ndescription: \"Watering schedule and repotting\"\n---\n# Plant care\nlong body\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(s.join("bins")).unwrap();
+        std::fs::write(
+            s.join("bins/SKILL.md"),
+            "\n# Rubbish collection days\nbody\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(s.join("empty")).unwrap();
+        let k = skills(d.path());
+        assert_eq!(k.len(), 2);
+        assert_eq!(k[0].name, "bins");
+        assert_eq!(k[0].description, "Rubbish collection days");
+        assert_eq!(k[1].name, "plant-care");
+        assert_eq!(k[1].description, "Watering schedule and repotting");
+        assert_eq!(k[1].path, "skills/plants/SKILL.md");
+        let rt = Runtime {
+            agent_id: "main",
+            session_key: "s",
+            channel: "webchat",
+            now_ms: 0,
+        };
+        let p = system_prompt(d.path(), &rt, &[]);
+        assert!(
+            p.contains("## Skills")
+                && p.contains(
+                    "- plant-care: Watering schedule and repotting (skills/plants/SKILL.md)"
+                )
+        );
+        assert!(
+            !p.contains("long body"),
+            "only the index goes into the prompt"
+        );
+    }
 
     #[test]
     fn truncates_with_notice() {

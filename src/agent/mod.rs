@@ -33,6 +33,10 @@ Add a provider to the config file, for example:\n\n\
 [agents.defaults]\nmodel = \"openai/gpt-4o-mini\"\n\n\
 then restart Hearth (see docs/configuration.md).";
 
+/// The context window pruning assumes, in characters (128k tokens at 4 per
+/// token): per-model windows arrive with compaction.
+const PRUNE_WINDOW_CHARS: usize = 512_000;
+
 /// What the agent loop needs; no config beyond its own agent.
 #[derive(Clone)]
 pub struct AgentCtx {
@@ -226,6 +230,8 @@ async fn turn_loop(
                 now_ms: now_ms(),
             };
             let system = context::system_prompt(&ws, &rt, &specs2);
+            let mut transcript = transcript;
+            context::prune(&mut transcript, PRUNE_WINDOW_CHARS);
             let req = ChatRequest {
                 system: &system,
                 transcript: &transcript,
