@@ -199,6 +199,11 @@ fn a_lost_bm25_index_is_rebuilt_from_the_records() {
     let idx = MemoryIndex::open(&dir.path().join("idx"), None, MemoryConfig::default()).unwrap();
     let hits = idx.search("flower pot", None).unwrap();
     assert_eq!(hits.len(), 1);
+    let long = "pot ".repeat(1000);
+    assert!(matches!(
+        idx.search(&long, None),
+        Err(hearth::memory::MemoryError::BadRequest(_))
+    ));
     assert_eq!((hits[0].from, hits[0].to), (1, 1));
 }
 

@@ -45,6 +45,8 @@ const POOL: usize = 50;
 const EMBED_BATCH: usize = 32;
 /// Marker file in `bm25/`: the redb generation the index matches.
 const GEN_FILE: &str = "hearth-generation";
+/// Longest query accepted (a question, not a document).
+const MAX_QUERY: usize = 2_000;
 /// Characters of a chunk shown as a result's snippet.
 const SNIPPET: usize = 700;
 
@@ -679,6 +681,11 @@ impl MemoryIndex {
         let query = query.trim();
         if query.is_empty() {
             return Err(MemoryError::BadRequest("the query is empty".into()));
+        }
+        if query.chars().count() > MAX_QUERY {
+            return Err(MemoryError::BadRequest(format!(
+                "the query is longer than {MAX_QUERY} characters"
+            )));
         }
         let k = max_results.unwrap_or(self.cfg.max_results).clamp(1, 50);
         // BM25 candidates
