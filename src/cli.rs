@@ -321,7 +321,7 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
                 let t = std::time::Instant::now();
                 let s = idx.reindex(&ws)?;
                 println!(
-                    "{}: {} files ({} changed, {} removed), chunks +{} -{} ={}, {} embedded, {:?}, {} ms",
+                    "{}: {} files ({} changed, {} removed), chunks +{} -{} ={}, {} embedded, {}, {} ms",
                     agent.id,
                     s.files,
                     s.files_changed,
@@ -330,7 +330,7 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
                     s.chunks_removed,
                     s.chunks_kept,
                     s.embedded,
-                    idx.mode(),
+                    idx.mode().as_str(),
                     t.elapsed().as_millis()
                 );
             }
