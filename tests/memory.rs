@@ -424,6 +424,19 @@ async fn the_agent_searches_memory_and_the_cli_goes_through_the_daemon() {
     let done = common::terminal(&c, r["runId"].as_str().unwrap()).await;
     assert!(common::text_of(&done).contains("rainwater"), "{done}");
 
+    // /context sizes each part of the next call
+    let r = common::send(&c, "main", "/context detail", "m3").await;
+    let report = r["context"].as_str().unwrap_or("").to_string();
+    assert!(
+        report.contains("- workspace files:") && report.contains("- skills index:"),
+        "{r}"
+    );
+    assert!(
+        report.contains("- memory_search: ") && report.contains("- MEMORY.md: "),
+        "{report}"
+    );
+    assert!(report.contains("- conversation: "), "{report}");
+
     // the gateway method
     let r = c
         .request(

@@ -116,6 +116,92 @@ pub fn system_prompt(dir: &Path, rt: &Runtime<'_>, tools: &[ToolSpec]) -> String
     s
 }
 
+/// Estimated tokens (4 characters each).
+fn tokens(chars: usize) -> usize {
+    chars.div_ceil(4)
+}
+
+/// What `/context` (and `/context detail`) shows: the estimated size in
+/// tokens of each part of the next model call.
+pub fn report(
+    dir: &Path,
+    rt: &Runtime<'_>,
+    tools: &[ToolSpec],
+    transcript: &[Entry],
+    detail: bool,
+) -> String {
+    let files = bootstrap(dir);
+    let skills = skills(dir);
+    let system = system_prompt(dir, rt, tools).chars().count();
+    let files_chars: usize = files
+        .iter()
+        .map(|(n, b)| n.len() + b.chars().count() + 8)
+        .sum();
+    let skills_chars: usize = skills
+        .iter()
+        .map(|s| s.name.len() + s.description.chars().count() + s.path.len() + 8)
+        .sum();
+    let tool_json = |t: &ToolSpec| {
+        t.name.len() + t.description.chars().count() + t.parameters.to_string().len()
+    };
+    let tools_chars: usize = tools.iter().map(tool_json).sum();
+    let mut pruned = transcript.to_vec();
+    prune(&mut pruned, 512_000);
+    let tr_chars: usize = pruned.iter().map(|e| e.text.chars().count()).sum();
+    let runtime = system.saturating_sub(files_chars + skills_chars);
+    let total = system + tools_chars + tr_chars;
+    let mut s = format!(
+        "Context of the next model call (estimated tokens):\n\
+         - workspace files: {} ({} files)\n\
+         - runtime and instructions: {}\n\
+         - skills index: {} ({} skills)\n\
+         - tool schemas: {} ({} tools)\n\
+         - conversation: {} ({} entries)\n\
+         - total: {}\n",
+        tokens(files_chars),
+        files.len(),
+        tokens(runtime),
+        tokens(skills_chars),
+        skills.len(),
+        tokens(tools_chars),
+        tools.len(),
+        tokens(tr_chars),
+        pruned.len(),
+        tokens(total)
+    );
+    if detail {
+        s.push_str("\nWorkspace files:\n");
+        for (n, b) in &files {
+            s.push_str(&format!("- {n}: {}\n", tokens(b.chars().count())));
+        }
+        if !skills.is_empty() {
+            s.push_str("\nSkills:\n");
+            for sk in &skills {
+                s.push_str(&format!(
+                    "- {}: {}\n",
+                    sk.name,
+                    tokens(sk.description.chars().count())
+                ));
+            }
+        }
+        s.push_str("\nTools:\n");
+        for t in tools {
+            s.push_str(&format!("- {}: {}\n", t.name, tokens(tool_json(t))));
+        }
+        s.push_str("\nConversation by role:\n");
+        for role in [Role::User, Role::Assistant, Role::Tool, Role::System] {
+            let (n, c) = pruned
+                .iter()
+                .filter(|e| e.role == role)
+                .fold((0, 0), |(n, c), e| (n + 1, c + e.text.chars().count()));
+            if n > 0 {
+                s.push_str(&format!("- {role:?}: {} ({n} entries)\n", tokens(c)));
+            }
+        }
+    }
+    s
+}
+
 /// One skill from `skills/<dir>/SKILL.md`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skill {
@@ -261,6 +347,34 @@ mod tests {
         assert_eq!(t[3].text, CLEARED);
         assert_eq!(t[7].text, big);
         assert_eq!(t[4].text, "a1");
+    }
+
+    #[test]
+    fn context_report_sizes_each_part() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("MEMORY.md"), "m".repeat(4_000)).unwrap();
+        let rt = Runtime {
+            agent_id: "main",
+            session_key: "s",
+            channel: "webchat",
+            now_ms: 0,
+        };
+        let t = vec![
+            e(Role::User, &"u".repeat(400)),
+            e(Role::Assistant, &"a".repeat(800)),
+        ];
+        let tools = crate::tools::specs();
+        let r = report(d.path(), &rt, &tools, &t, false);
+        assert!(r.contains("- workspace files: 1005 (1 files)"), "{r}");
+        assert!(r.contains("- conversation: 300 (2 entries)"), "{r}");
+        assert!(r.contains("(4 tools)"), "{r}");
+        assert!(!r.contains("Conversation by role"));
+        let r = report(d.path(), &rt, &tools, &t, true);
+        assert!(r.contains("- MEMORY.md: 1000"), "{r}");
+        assert!(
+            r.contains("- User: 100 (1 entries)") && r.contains("- read: "),
+            "{r}"
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::store::{now_ms, Entry, InboxItem, Role, Store};
 use crate::tools;
 
 /// How many transcript entries go into the context (compaction comes later).
-const CONTEXT_ENTRIES: usize = 200;
+/// Transcript entries put into the context (until compaction).
+pub const CONTEXT_ENTRIES: usize = 200;
 
 pub const NO_PROVIDER: &str = "No model provider is configured, so I cannot answer yet. \
 Add a provider to the config file, for example:\n\n\

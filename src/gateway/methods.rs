@@ -352,6 +352,40 @@ async fn submit(
     }
 }
 
+/// `/context`: sizes of the parts of the session's next model call.
+async fn context_report(g: &Gateway, session: &str, detail: bool) -> Result<String, ErrorShape> {
+    let agent_id = routing::agent_of(session).unwrap_or(&g.cfg.default_agent);
+    let agent = g
+        .cfg
+        .agent(agent_id)
+        .cloned()
+        .ok_or_else(|| ErrorShape::invalid(format!("no agent {agent_id:?}")))?;
+    let store = g.queue.store().clone();
+    let (key, ws) = (session.to_string(), agent.workspace_in(&g.state_dir));
+    blocking(move || {
+        let transcript = store.transcript(&key, crate::agent::CONTEXT_ENTRIES)?;
+        let tools: Vec<_> = crate::tools::specs()
+            .into_iter()
+            .chain(crate::memory::service::specs())
+            .filter(|t| agent.tools.permits(&t.name))
+            .collect();
+        let rt = crate::agent::context::Runtime {
+            agent_id: &agent.id,
+            session_key: &key,
+            channel: "webchat",
+            now_ms: now_ms(),
+        };
+        Ok(crate::agent::context::report(
+            &ws,
+            &rt,
+            &tools,
+            &transcript,
+            detail,
+        ))
+    })
+    .await
+}
+
 async fn chat_send(g: &Gateway, p: &Value) -> Res {
     let session = session_param(g, p)?;
     let text = message_param(p)?;
@@ -360,6 +394,12 @@ async fn chat_send(g: &Gateway, p: &Value) -> Res {
         "/stop" | "/abort" => {
             let aborted = g.queue.abort(&session, None);
             return Ok(json!({"runId": idem, "status": "ok", "aborted": aborted.is_some()}));
+        }
+        cmd @ ("/context" | "/context detail") => {
+            let text = context_report(g, &session, cmd.ends_with("detail")).await?;
+            let ev = RunEvents::new(g.bus.clone(), &idem, &session);
+            ev.chat_final(&text, &[]);
+            return Ok(json!({"runId": idem, "status": "ok", "context": text}));
         }
         "/new" | "/reset" => {
             let store = g.queue.store().clone();
