@@ -1159,6 +1159,32 @@ mod tests {
     }
 
     #[test]
+    fn memory_section_defaults_and_problems() {
+        let c = Config::from_str("", None, &env).unwrap();
+        assert_eq!((c.memory.max_results, c.memory.chunk_tokens), (6, 400));
+        let c = Config::from_str(
+            "[memory]\nmin_score = 0.35\nhalf_life_days = 0\n",
+            None,
+            &env,
+        )
+        .unwrap();
+        assert_eq!((c.memory.min_score, c.memory.half_life_days), (0.35, 0.0));
+        let text = "[memory]\nvector_weight = 1.5\nmax_results = 0\nchunk_tokens = 100\nchunk_overlap = 60\nhalf_life_days = -1\n";
+        let e = Config::from_str(text, None, &env).unwrap_err();
+        let keys: Vec<_> = e.0.iter().map(|p| p.key.as_str()).collect();
+        for want in [
+            "memory.vector_weight",
+            "memory.max_results",
+            "memory.chunk_overlap",
+            "memory.half_life_days",
+        ] {
+            assert!(keys.contains(&want), "missing {want} in {keys:?}");
+        }
+        let e = Config::from_str("[memory]\ncolour = 1\n", None, &env).unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
     fn a_provider_without_a_model_is_an_error() {
         let e = Config::from_str(
             "[providers.ollama]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\n",
