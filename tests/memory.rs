@@ -474,6 +474,38 @@ async fn the_agent_searches_memory_and_the_cli_goes_through_the_daemon() {
 }
 
 #[test]
+fn a_corrupt_index_file_is_set_aside_and_rebuilt_from_the_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(
+        ws.join("MEMORY.md"),
+        "The bread maker recipe uses 500 g of flour.\n",
+    )
+    .unwrap();
+    let idx_dir = dir.path().join("idx");
+    let mut idx = MemoryIndex::open(&idx_dir, None, MemoryConfig::default()).unwrap();
+    idx.reindex(&ws).unwrap();
+    drop(idx);
+    let garbage: Vec<u8> = (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(idx_dir.join("index.redb"), garbage).unwrap();
+    let mut idx = MemoryIndex::open(&idx_dir, None, MemoryConfig::default()).unwrap();
+    assert_eq!(idx.len().unwrap(), 0);
+    let s = idx.reindex(&ws).unwrap();
+    assert_eq!(s.chunks_added, 1);
+    assert_eq!(
+        idx.search("bread flour", None).unwrap()[0].path,
+        "MEMORY.md"
+    );
+    let aside = std::fs::read_dir(&idx_dir).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("index.redb.corrupt-")
+    });
+    assert!(aside, "the damaged file is kept beside the new one");
+}
+
+#[test]
 fn chunks_indexed_without_the_model_get_vectors_when_it_appears() {
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().join("ws");

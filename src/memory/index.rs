@@ -240,16 +240,33 @@ impl MemoryIndex {
         };
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let db_path = dir.join("index.redb");
-        let db = match Database::builder()
-            // small: searches read ~100 records; the vectors live in memory
-            .set_cache_size(2 << 20)
-            .create(&db_path)
-        {
+        // small cache: searches read ~100 records; the vectors live in memory
+        let create = || Database::builder().set_cache_size(2 << 20).create(&db_path);
+        let db = match create() {
             Ok(d) => d,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(MemoryError::Busy(db_path))
             }
-            Err(e) => return Err(err(e.to_string())),
+            // permissions, a full disk: not damage, so not a reason to rebuild
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                return Err(err(e.to_string()))
+            }
+            Err(e) => {
+                // The index is derived from the workspace files: set the
+                // damaged file aside (for a post-mortem) and start again;
+                // the next reindex rebuilds it.
+                let aside = dir.join(format!("index.redb.corrupt-{}", crate::util::today()));
+                tracing::warn!(
+                    "memory: index {} is unreadable ({e}); moved to {} and rebuilding",
+                    db_path.display(),
+                    aside.display()
+                );
+                std::fs::rename(&db_path, &aside).map_err(|e| err(e.to_string()))?;
+                let _ = std::fs::remove_dir_all(dir.join("bm25"));
+                create().map_err(|e| err(e.to_string()))?
+            }
         };
         {
             let w = db.begin_write().map_err(|e| err(e.to_string()))?;
