@@ -25,7 +25,6 @@ use crate::store::{now_ms, Entry, InboxItem, Role, Store};
 use crate::tools;
 
 /// How many transcript entries go into the context (compaction comes later).
-/// Transcript entries put into the context (until compaction).
 pub const CONTEXT_ENTRIES: usize = 200;
 
 pub const NO_PROVIDER: &str = "No model provider is configured, so I cannot answer yet. \
