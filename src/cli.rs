@@ -233,53 +233,42 @@ async fn memory_via_gateway(
     Ok(c.request(method, params).await?)
 }
 
-/// Opens agent `id`'s memory index (the embedder when its files are there).
+/// Opens agent `id`'s memory index, then loads the embedder for it (not
+/// before: a running daemon holding the index answers instead).
 fn open_memory(
     cfg: &Config,
     state: &std::path::Path,
     id: &str,
 ) -> anyhow::Result<(crate::memory::index::MemoryIndex, PathBuf)> {
-    use crate::memory::index::MemoryIndex;
-    use crate::models::{self, embed::Embedder};
     let Some(agent) = cfg.agent(id) else {
         anyhow::bail!("no agent {id:?} in the config");
     };
-    let embedder: Option<std::sync::Arc<dyn Embedder>> =
-        match models::find_dir(cfg.models.dir.as_deref(), state) {
-            Some(dir) => match models::embed::BertEmbedder::load(
-                &dir.join(models::EMBED_DIR),
-                cfg.models.threads,
-            ) {
-                Ok(e) => Some(std::sync::Arc::new(e)),
-                Err(e) => {
-                    eprintln!("note: {e}; memory search is BM25 only");
-                    None
-                }
-            },
-            None => {
-                eprintln!("note: no models directory found; memory search is BM25 only");
-                None
-            }
-        };
-    let ws = agent.workspace_in(state);
-    let idx = MemoryIndex::open(&state.join("memory").join(id), embedder, cfg.memory.clone())?;
-    Ok((idx, ws))
+    let mut idx = crate::memory::index::MemoryIndex::open(
+        &state.join("memory").join(id),
+        None,
+        cfg.memory.clone(),
+    )?;
+    match crate::memory::service::load_embedder(&cfg.models, state) {
+        Ok(e) => idx.set_embedder(Some(e)),
+        Err(why) => eprintln!("note: {why}; memory search is BM25 only"),
+    }
+    Ok((idx, agent.workspace_in(state)))
 }
 
 fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
-    if let MemoryCmd::Bench {
-        chunks,
-        dir,
-        queries,
-        build,
-    } = &cmd
-    {
-        let v = crate::memory::bench::run(*chunks, dir, *queries, *build)?;
-        println!("{v}");
-        return Ok(0);
-    }
     let (config, state_dir) = match &cmd {
-        MemoryCmd::Bench { .. } => unreachable!("handled above"),
+        MemoryCmd::Bench {
+            chunks,
+            dir,
+            queries,
+            build,
+        } => {
+            println!(
+                "{}",
+                crate::memory::bench::run(*chunks, dir, *queries, *build)?
+            );
+            return Ok(0);
+        }
         MemoryCmd::Reindex { config, state_dir } => (config, state_dir),
         MemoryCmd::Search {
             config, state_dir, ..
@@ -301,7 +290,7 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
         )
     };
     match cmd {
-        MemoryCmd::Bench { .. } => unreachable!("handled above"),
+        MemoryCmd::Bench { .. } => Ok(0), // answered above
         MemoryCmd::Reindex { .. } => {
             for agent in &cfg.agents {
                 let (mut idx, ws) = match open_memory(&cfg, &state, &agent.id) {

@@ -1,5 +1,14 @@
 //! Small helpers shared by several modules.
 
+/// Characters per estimated token (the usual figure for English with BPE
+/// tokenizers); context sizes and memory chunks are counted with it.
+pub const CHARS_PER_TOKEN: usize = 4;
+
+/// Estimated tokens of `chars` characters.
+pub fn estimate_tokens(chars: usize) -> usize {
+    chars.div_ceil(CHARS_PER_TOKEN)
+}
+
 /// Formats milliseconds since the epoch as RFC 3339 UTC (no leap seconds).
 pub fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::provider::ToolSpec;
 use crate::store::{Entry, Role};
+use crate::util::estimate_tokens;
 
 /// Tool results longer than this (characters), older than the last three
 /// assistant turns, are cut to their head and tail.
@@ -116,11 +117,6 @@ pub fn system_prompt(dir: &Path, rt: &Runtime<'_>, tools: &[ToolSpec]) -> String
     s
 }
 
-/// Estimated tokens (4 characters each).
-fn tokens(chars: usize) -> usize {
-    chars.div_ceil(4)
-}
-
 /// What `/context` (and `/context detail`) shows: the estimated size in
 /// tokens of each part of the next model call.
 pub fn report(
@@ -158,21 +154,21 @@ pub fn report(
          - tool schemas: {} ({} tools)\n\
          - conversation: {} ({} entries)\n\
          - total: {}\n",
-        tokens(files_chars),
+        estimate_tokens(files_chars),
         files.len(),
-        tokens(runtime),
-        tokens(skills_chars),
+        estimate_tokens(runtime),
+        estimate_tokens(skills_chars),
         skills.len(),
-        tokens(tools_chars),
+        estimate_tokens(tools_chars),
         tools.len(),
-        tokens(tr_chars),
+        estimate_tokens(tr_chars),
         pruned.len(),
-        tokens(total)
+        estimate_tokens(total)
     );
     if detail {
         s.push_str("\nWorkspace files:\n");
         for (n, b) in &files {
-            s.push_str(&format!("- {n}: {}\n", tokens(b.chars().count())));
+            s.push_str(&format!("- {n}: {}\n", estimate_tokens(b.chars().count())));
         }
         if !skills.is_empty() {
             s.push_str("\nSkills:\n");
@@ -180,13 +176,17 @@ pub fn report(
                 s.push_str(&format!(
                     "- {}: {}\n",
                     sk.name,
-                    tokens(sk.description.chars().count())
+                    estimate_tokens(sk.description.chars().count())
                 ));
             }
         }
         s.push_str("\nTools:\n");
         for t in tools {
-            s.push_str(&format!("- {}: {}\n", t.name, tokens(tool_json(t))));
+            s.push_str(&format!(
+                "- {}: {}\n",
+                t.name,
+                estimate_tokens(tool_json(t))
+            ));
         }
         s.push_str("\nConversation by role:\n");
         for role in [Role::User, Role::Assistant, Role::Tool, Role::System] {
@@ -195,7 +195,10 @@ pub fn report(
                 .filter(|e| e.role == role)
                 .fold((0, 0), |(n, c), e| (n + 1, c + e.text.chars().count()));
             if n > 0 {
-                s.push_str(&format!("- {role:?}: {} ({n} entries)\n", tokens(c)));
+                s.push_str(&format!(
+                    "- {role:?}: {} ({n} entries)\n",
+                    estimate_tokens(c)
+                ));
             }
         }
     }

@@ -13,13 +13,7 @@ pub struct Chunk {
     pub text: String,
 }
 
-/// Characters per estimated token.
-const CHARS_PER_TOKEN: usize = 4;
-
-/// Estimated tokens of `s`.
-pub fn estimate_tokens(s: &str) -> usize {
-    s.chars().count().div_ceil(CHARS_PER_TOKEN)
-}
+use crate::util::CHARS_PER_TOKEN;
 
 fn line_hash(line: &str) -> u64 {
     line.trim_end()
@@ -82,6 +76,10 @@ pub fn chunk(text: &str, size: usize, overlap: usize) -> Vec<Chunk> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn estimate_tokens(s: &str) -> usize {
+        crate::util::estimate_tokens(s.chars().count())
+    }
 
     #[test]
     fn small_text_is_one_chunk_with_its_lines() {

@@ -336,6 +336,12 @@ impl MemoryIndex {
         Ok(me)
     }
 
+    /// Attaches (or detaches) the embedder after opening, e.g. once it is
+    /// known that the index is not held by a running daemon.
+    pub fn set_embedder(&mut self, embedder: Option<Arc<dyn Embedder>>) {
+        self.embedder = embedder;
+    }
+
     pub fn mode(&self) -> Mode {
         if self.embedder.is_some() {
             Mode::Hybrid
@@ -393,14 +399,15 @@ impl MemoryIndex {
         let t = r.open_table(VECTORS).map_err(|e| self.err(e))?;
         let mut v = Vectors::default();
         let n = t.len().map_err(|e| self.err(e))? as usize;
-        let dim = self.embedder.as_ref().map_or(0, |e| e.dim());
         v.ids.reserve_exact(n);
         v.scales.reserve_exact(n);
-        v.data.reserve_exact(n * dim);
         v.pos.reserve(n);
         for row in t.iter().map_err(|e| self.err(e))? {
             let (k, b) = row.map_err(|e| self.err(e))?;
             if let Some((s, q)) = dec_vec(b.value()) {
+                if v.data.capacity() == 0 {
+                    v.data.reserve_exact(n * q.len());
+                }
                 v.insert(k.value(), s, &q);
             }
         }
@@ -495,8 +502,10 @@ impl MemoryIndex {
             next_id,
             ..Pending::default()
         };
-        // chunks indexed while the embedding model was missing get vectors now
-        if self.embedder.is_some() {
+        // chunks indexed while the embedding model was missing get vectors
+        // now (the scan runs only when some chunk lacks one: every daemon
+        // search reindexes first)
+        if self.embedder.is_some() && self.vectors.ids.len() as u64 != self.len()? {
             let r = self.db.begin_read().map_err(|e| self.err(e))?;
             let t = r.open_table(CHUNKS).map_err(|e| self.err(e))?;
             for row in t.iter().map_err(|e| self.err(e))? {

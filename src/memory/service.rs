@@ -50,6 +50,16 @@ pub fn specs() -> Vec<ToolSpec> {
     ]
 }
 
+/// Loads the embedding model memory search uses (the `[models]` dir
+/// search order); the error says why there is none.
+pub fn load_embedder(models: &ModelsConfig, state_dir: &Path) -> Result<Arc<dyn Embedder>, String> {
+    let dir = crate::models::find_dir(models.dir.as_deref(), state_dir)
+        .ok_or("no models directory found")?;
+    BertEmbedder::load(&dir.join(crate::models::EMBED_DIR), models.threads)
+        .map(|e| Arc::new(e) as Arc<dyn Embedder>)
+        .map_err(|e| e.to_string())
+}
+
 struct Inner {
     state_dir: PathBuf,
     cfg: MemoryConfig,
@@ -77,19 +87,9 @@ impl Memory {
         self.0
             .embedder
             .get_or_init(|| {
-                let dir = crate::models::find_dir(self.0.models.dir.as_deref(), &self.0.state_dir);
-                let Some(dir) = dir else {
-                    tracing::warn!("memory: no models directory found; memory search is BM25 only");
-                    return None;
-                };
-                match BertEmbedder::load(&dir.join(crate::models::EMBED_DIR), self.0.models.threads)
-                {
-                    Ok(e) => Some(Arc::new(e) as Arc<dyn Embedder>),
-                    Err(e) => {
-                        tracing::warn!("memory: {e}; memory search is BM25 only");
-                        None
-                    }
-                }
+                load_embedder(&self.0.models, &self.0.state_dir)
+                    .map_err(|why| tracing::warn!("memory: {why}; memory search is BM25 only"))
+                    .ok()
             })
             .clone()
     }

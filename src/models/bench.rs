@@ -39,16 +39,13 @@ fn peak_rss_mb() -> f64 {
         / 1024.0
 }
 
-const SENTENCES: [&str; 8] = [
-    "The kitchen light is on.",
-    "Turn off the lights in the living room.",
-    "What is the temperature in the bedroom?",
-    "Remind me to water the plants tomorrow at 8.",
-    "The dishwasher finished its cycle ten minutes ago.",
-    "Grandma's birthday is on the 14th of March; she likes tulips.",
-    "Is the front door locked?",
-    "The heat pump reported error E7 twice last night, and the hallway sensor shows 17.5 degrees.",
-];
+/// The benchmark sentences, one per line; scripts/bench-models gives
+/// PyTorch the same file.
+const SENTENCES_TXT: &str = include_str!("../../benches/data/sentences.txt");
+
+fn sentences() -> Vec<&'static str> {
+    SENTENCES_TXT.lines().filter(|l| !l.is_empty()).collect()
+}
 
 pub fn run(what: &str, dir: &Path, threads: usize) -> anyhow::Result<Value> {
     match what {
@@ -56,7 +53,7 @@ pub fn run(what: &str, dir: &Path, threads: usize) -> anyhow::Result<Value> {
             let t = Instant::now();
             let e = BertEmbedder::load(&dir.join(EMBED_DIR), threads)?;
             let load_ms = t.elapsed().as_millis();
-            let batch: Vec<&str> = SENTENCES.iter().cycle().take(32).copied().collect();
+            let batch: Vec<&str> = sentences().into_iter().cycle().take(32).collect();
             e.embed(&batch)?; // warm-up
             let (c0, w0) = (cpu_s(), Instant::now());
             let rounds = 16;
@@ -76,7 +73,7 @@ pub fn run(what: &str, dir: &Path, threads: usize) -> anyhow::Result<Value> {
             let m = ChatModel::load(&dir.join(CHAT_DIR).join(CHAT_FILE), threads, 1024, 2048)?;
             let load_ms = t.elapsed().as_millis();
             let cancel = AtomicBool::new(false);
-            let long = SENTENCES.join(" ").repeat(4);
+            let long = sentences().join(" ").repeat(4);
             let msgs = [Msg {
                 role: "user",
                 content: format!("{long}\nSummarise the above in one sentence."),
