@@ -162,6 +162,7 @@ struct RawProvider {
     profiles: Vec<RawProfile>,
     timeout_secs: Option<u64>,
     max_tokens: Option<u32>,
+    context_window: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +188,11 @@ struct RawMemory {
     min_score: Option<f32>,
     chunk_tokens: Option<usize>,
     chunk_overlap: Option<usize>,
+    index_sessions: Option<bool>,
+    compaction: Option<bool>,
+    compact_at: Option<f32>,
+    keep_recent_tokens: Option<usize>,
+    memory_flush: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -325,6 +331,9 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     /// Reply length limit sent to APIs that require one (Anthropic).
     pub max_tokens: u32,
+    /// The context window of this provider's models, in tokens, when set;
+    /// otherwise it is looked up by model name (`provider::context_window`).
+    pub context_window: Option<usize>,
 }
 
 /// Local models (`[models]`).
@@ -363,6 +372,17 @@ pub struct MemoryConfig {
     /// Chunk size and overlap, in (estimated) tokens.
     pub chunk_tokens: usize,
     pub chunk_overlap: usize,
+    /// Index session transcripts too (`sessions/<key>` in results).
+    pub index_sessions: bool,
+    /// Summarize older turns when the context nears the model's window.
+    pub compaction: bool,
+    /// Fraction of the window at which compaction starts.
+    pub compact_at: f32,
+    /// Recent conversation kept verbatim by compaction (at most the last
+    /// three turns), in tokens.
+    pub keep_recent_tokens: usize,
+    /// Give the agent one silent turn to write notes before compacting.
+    pub memory_flush: bool,
 }
 
 impl Default for MemoryConfig {
@@ -379,6 +399,11 @@ impl Default for MemoryConfig {
             min_score: 0.2,
             chunk_tokens: 400,
             chunk_overlap: 80,
+            index_sessions: true,
+            compaction: true,
+            compact_at: 0.8,
+            keep_recent_tokens: 20_000,
+            memory_flush: true,
         }
     }
 }
@@ -649,6 +674,25 @@ impl Config {
                 None => d.chunk_tokens,
             },
             chunk_overlap: rmem.chunk_overlap.unwrap_or(d.chunk_overlap),
+            index_sessions: rmem.index_sessions.unwrap_or(d.index_sessions),
+            compaction: rmem.compaction.unwrap_or(d.compaction),
+            compact_at: match rmem.compact_at {
+                Some(x) if !(0.3..=0.95).contains(&x) => {
+                    probs.add("memory.compact_at", "must be between 0.3 and 0.95");
+                    d.compact_at
+                }
+                Some(x) => x,
+                None => d.compact_at,
+            },
+            keep_recent_tokens: match rmem.keep_recent_tokens {
+                Some(n) if n < 100 => {
+                    probs.add("memory.keep_recent_tokens", "must be at least 100");
+                    d.keep_recent_tokens
+                }
+                Some(n) => n,
+                None => d.keep_recent_tokens,
+            },
+            memory_flush: rmem.memory_flush.unwrap_or(d.memory_flush),
         };
         if memory.chunk_overlap * 2 > memory.chunk_tokens {
             probs.add(
@@ -765,6 +809,12 @@ impl Config {
                     if p.max_tokens == Some(0) {
                         probs.add(format!("{key}.max_tokens"), "must be at least 1");
                     }
+                    if p.context_window.is_some_and(|w| w < 1024) {
+                        probs.add(
+                            format!("{key}.context_window"),
+                            "must be at least 1024 (tokens)",
+                        );
+                    }
                     prov.insert(
                         name.clone(),
                         ProviderConfig {
@@ -774,6 +824,7 @@ impl Config {
                             credentials,
                             timeout: Duration::from_secs(p.timeout_secs.unwrap_or(120)),
                             max_tokens: p.max_tokens.unwrap_or(4096),
+                            context_window: p.context_window,
                         },
                     );
                 }

@@ -268,6 +268,64 @@ impl Queue {
         Some(r.run_id.clone())
     }
 
+    /// Compacts a session by hand (`sessions.compact`). The session's slot
+    /// is taken for the duration like a run's: messages that arrive
+    /// meanwhile wait and run after it. Refused while the session is busy.
+    pub async fn compact(
+        &self,
+        key: &str,
+    ) -> Result<crate::agent::compact::Outcome, CompactRefused> {
+        let store = self.inner.store.clone();
+        let k = key.to_string();
+        let meta = tokio::task::spawn_blocking(move || store.session(&k))
+            .await
+            .map_err(|e| CompactRefused::Failed(e.to_string()))?
+            .map_err(|e| CompactRefused::Failed(e.to_string()))?
+            .ok_or(CompactRefused::NoSession)?;
+        let ctx = self
+            .inner
+            .agents
+            .get(&meta.agent_id)
+            .cloned()
+            .ok_or_else(|| CompactRefused::Failed(format!("unknown agent {:?}", meta.agent_id)))?;
+        let cancel = CancellationToken::new();
+        {
+            let mut s = self.inner.sessions.lock().unwrap();
+            let q = s.entry(key.to_string()).or_default();
+            if q.worker || q.running.is_some() || !q.pending.is_empty() {
+                return Err(CompactRefused::Busy);
+            }
+            q.worker = true;
+            q.running = Some(Running {
+                run_id: format!("compact-{}", crate::store::new_id()),
+                cancel: cancel.clone(),
+            });
+        }
+        let channel = meta.last_channel.unwrap_or_else(|| "webchat".into());
+        let res = crate::agent::compact::compact(&ctx, key, &channel, &cancel, None).await;
+        let restart = {
+            let mut s = self.inner.sessions.lock().unwrap();
+            let q = s.entry(key.to_string()).or_default();
+            q.running = None;
+            let pending = !q.pending.is_empty();
+            q.worker = pending;
+            if !pending {
+                s.remove(key);
+            }
+            pending
+        };
+        if restart {
+            self.spawn_worker(key.to_string());
+        }
+        if res.is_ok() {
+            self.inner.bus.emit(
+                "sessions.changed",
+                serde_json::json!({"sessionKey": key, "reason": "compact"}),
+            );
+        }
+        res.map_err(CompactRefused::Compact)
+    }
+
     /// Number of (running, pending) over all sessions.
     pub fn load(&self) -> (usize, usize) {
         let s = self.inner.sessions.lock().unwrap();
@@ -505,6 +563,19 @@ impl Queue {
         })
         .await;
     }
+}
+
+/// Why `sessions.compact` did not compact.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactRefused {
+    #[error("no such session")]
+    NoSession,
+    #[error("the session has a run in progress or queued messages; try again when it is idle")]
+    Busy,
+    #[error(transparent)]
+    Compact(crate::agent::compact::CompactError),
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Whether a session last active at `last_ms` should be reset at `now_ms`.

@@ -141,6 +141,34 @@ pub struct SessionMeta {
     pub first_index: u64,
     #[serde(default)]
     pub last_channel: Option<String>,
+    /// The latest compaction of the current session id, if any.
+    #[serde(default)]
+    pub compaction: Option<Compaction>,
+}
+
+/// Where a session was compacted: the summary entry (role system, state
+/// `compaction`) replaces everything before `keep_from` in the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compaction {
+    pub summary_index: u64,
+    pub keep_from: u64,
+}
+
+/// State of an entry that holds a compaction summary.
+pub const COMPACTION_STATE: &str = "compaction";
+
+/// What the next model call sees of a session: the latest compaction
+/// summary and the entries after the cut, with their transcript indexes.
+#[derive(Debug, Clone, Default)]
+pub struct SessionContext {
+    pub summary: Option<String>,
+    pub entries: Vec<(u64, Entry)>,
+}
+
+impl SessionContext {
+    pub fn transcript(&self) -> Vec<Entry> {
+        self.entries.iter().map(|(_, e)| e.clone()).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -449,6 +477,89 @@ impl Store {
         Ok(out)
     }
 
+    /// The context of the session's next model call: the latest compaction
+    /// summary, then at most `limit` entries from its cut on (the summary
+    /// entry itself is not among them).
+    pub fn context(&self, session: &str, limit: usize) -> Result<SessionContext, StoreError> {
+        let r = self.db.begin_read().map_err(db)?;
+        let Some(meta) = r
+            .open_table(SESSIONS)
+            .map_err(db)?
+            .get(session)
+            .map_err(db)?
+            .map(|v| dec::<SessionMeta>(v.value()))
+            .transpose()?
+        else {
+            return Ok(SessionContext::default());
+        };
+        let t = r.open_table(TRANSCRIPT).map_err(db)?;
+        let mut out = SessionContext::default();
+        let mut start = meta.first_index;
+        let mut skip = None;
+        if let Some(c) = meta
+            .compaction
+            .filter(|c| c.summary_index >= meta.first_index)
+        {
+            if let Some(v) = t.get((session, c.summary_index)).map_err(db)? {
+                out.summary = Some(dec::<Entry>(v.value())?.text);
+                start = c.keep_from.max(meta.first_index);
+                skip = Some(c.summary_index);
+            }
+        }
+        for row in t
+            .range((session, start)..=(session, u64::MAX))
+            .map_err(db)?
+            .rev()
+        {
+            if out.entries.len() >= limit {
+                break;
+            }
+            let (k, v) = row.map_err(db)?;
+            let i = k.value().1;
+            if Some(i) != skip {
+                out.entries.push((i, dec(v.value())?));
+            }
+        }
+        out.entries.reverse();
+        Ok(out)
+    }
+
+    /// Records a compaction: appends the summary entry and moves the
+    /// context's cut to `keep_from`. Durable. Returns the summary's index.
+    pub fn compact(
+        &self,
+        session: &str,
+        agent_id: &str,
+        summary: Entry,
+        keep_from: u64,
+    ) -> Result<u64, StoreError> {
+        let (session, agent_id) = (session.to_string(), agent_id.to_string());
+        self.write(true, move |w| {
+            let mut meta = session_meta_mut(w, &session, &agent_id)?;
+            let at = meta.next_index;
+            append(w, &mut meta, &[summary])?;
+            meta.compaction = Some(Compaction {
+                summary_index: at,
+                keep_from,
+            });
+            put_meta(w, &meta)?;
+            Ok(at)
+        })
+    }
+
+    /// Every stored entry of a session, older session ids (before a reset)
+    /// included, for the memory index.
+    pub fn all_entries(&self, session: &str) -> Result<Vec<Entry>, StoreError> {
+        let r = self.db.begin_read().map_err(db)?;
+        let t = r.open_table(TRANSCRIPT).map_err(db)?;
+        let mut out = Vec::new();
+        for row in t.range((session, 0)..=(session, u64::MAX)).map_err(db)? {
+            let (_, v) = row.map_err(db)?;
+            out.push(dec(v.value())?);
+        }
+        Ok(out)
+    }
+
     pub fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         let r = self.db.begin_read().map_err(db)?;
         let t = r.open_table(RUNS).map_err(db)?;
@@ -617,6 +728,13 @@ impl Store {
             if let Some(meta) = meta {
                 let mut meta = meta?;
                 meta.next_index = meta.next_index.min(from.max(meta.first_index));
+                // a compaction the rolled-back run made is undone with it
+                if meta
+                    .compaction
+                    .is_some_and(|c| c.summary_index >= meta.next_index)
+                {
+                    meta.compaction = None;
+                }
                 s.insert(session, enc(&meta).as_slice()).map_err(db)?;
             }
             Ok(n)
@@ -639,6 +757,7 @@ impl Store {
                     let mut m = m?;
                     m.first_index = m.next_index;
                     m.session_id = new_id();
+                    m.compaction = None;
                     m.updated_ms = now_ms();
                     s.insert(key.as_str(), enc(&m).as_slice()).map_err(db)?;
                     Ok(Some(m))
@@ -777,6 +896,7 @@ fn session_meta_mut(
             next_index: 0,
             first_index: 0,
             last_channel: None,
+            compaction: None,
         }),
     }
 }
@@ -986,5 +1106,55 @@ mod tests {
         assert!(s.transcript(k, 10).unwrap().is_empty());
         assert!(s.delete_session(k).unwrap());
         assert!(s.session(k).unwrap().is_none());
+    }
+
+    #[test]
+    fn compaction_moves_the_context_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let k = "agent:main:c";
+        let e = |r, t: &str| Entry::new(r, t, None);
+        s.append(
+            k,
+            "main",
+            &[
+                e(Role::User, "u0"),
+                e(Role::Assistant, "a0"),
+                e(Role::User, "u1"),
+                e(Role::Assistant, "a1"),
+            ],
+        )
+        .unwrap();
+        let at = s.compact(k, "main", e(Role::System, "sum"), 2).unwrap();
+        assert_eq!(at, 4);
+        s.append(k, "main", &[e(Role::User, "u2")]).unwrap();
+        let c = s.context(k, 100).unwrap();
+        assert_eq!(c.summary.as_deref(), Some("sum"));
+        let idx: Vec<u64> = c.entries.iter().map(|(i, _)| *i).collect();
+        assert_eq!(
+            idx,
+            vec![2, 3, 5],
+            "from the cut, without the summary entry"
+        );
+        // the transcript itself keeps everything
+        assert_eq!(s.transcript(k, 100).unwrap().len(), 6);
+        assert_eq!(s.all_entries(k).unwrap().len(), 6);
+        // a crashed run that compacted rolls the compaction back too
+        let mut items = vec![s.enqueue(item(k, "r9"), None).unwrap()];
+        let from = s
+            .start_run(&mut items, "r9", "main", &[e(Role::User, "u3")])
+            .unwrap();
+        s.compact(k, "main", e(Role::System, "sum2"), from).unwrap();
+        assert_eq!(s.context(k, 100).unwrap().summary.as_deref(), Some("sum2"));
+        s.rollback_partial(k, from).unwrap();
+        // (the whole transcript is the context again; the next run
+        // compacts it anew if it is still too long)
+        let c = s.context(k, 100).unwrap();
+        assert!(c.summary.is_none());
+        assert_eq!(c.entries.len(), 6);
+        // a reset starts without a summary
+        s.reset_session(k).unwrap();
+        let c = s.context(k, 100).unwrap();
+        assert!(c.summary.is_none() && c.entries.is_empty());
     }
 }

@@ -81,7 +81,15 @@ pub fn bootstrap(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
-pub fn system_prompt(dir: &Path, rt: &Runtime<'_>, tools: &[ToolSpec]) -> String {
+/// Heading of the compaction summary in the system prompt.
+pub const SUMMARY_HEADING: &str = "## Earlier conversation (summary)";
+
+pub fn system_prompt(
+    dir: &Path,
+    rt: &Runtime<'_>,
+    tools: &[ToolSpec],
+    summary: Option<&str>,
+) -> String {
     let mut s = String::new();
     for (name, body) in bootstrap(dir) {
         s.push_str(&format!("## {name}\n\n{body}\n\n"));
@@ -114,6 +122,9 @@ pub fn system_prompt(dir: &Path, rt: &Runtime<'_>, tools: &[ToolSpec]) -> String
             ));
         }
     }
+    if let Some(sum) = summary {
+        s.push_str(&format!("\n{SUMMARY_HEADING}\n\nOlder turns of this conversation were compacted into this summary:\n\n{sum}\n"));
+    }
     s
 }
 
@@ -123,12 +134,15 @@ pub fn report(
     dir: &Path,
     rt: &Runtime<'_>,
     tools: &[ToolSpec],
-    transcript: &[Entry],
+    sc: &crate::store::SessionContext,
+    window_tokens: usize,
     detail: bool,
 ) -> String {
     let files = bootstrap(dir);
     let skills = skills(dir);
-    let system = system_prompt(dir, rt, tools).chars().count();
+    let summary = sc.summary.as_deref();
+    let summary_chars = summary.map_or(0, |s| s.chars().count());
+    let system = system_prompt(dir, rt, tools, summary).chars().count();
     let files_chars: usize = files
         .iter()
         .map(|(n, b)| n.len() + b.chars().count() + 8)
@@ -141,10 +155,10 @@ pub fn report(
         t.name.len() + t.description.chars().count() + t.parameters.to_string().len()
     };
     let tools_chars: usize = tools.iter().map(tool_json).sum();
-    let mut pruned = transcript.to_vec();
-    prune(&mut pruned, 512_000);
+    let mut pruned = sc.transcript();
+    prune(&mut pruned, window_tokens * crate::util::CHARS_PER_TOKEN);
     let tr_chars: usize = pruned.iter().map(|e| e.text.chars().count()).sum();
-    let runtime = system.saturating_sub(files_chars + skills_chars);
+    let runtime = system.saturating_sub(files_chars + skills_chars + summary_chars);
     let total = system + tools_chars + tr_chars;
     let mut s = format!(
         "Context of the next model call (estimated tokens):\n\
@@ -152,8 +166,9 @@ pub fn report(
          - runtime and instructions: {}\n\
          - skills index: {} ({} skills)\n\
          - tool schemas: {} ({} tools)\n\
+         - compaction summary: {}\n\
          - conversation: {} ({} entries)\n\
-         - total: {}\n",
+         - total: {} of a {}-token window ({}%)\n",
         estimate_tokens(files_chars),
         files.len(),
         estimate_tokens(runtime),
@@ -161,9 +176,16 @@ pub fn report(
         skills.len(),
         estimate_tokens(tools_chars),
         tools.len(),
+        if summary.is_some() {
+            estimate_tokens(summary_chars).to_string()
+        } else {
+            "none".into()
+        },
         estimate_tokens(tr_chars),
         pruned.len(),
-        estimate_tokens(total)
+        estimate_tokens(total),
+        window_tokens,
+        estimate_tokens(total) * 100 / window_tokens.max(1)
     );
     if detail {
         s.push_str("\nWorkspace files:\n");
@@ -366,13 +388,25 @@ mod tests {
             e(Role::User, &"u".repeat(400)),
             e(Role::Assistant, &"a".repeat(800)),
         ];
+        let mut sc = crate::store::SessionContext {
+            summary: None,
+            entries: t
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (i as u64, e))
+                .collect(),
+        };
         let tools = crate::tools::specs();
-        let r = report(d.path(), &rt, &tools, &t, false);
+        let r = report(d.path(), &rt, &tools, &sc, 10_000, false);
         assert!(r.contains("- workspace files: 1005 (1 files)"), "{r}");
         assert!(r.contains("- conversation: 300 (2 entries)"), "{r}");
         assert!(r.contains("(4 tools)"), "{r}");
+        assert!(r.contains("- compaction summary: none"), "{r}");
+        assert!(r.contains("of a 10000-token window"), "{r}");
         assert!(!r.contains("Conversation by role"));
-        let r = report(d.path(), &rt, &tools, &t, true);
+        sc.summary = Some("s".repeat(2_000));
+        let r = report(d.path(), &rt, &tools, &sc, 10_000, true);
+        assert!(r.contains("- compaction summary: 500"), "{r}");
         assert!(r.contains("- MEMORY.md: 1000"), "{r}");
         assert!(
             r.contains("- User: 100 (1 entries)") && r.contains("- read: "),
@@ -410,7 +444,7 @@ mod tests {
             channel: "webchat",
             now_ms: 0,
         };
-        let p = system_prompt(d.path(), &rt, &[]);
+        let p = system_prompt(d.path(), &rt, &[], None);
         assert!(
             p.contains("## Skills")
                 && p.contains(

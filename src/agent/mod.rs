@@ -7,6 +7,7 @@
 //! a [`RunResult`] and the queue commits it together with removing the inbox
 //! items (one transaction; see `store`).
 
+pub mod compact;
 pub mod context;
 
 use std::path::PathBuf;
@@ -24,18 +25,16 @@ use crate::provider::{run_chain, ChatRequest, ProviderError, Providers};
 use crate::store::{now_ms, Entry, InboxItem, Role, Store};
 use crate::tools;
 
-/// How many transcript entries go into the context (compaction comes later).
-pub const CONTEXT_ENTRIES: usize = 200;
+/// The most transcript entries after the latest compaction cut that go
+/// into the context (compaction keeps the context within the window; this
+/// bounds the read).
+pub const CONTEXT_ENTRIES: usize = 500;
 
 pub const NO_PROVIDER: &str = "No model provider is configured, so I cannot answer yet. \
 Add a provider to the config file, for example:\n\n\
 [providers.openai]\nkind = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\napi_key = \"${OPENAI_API_KEY}\"\n\n\
 [agents.defaults]\nmodel = \"openai/gpt-4o-mini\"\n\n\
 then restart Hearth (see docs/configuration.md).";
-
-/// The context window pruning assumes, in characters (128k tokens at 4 per
-/// token): per-model windows arrive with compaction.
-const PRUNE_WINDOW_CHARS: usize = 512_000;
 
 /// What the agent loop needs; no config beyond its own agent.
 #[derive(Clone)]
@@ -185,17 +184,40 @@ async fn turn_loop(
         .collect();
     let mut steps = 0u32;
     let mut partial = String::new();
+    let window = compact::window(ctx);
+    let mem = ctx.memory.config().clone();
+    let mut compacted = false;
     loop {
         if cancel.is_cancelled() {
             return RunEnd::Aborted(partial);
         }
-        let store = ctx.store.clone();
-        let key = ev.session_key.clone();
-        let transcript = match tokio::task::spawn_blocking(move || {
-            store.transcript(&key, CONTEXT_ENTRIES)
+        // The context: workspace files are re-read every call (the agent
+        // may have just edited MEMORY.md), the transcript from the latest
+        // compaction on, pruned in this copy only. Blocking file and redb
+        // I/O, so on the blocking pool.
+        let (store, ws, rt_agent, key, ch, specs2) = (
+            ctx.store.clone(),
+            ctx.workspace.clone(),
+            ctx.agent.id.clone(),
+            ev.session_key.clone(),
+            channel.to_string(),
+            specs.clone(),
+        );
+        let assembled = tokio::task::spawn_blocking(move || {
+            let sc = store.context(&key, CONTEXT_ENTRIES)?;
+            let rt = context::Runtime {
+                agent_id: &rt_agent,
+                session_key: &key,
+                channel: &ch,
+                now_ms: now_ms(),
+            };
+            let system = context::system_prompt(&ws, &rt, &specs2, sc.summary.as_deref());
+            let mut transcript = sc.transcript();
+            context::prune(&mut transcript, window * crate::util::CHARS_PER_TOKEN);
+            Ok::<_, crate::store::StoreError>((system, transcript))
         })
-        .await
-        {
+        .await;
+        let (system, transcript) = match assembled {
             Ok(Ok(t)) => t,
             other => {
                 tracing::error!(run_id = %ev.run_id, "transcript read failed: {other:?}");
@@ -204,14 +226,18 @@ async fn turn_loop(
                 );
             }
         };
-        // Workspace files are re-read every call (the agent may have just
-        // edited MEMORY.md); that file I/O runs on the blocking pool too.
-        let (ws, agent_id, key, ch) = (
-            ctx.workspace.clone(),
-            ctx.agent.id.clone(),
-            ev.session_key.clone(),
-            channel.to_string(),
-        );
+        let tokens = compact::call_tokens(&system, &specs, &transcript);
+        if mem.compaction && !compacted && tokens as f32 > mem.compact_at * window as f32 {
+            compacted = true;
+            tracing::info!(run_id = %ev.run_id, tokens, window, "context near the model's window");
+            match compact::compact(ctx, &ev.session_key, channel, cancel, Some(ev)).await {
+                Ok(_) => continue,
+                Err(compact::CompactError::Cancelled) => return RunEnd::Aborted(partial),
+                Err(e) => {
+                    tracing::warn!(run_id = %ev.run_id, "compaction failed: {e}; calling the model with the full context");
+                }
+            }
+        }
 
         // Model call on the blocking pool; deltas come back over a channel.
         let (dtx, mut drx) = mpsc::unbounded_channel::<Option<String>>();
@@ -222,16 +248,8 @@ async fn turn_loop(
         let chain2 = chain.clone();
         let specs2 = specs.clone();
         let flag2 = flag.clone();
+        let key = ev.session_key.clone();
         let call = tokio::task::spawn_blocking(move || {
-            let rt = context::Runtime {
-                agent_id: &agent_id,
-                session_key: &key,
-                channel: &ch,
-                now_ms: now_ms(),
-            };
-            let system = context::system_prompt(&ws, &rt, &specs2);
-            let mut transcript = transcript;
-            context::prune(&mut transcript, PRUNE_WINDOW_CHARS);
             let req = ChatRequest {
                 system: &system,
                 transcript: &transcript,
@@ -330,31 +348,8 @@ async fn turn_loop(
                 "tool",
                 json!({"phase": "start", "name": call.name, "toolCallId": call.id, "args": call.arguments}),
             );
-            let (ok, out) = if !ctx.agent.tools.permits(&call.name) {
-                (
-                    false,
-                    tools::ToolError::Denied(call.name.clone()).to_string(),
-                )
-            } else {
-                let ws = ctx.workspace.clone();
-                let (n, a) = (call.name.clone(), call.arguments.clone());
-                let (mem, aid) = (ctx.memory.clone(), ctx.agent.id.clone());
-                let job = tokio::task::spawn_blocking(move || {
-                    if crate::memory::service::MEMORY_TOOLS.contains(&n.as_str()) {
-                        mem.tool(&aid, &ws, &n, &a).map_err(tools::ToolError::Io)
-                    } else {
-                        tools::execute(&ws, &n, &a)
-                    }
-                });
-                tokio::select! {
-                    _ = cancel.cancelled() => return RunEnd::Aborted(partial),
-                    r = tokio::time::timeout(ctx.agent.tool_timeout, job) => match r {
-                        Ok(Ok(Ok(s))) => (true, s),
-                        Ok(Ok(Err(e))) => (false, format!("error: {e}")),
-                        Ok(Err(e)) => (false, format!("error: tool crashed: {e}")),
-                        Err(_) => (false, format!("error: tool timed out after {} s", ctx.agent.tool_timeout.as_secs())),
-                    }
-                }
+            let Some((ok, out)) = exec_tool(ctx, call, cancel).await else {
+                return RunEnd::Aborted(partial);
             };
             ev.agent(
                 "tool",
@@ -391,5 +386,39 @@ async fn turn_loop(
                 "I stopped after {steps} tool steps (max_steps) without finishing. Ask again or raise agents.defaults.max_steps."
             ));
         }
+    }
+}
+
+/// Runs one tool call under the agent's policy and tool timeout, on the
+/// blocking pool. `None` when cancelled; otherwise (ok, result text).
+pub(crate) async fn exec_tool(
+    ctx: &AgentCtx,
+    call: &crate::store::ToolCall,
+    cancel: &CancellationToken,
+) -> Option<(bool, String)> {
+    if !ctx.agent.tools.permits(&call.name) {
+        return Some((
+            false,
+            tools::ToolError::Denied(call.name.clone()).to_string(),
+        ));
+    }
+    let ws = ctx.workspace.clone();
+    let (n, a) = (call.name.clone(), call.arguments.clone());
+    let (mem, aid) = (ctx.memory.clone(), ctx.agent.id.clone());
+    let job = tokio::task::spawn_blocking(move || {
+        if crate::memory::service::MEMORY_TOOLS.contains(&n.as_str()) {
+            mem.tool(&aid, &ws, &n, &a).map_err(tools::ToolError::Io)
+        } else {
+            tools::execute(&ws, &n, &a)
+        }
+    });
+    tokio::select! {
+        _ = cancel.cancelled() => None,
+        r = tokio::time::timeout(ctx.agent.tool_timeout, job) => Some(match r {
+            Ok(Ok(Ok(s))) => (true, s),
+            Ok(Ok(Err(e))) => (false, format!("error: {e}")),
+            Ok(Err(e)) => (false, format!("error: tool crashed: {e}")),
+            Err(_) => (false, format!("error: tool timed out after {} s", ctx.agent.tool_timeout.as_secs())),
+        }),
     }
 }

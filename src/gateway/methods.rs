@@ -15,7 +15,7 @@ use crate::store::{
     new_id, now_ms, Entry, IdemRecord, InboxItem, Role, RunRecord, RunStatus, StoreError,
 };
 
-pub const METHODS: [&str; 16] = [
+pub const METHODS: [&str; 17] = [
     "connect",
     "health",
     "status",
@@ -28,6 +28,7 @@ pub const METHODS: [&str; 16] = [
     "sessions.list",
     "sessions.reset",
     "sessions.delete",
+    "sessions.compact",
     "models.list",
     "config.get",
     "memory.search",
@@ -154,6 +155,7 @@ pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p:
         "sessions.list" => sessions_list(g, &p).await,
         "sessions.reset" => sessions_reset(g, &p).await,
         "sessions.delete" => sessions_delete(g, &p).await,
+        "sessions.compact" => sessions_compact(g, &p).await,
         "models.list" => Ok(models_list(g)),
         "config.get" => Ok(config_get(g)),
         "memory.search" => memory_search(g, &p).await,
@@ -362,8 +364,14 @@ async fn context_report(g: &Gateway, session: &str, detail: bool) -> Result<Stri
         .ok_or_else(|| ErrorShape::invalid(format!("no agent {agent_id:?}")))?;
     let store = g.queue.store().clone();
     let (key, ws) = (session.to_string(), agent.workspace_in(&g.state_dir));
+    let window = agent
+        .model
+        .as_ref()
+        .map_or(crate::provider::DEFAULT_WINDOW, |m| {
+            g.providers.context_window(&m.primary)
+        });
     blocking(move || {
-        let transcript = store.transcript(&key, crate::agent::CONTEXT_ENTRIES)?;
+        let sc = store.context(&key, crate::agent::CONTEXT_ENTRIES)?;
         let tools: Vec<_> = crate::tools::specs()
             .into_iter()
             .chain(crate::memory::service::specs())
@@ -376,11 +384,7 @@ async fn context_report(g: &Gateway, session: &str, detail: bool) -> Result<Stri
             now_ms: now_ms(),
         };
         Ok(crate::agent::context::report(
-            &ws,
-            &rt,
-            &tools,
-            &transcript,
-            detail,
+            &ws, &rt, &tools, &sc, window, detail,
         ))
     })
     .await
@@ -400,6 +404,22 @@ async fn chat_send(g: &Gateway, p: &Value) -> Res {
             let ev = RunEvents::new(g.bus.clone(), &idem, &session);
             ev.chat_final(&text, &[]);
             return Ok(json!({"runId": idem, "status": "ok", "context": text}));
+        }
+        "/compact" => {
+            let text = match compact_session(g, &session).await {
+                Ok(o) => format!(
+                    "Compacted the conversation: {} older entries summarized, {} kept; context about {} → {} tokens{}.",
+                    o.summarized,
+                    o.kept,
+                    o.tokens_before,
+                    o.tokens_after,
+                    if o.flushed { ", notes saved to memory first" } else { "" }
+                ),
+                Err(e) => format!("Not compacted: {}", e.message),
+            };
+            let ev = RunEvents::new(g.bus.clone(), &idem, &session);
+            ev.chat_final(&text, &[]);
+            return Ok(json!({"runId": idem, "status": "ok", "compact": text}));
         }
         "/new" | "/reset" => {
             let store = g.queue.store().clone();
@@ -654,6 +674,35 @@ async fn sessions_delete(g: &Gateway, p: &Value) -> Res {
         );
     }
     Ok(json!({"ok": true, "key": session, "deleted": deleted}))
+}
+
+/// `sessions.compact {key}`: summarizes the older turns now.
+async fn sessions_compact(g: &Gateway, p: &Value) -> Res {
+    let session = session_param(g, p)?;
+    let out = compact_session(g, &session).await?;
+    Ok(json!({"ok": true, "key": session, "compacted": out.to_json()}))
+}
+
+async fn compact_session(
+    g: &Gateway,
+    session: &str,
+) -> Result<crate::agent::compact::Outcome, ErrorShape> {
+    use crate::agent::compact::CompactError;
+    use crate::queue::CompactRefused;
+    g.queue.compact(session).await.map_err(|e| match e {
+        CompactRefused::NoSession => ErrorShape::invalid(format!("no session {session:?}")),
+        CompactRefused::Busy => ErrorShape::unavailable(e.to_string()),
+        CompactRefused::Compact(CompactError::Nothing | CompactError::NoModel) => {
+            ErrorShape::invalid(e.to_string())
+        }
+        CompactRefused::Compact(CompactError::Provider(_) | CompactError::EmptySummary) => {
+            ErrorShape::unavailable(e.to_string())
+        }
+        _ => {
+            tracing::error!(session, "compaction failed: {e}");
+            ErrorShape::unavailable("compaction failed; see the log")
+        }
+    })
 }
 
 fn models_list(g: &Gateway) -> Value {

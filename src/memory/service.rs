@@ -73,6 +73,10 @@ struct Inner {
 pub struct Memory(Arc<Inner>);
 
 impl Memory {
+    pub fn config(&self) -> &MemoryConfig {
+        &self.0.cfg
+    }
+
     pub fn new(state_dir: &Path, cfg: MemoryConfig, models: ModelsConfig) -> Memory {
         Memory(Arc::new(Inner {
             state_dir: state_dir.to_path_buf(),

@@ -38,6 +38,11 @@ impl LocalProvider {
         &self.path
     }
 
+    /// Prompt plus reply, in tokens (`[models] context_tokens`).
+    pub fn context_tokens(&self) -> usize {
+        self.cfg.context_tokens
+    }
+
     fn model(&self) -> Result<Arc<ChatModel>, ProviderError> {
         let mut g = self.model.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {

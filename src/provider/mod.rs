@@ -172,6 +172,48 @@ pub(crate) struct ProviderEntry {
     pub(crate) kind: &'static str,
     pub(crate) base_url: String,
     pub(crate) credentials: Vec<Credential>,
+    /// Configured window for all of this provider's models, in tokens.
+    pub(crate) context_window: Option<usize>,
+}
+
+/// Window assumed for a model this table does not know (set
+/// `context_window` on its provider to tell Hearth).
+pub const DEFAULT_WINDOW: usize = 32_000;
+
+/// Context windows of well-known model families, in tokens, matched by
+/// model-id prefix (the longest match wins). Servers that host other models
+/// (Ollama, llama.cpp) set `context_window` in the provider config.
+const KNOWN_WINDOWS: &[(&str, usize)] = &[
+    ("gpt-4o", 128_000),
+    ("gpt-4-turbo", 128_000),
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4", 8_192),
+    ("gpt-5", 400_000),
+    ("gpt-3.5-turbo", 16_385),
+    ("o1", 200_000),
+    ("o3", 200_000),
+    ("o4", 200_000),
+    ("claude", 200_000),
+    ("gemini-1.5", 1_048_576),
+    ("gemini-2", 1_048_576),
+    ("gemini", 1_048_576),
+    ("llama-3", 128_000),
+    ("llama3", 128_000),
+    ("mistral-large", 128_000),
+    ("deepseek", 128_000),
+    ("qwen", 32_768),
+];
+
+/// The window of a model id from [`KNOWN_WINDOWS`], or [`DEFAULT_WINDOW`].
+pub fn known_window(model: &str) -> usize {
+    let m = model.to_ascii_lowercase();
+    // "models/gemini-2.0-flash", "anthropic/claude-3" behind a router
+    let m = m.rsplit('/').next().unwrap_or(&m);
+    KNOWN_WINDOWS
+        .iter()
+        .filter(|(p, _)| m.starts_with(p))
+        .max_by_key(|(p, _)| p.len())
+        .map_or(DEFAULT_WINDOW, |(_, w)| *w)
 }
 
 /// The configured providers by name, with the health of their credentials.
@@ -226,6 +268,7 @@ impl Providers {
                     kind: p.kind.as_str(),
                     base_url: p.base_url.clone(),
                     credentials: p.credentials.clone(),
+                    context_window: p.context_window,
                 }),
             );
         }
@@ -242,6 +285,7 @@ impl Providers {
                 kind: "custom",
                 base_url: String::new(),
                 credentials,
+                context_window: None,
             }),
         );
     }
@@ -250,6 +294,7 @@ impl Providers {
     /// end with `note` (empty: none).
     pub fn add_local(&mut self, name: &str, p: local::LocalProvider, note: &str) {
         let where_ = p.path().display().to_string();
+        let window = p.context_tokens();
         self.map.insert(
             name.to_string(),
             Arc::new(ProviderEntry {
@@ -257,6 +302,7 @@ impl Providers {
                 kind: "local",
                 base_url: where_,
                 credentials: Vec::new(),
+                context_window: Some(window),
             }),
         );
         self.local_note = note.to_string();
@@ -265,6 +311,16 @@ impl Providers {
     /// The note for replies the local model gave as a fallback.
     pub fn local_note(&self) -> &str {
         &self.local_note
+    }
+
+    /// The context window of `provider/model`, in tokens: the provider's
+    /// `context_window` when configured, else [`known_window`].
+    pub fn context_window(&self, model_ref: &str) -> usize {
+        let (p, m) = model_ref.split_once('/').unwrap_or(("", model_ref));
+        self.map
+            .get(p)
+            .and_then(|e| e.context_window)
+            .unwrap_or_else(|| known_window(m))
     }
 
     pub fn kind_of(&self, name: &str) -> Option<&'static str> {
@@ -313,5 +369,21 @@ impl Providers {
                 json!({"name": name, "kind": e.kind, "baseUrl": e.base_url, "credentials": creds})
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_by_longest_prefix() {
+        assert_eq!(known_window("gpt-4o-mini"), 128_000);
+        assert_eq!(known_window("gpt-4"), 8_192);
+        assert_eq!(known_window("gpt-4.1-nano"), 1_047_576);
+        assert_eq!(known_window("claude-sonnet-4-5"), 200_000);
+        assert_eq!(known_window("models/gemini-2.0-flash"), 1_048_576);
+        assert_eq!(known_window("Meta/Llama-3.1-8B"), 128_000);
+        assert_eq!(known_window("my-own-model"), DEFAULT_WINDOW);
     }
 }

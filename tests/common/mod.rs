@@ -12,6 +12,15 @@
 //! - anything else: `echo: <text>` in three chunks
 //!
 //! After a tool result it answers `tool said: <result>`.
+//!
+//! Compaction (scripted by Hearth's own prompts, not markers):
+//! - a call whose system prompt asks to compact a conversation answers a
+//!   "summary": one line `- [keep:X]` per distinct `[keep:X]` marker in the
+//!   request (so facts marked that way survive, also across compactions);
+//! - the memory-flush turn writes those markers to `memory/flush.md` with
+//!   the `write` tool, then answers `NO_REPLY`;
+//! - `[recall:WORD]` answers `recalled: ` and every `[keep:…]` marker with
+//!   WORD anywhere in the request (system prompt included), or `nothing`.
 #![allow(dead_code)]
 
 pub mod cloud;
@@ -90,6 +99,72 @@ async fn completions(State(log): State<FakeLog>, body: String) -> Response {
             }
         };
         send(chunk(json!({"role": "assistant", "content": ""}), None)).await;
+        let system = msgs
+            .first()
+            .filter(|m| m["role"] == "system")
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("");
+        let mut keep: Vec<String> = Vec::new();
+        for m in &msgs {
+            let mut t = m["content"].as_str().unwrap_or("");
+            while let Some(i) = t.find("[keep:") {
+                let Some(j) = t[i..].find(']') else { break };
+                let k = t[i..i + j + 1].to_string();
+                if !keep.contains(&k) {
+                    keep.push(k);
+                }
+                t = &t[i + j + 1..];
+            }
+        }
+        if system.contains("You compact a conversation") {
+            let lines: Vec<String> = keep.iter().map(|k| format!("- {k}")).collect();
+            let text = if lines.is_empty() {
+                "- nothing to keep".to_string()
+            } else {
+                lines.join("\n")
+            };
+            send(chunk(json!({"content": text}), None)).await;
+            send(chunk(json!({}), Some("stop"))).await;
+            send("data: [DONE]\n\n".into()).await;
+            return;
+        }
+        if last_user.contains("[Pre-compaction memory flush]") {
+            if last["role"] == "user" {
+                let args =
+                    json!({"path": "memory/flush.md", "content": keep.join("\n")}).to_string();
+                send(chunk(
+                    json!({"tool_calls": [{"index": 0, "id": "call_flush", "type": "function",
+                    "function": {"name": "write", "arguments": args}}]}),
+                    None,
+                ))
+                .await;
+                send(chunk(json!({}), Some("tool_calls"))).await;
+            } else {
+                send(chunk(json!({"content": "NO_REPLY"}), None)).await;
+                send(chunk(json!({}), Some("stop"))).await;
+            }
+            send("data: [DONE]\n\n".into()).await;
+            return;
+        }
+        if let Some(w) = marker(&last_user, "recall") {
+            let found: Vec<&String> = keep.iter().filter(|k| k.contains(&w)).collect();
+            let text = if found.is_empty() {
+                "recalled: nothing".to_string()
+            } else {
+                format!(
+                    "recalled: {}",
+                    found
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            };
+            send(chunk(json!({"content": text}), None)).await;
+            send(chunk(json!({}), Some("stop"))).await;
+            send("data: [DONE]\n\n".into()).await;
+            return;
+        }
         let looping = last_user.contains("[tool:loop]");
         if last_user.contains("[garbage]") {
             send(chunk(json!({"content": "half a rep"}), None)).await;
