@@ -255,6 +255,37 @@ fn open_memory(
     Ok((idx, agent.workspace_in(state)))
 }
 
+/// The state database, for indexing session transcripts from the command
+/// line (only when no daemon runs: it holds the database then). `None`
+/// when transcripts are not indexed or there is no database yet.
+fn memory_store(
+    cfg: &Config,
+    state: &std::path::Path,
+) -> anyhow::Result<Option<crate::store::Store>> {
+    let path = state.join("hearth.redb");
+    if !cfg.memory.index_sessions || !path.is_file() {
+        return Ok(None);
+    }
+    crate::store::Store::open(&path)
+        .map(Some)
+        .with_context(|| format!("cannot open the state database {}", path.display()))
+}
+
+fn reindex_cli(
+    idx: &mut crate::memory::index::MemoryIndex,
+    ws: &std::path::Path,
+    store: Option<&crate::store::Store>,
+    agent: &str,
+) -> Result<crate::memory::index::ReindexStats, crate::memory::MemoryError> {
+    match store {
+        Some(store) => idx.reindex_with(
+            ws,
+            Some(&crate::memory::sessions::StoreTranscripts { store, agent }),
+        ),
+        None => idx.reindex(ws),
+    }
+}
+
 fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
     let (config, state_dir) = match &cmd {
         MemoryCmd::Bench {
@@ -283,17 +314,32 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
         }
     };
     let state = daemon::state_dir(state_dir.as_deref());
+    // A running daemon holds the index and the state database: ask it.
+    let daemon = daemon::running(&state);
     let busy = |e: &anyhow::Error| {
         matches!(
             e.downcast_ref::<crate::memory::MemoryError>(),
             Some(crate::memory::MemoryError::Busy(_))
         )
     };
+    let open = |id: &str| {
+        if daemon {
+            return Err(anyhow::Error::new(crate::memory::MemoryError::Busy(
+                state.join("memory").join(id),
+            )));
+        }
+        open_memory(&cfg, &state, id)
+    };
+    let store = if daemon {
+        None
+    } else {
+        memory_store(&cfg, &state)?
+    };
     match cmd {
         MemoryCmd::Bench { .. } => Ok(0), // answered above
         MemoryCmd::Reindex { .. } => {
             for agent in &cfg.agents {
-                let (mut idx, ws) = match open_memory(&cfg, &state, &agent.id) {
+                let (mut idx, ws) = match open(&agent.id) {
                     Ok(x) => x,
                     Err(e) if busy(&e) => {
                         let r = runtime()?.block_on(memory_via_gateway(
@@ -308,7 +354,7 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
                     Err(e) => return Err(e),
                 };
                 let t = std::time::Instant::now();
-                let s = idx.reindex(&ws)?;
+                let s = reindex_cli(&mut idx, &ws, store.as_ref(), &agent.id)?;
                 println!(
                     "{}: {} files ({} changed, {} removed), chunks +{} -{} ={}, {} embedded, {}, {} ms",
                     agent.id,
@@ -337,10 +383,10 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
                 eprintln!("the query is empty");
                 return Ok(2);
             }
-            let hits: Vec<crate::memory::Hit> = match open_memory(&cfg, &state, &id) {
+            let hits: Vec<crate::memory::Hit> = match open(&id) {
                 Ok((mut idx, ws)) => {
                     // cheap when nothing changed: files are compared by size and mtime
-                    idx.reindex(&ws)?;
+                    reindex_cli(&mut idx, &ws, store.as_ref(), &id)?;
                     match idx.search(&query, max_results) {
                         Ok(h) => h,
                         Err(crate::memory::MemoryError::BadRequest(m)) => {

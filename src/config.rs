@@ -1220,7 +1220,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.memory.min_score, c.memory.half_life_days), (0.35, 0.0));
-        let text = "[memory]\nvector_weight = 1.5\nmax_results = 0\nchunk_tokens = 100\nchunk_overlap = 60\nhalf_life_days = -1\n";
+        assert!(c.memory.compaction && c.memory.memory_flush && c.memory.index_sessions);
+        assert_eq!(
+            (c.memory.compact_at, c.memory.keep_recent_tokens),
+            (0.8, 20_000)
+        );
+        let text = "[memory]\nvector_weight = 1.5\nmax_results = 0\nchunk_tokens = 100\nchunk_overlap = 60\nhalf_life_days = -1\ncompact_at = 0.99\nkeep_recent_tokens = 5\n\n\
+                    [providers.p]\nkind = \"openai\"\ncontext_window = 100\n[agents.defaults]\nmodel = \"p/m\"\n";
         let e = Config::from_str(text, None, &env).unwrap_err();
         let keys: Vec<_> = e.0.iter().map(|p| p.key.as_str()).collect();
         for want in [
@@ -1228,6 +1234,9 @@ mod tests {
             "memory.max_results",
             "memory.chunk_overlap",
             "memory.half_life_days",
+            "memory.compact_at",
+            "memory.keep_recent_tokens",
+            "providers.p.context_window",
         ] {
             assert!(keys.contains(&want), "missing {want} in {keys:?}");
         }

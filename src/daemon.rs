@@ -90,6 +90,19 @@ pub struct InstanceLock {
     _file: File,
 }
 
+/// Whether a `hearth serve` holds the state dir now (its lock file is
+/// locked). Does not create or change the lock file.
+pub fn running(dir: &Path) -> bool {
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("hearth.lock"))
+    else {
+        return false;
+    };
+    matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 pub fn lock_state_dir(dir: &Path) -> anyhow::Result<InstanceLock> {
     let path = dir.join("hearth.lock");
     let mut f = std::fs::OpenOptions::new()
@@ -159,7 +172,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             &cfg.models.reply_note,
         );
     }
-    let memory = crate::memory::service::Memory::new(&dir, cfg.memory.clone(), cfg.models.clone());
+    let memory = crate::memory::service::Memory::new(
+        &dir,
+        cfg.memory.clone(),
+        cfg.models.clone(),
+        Some(store.clone()),
+    );
     let mut agents = HashMap::new();
     for a in &cfg.agents {
         let ws = a.workspace_in(&dir);

@@ -550,10 +550,15 @@ impl Store {
     /// Every stored entry of a session, older session ids (before a reset)
     /// included, for the memory index.
     pub fn all_entries(&self, session: &str) -> Result<Vec<Entry>, StoreError> {
+        self.entries_before(session, u64::MAX)
+    }
+
+    /// The stored entries of a session with an index below `end`.
+    pub fn entries_before(&self, session: &str, end: u64) -> Result<Vec<Entry>, StoreError> {
         let r = self.db.begin_read().map_err(db)?;
         let t = r.open_table(TRANSCRIPT).map_err(db)?;
         let mut out = Vec::new();
-        for row in t.range((session, 0)..=(session, u64::MAX)).map_err(db)? {
+        for row in t.range((session, 0)..(session, end)).map_err(db)? {
             let (_, v) = row.map_err(db)?;
             out.push(dec(v.value())?);
         }

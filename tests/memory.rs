@@ -406,6 +406,10 @@ async fn the_agent_searches_memory_and_the_cli_goes_through_the_daemon() {
         text.contains("memory/2026-11-20.md") && text.contains("flower pot"),
         "{text}"
     );
+    assert!(
+        !text.contains("sessions/"),
+        "the question just asked is not a memory: {text}"
+    );
 
     // only the skills index is in the prompt; the model reads a skill on demand
     let reqs = fake.log.all();
@@ -537,4 +541,82 @@ fn chunks_indexed_without_the_model_get_vectors_when_it_appears() {
     let s = idx.reindex(&ws).unwrap();
     assert_eq!(s.embedded, 0);
     assert_eq!(idx.mode(), Mode::Hybrid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_transcripts_are_searchable_as_they_grow() {
+    let fake = common::FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // no models: BM25 only, which is enough to find exact words
+    let mut d = common::Daemon::start(dir.path(), &common::config_with(&fake.url, ""));
+    let c = d.client().await;
+    let ask = |q: &'static str| {
+        let c = &c;
+        async move {
+            c.request("memory.search", serde_json::json!({"query": q}))
+                .await
+                .unwrap()["results"]
+                .clone()
+        }
+    };
+    let r = common::send(&c, "main", "My bike lock combination is 3-1-4", "s1").await;
+    common::terminal(&c, r["runId"].as_str().unwrap()).await;
+    let hits = ask("bike lock combination").await;
+    let path = hits[0]["path"].as_str().unwrap().to_string();
+    assert!(path.starts_with("sessions/agent:main:"), "{hits}");
+    assert!(
+        hits[0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains("user: My bike lock combination is 3-1-4"),
+        "{hits}"
+    );
+
+    // the transcript grows: the next message is found too, and only the
+    // transcript's new chunk is added
+    let r = common::send(&c, "main", "The plumber comes on Friday at nine", "s2").await;
+    common::terminal(&c, r["runId"].as_str().unwrap()).await;
+    let stats = c
+        .request("memory.reindex", serde_json::json!({}))
+        .await
+        .unwrap()["stats"]
+        .clone();
+    // (one small transcript: its single chunk is replaced)
+    assert_eq!(
+        (
+            stats["files_changed"].as_u64(),
+            stats["chunks_added"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    let hits = ask("plumber friday").await;
+    assert_eq!(hits[0]["path"], path.as_str(), "{hits}");
+    assert!(
+        hits[0]["snippet"].as_str().unwrap().contains("plumber"),
+        "{hits}"
+    );
+
+    // a reset keeps the old conversation searchable
+    let r = common::send(&c, "main", "/new", "s3").await;
+    assert_eq!(r["reset"], true);
+    assert_eq!(ask("bike lock").await[0]["path"], path.as_str());
+
+    // and the CLI without a daemon reads the transcripts itself
+    assert_eq!(d.term(), Some(0));
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["memory", "search", "plumber", "--json", "--config"])
+        .arg(&d.config)
+        .arg("--state-dir")
+        .arg(&d.state)
+        .env("HEARTH_MODELS_DIR", dir.path().join("no-models"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hits[0]["path"], path.as_str(), "{hits}");
 }

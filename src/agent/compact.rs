@@ -395,7 +395,7 @@ async fn flush(
             ..Entry::new(Role::Assistant, r.response.text.clone(), None)
         });
         for c in &r.response.tool_calls {
-            let Some((ok, out)) = exec_tool(ctx, c, cancel).await else {
+            let Some((ok, out)) = exec_tool(ctx, session, c, cancel).await else {
                 return false;
             };
             tracing::info!(session, tool = %c.name, ok, "memory flush tool call");

@@ -348,7 +348,7 @@ async fn turn_loop(
                 "tool",
                 json!({"phase": "start", "name": call.name, "toolCallId": call.id, "args": call.arguments}),
             );
-            let Some((ok, out)) = exec_tool(ctx, call, cancel).await else {
+            let Some((ok, out)) = exec_tool(ctx, &ev.session_key, call, cancel).await else {
                 return RunEnd::Aborted(partial);
             };
             ev.agent(
@@ -393,6 +393,7 @@ async fn turn_loop(
 /// blocking pool. `None` when cancelled; otherwise (ok, result text).
 pub(crate) async fn exec_tool(
     ctx: &AgentCtx,
+    session: &str,
     call: &crate::store::ToolCall,
     cancel: &CancellationToken,
 ) -> Option<(bool, String)> {
@@ -404,10 +405,15 @@ pub(crate) async fn exec_tool(
     }
     let ws = ctx.workspace.clone();
     let (n, a) = (call.name.clone(), call.arguments.clone());
-    let (mem, aid) = (ctx.memory.clone(), ctx.agent.id.clone());
+    let (mem, aid, key) = (
+        ctx.memory.clone(),
+        ctx.agent.id.clone(),
+        session.to_string(),
+    );
     let job = tokio::task::spawn_blocking(move || {
         if crate::memory::service::MEMORY_TOOLS.contains(&n.as_str()) {
-            mem.tool(&aid, &ws, &n, &a).map_err(tools::ToolError::Io)
+            mem.tool(&aid, &ws, Some(&key), &n, &a)
+                .map_err(tools::ToolError::Io)
         } else {
             tools::execute(&ws, &n, &a)
         }

@@ -112,6 +112,7 @@ mod tests {
                         dir.path(),
                         cfg.memory.clone(),
                         cfg.models.clone(),
+                        Some(store.clone()),
                     ),
                 },
             );

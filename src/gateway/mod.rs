@@ -73,8 +73,12 @@ impl Gateway {
         state_dir: PathBuf,
         shutdown: CancellationToken,
     ) -> Arc<Gateway> {
-        let memory =
-            crate::memory::service::Memory::new(&state_dir, cfg.memory.clone(), cfg.models.clone());
+        let memory = crate::memory::service::Memory::new(
+            &state_dir,
+            cfg.memory.clone(),
+            cfg.models.clone(),
+            Some(queue.store().clone()),
+        );
         Gateway::with_memory(cfg, queue, bus, providers, state_dir, memory, shutdown)
     }
 

@@ -30,7 +30,7 @@ use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocumen
 
 use super::chunk::chunk;
 use super::rank::{self, Candidate};
-use super::{memory_files, Hit, MemoryError};
+use super::{memory_files, Hit, MemoryError, Transcripts, SESSIONS_DIR};
 use crate::config::MemoryConfig;
 use crate::models::embed::Embedder;
 
@@ -470,15 +470,44 @@ impl MemoryIndex {
         Ok(out)
     }
 
-    /// Brings the index up to date with the workspace's memory files.
+    /// Brings the index up to date with the workspace's memory files
+    /// (transcripts already indexed are left as they are).
+    pub fn reindex(&mut self, workspace: &Path) -> Result<ReindexStats, MemoryError> {
+        self.reindex_with(workspace, None)
+    }
+
+    /// [`reindex`](Self::reindex), plus the session transcripts of
+    /// `transcripts` (under `sessions/`); transcripts no longer listed are
+    /// removed.
     ///
     /// Work is written in batches of about [`BATCH`] chunks (each one redb
     /// transaction, then a tantivy commit), so a first index of a large
     /// workspace needs memory for one batch, not for all of it.
-    pub fn reindex(&mut self, workspace: &Path) -> Result<ReindexStats, MemoryError> {
+    pub fn reindex_with(
+        &mut self,
+        workspace: &Path,
+        transcripts: Option<&dyn Transcripts>,
+    ) -> Result<ReindexStats, MemoryError> {
         let mut stats = ReindexStats::default();
-        let files = memory_files(workspace);
-        stats.files = files.len();
+        // (path, size, stamp): a file's size and mtime, a transcript's
+        // entry count and last update
+        let mut sources: Vec<(String, u64, u128)> = Vec::new();
+        for path in memory_files(workspace) {
+            let Ok(md) = std::fs::metadata(workspace.join(&path)) else {
+                continue;
+            };
+            let mtime_ns = md
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            sources.push((path, md.len(), mtime_ns));
+        }
+        if let Some(t) = transcripts {
+            sources.extend(t.list().into_iter().map(|(p, n, ts)| (p, n, ts as u128)));
+        }
+        stats.files = sources.len();
         let (old_files, next_id) = {
             let r = self.db.begin_read().map_err(|e| self.err(e))?;
             let t = r.open_table(FILES).map_err(|e| self.err(e))?;
@@ -515,27 +544,25 @@ impl MemoryIndex {
                 }
             }
         }
-        for path in &files {
-            let full = workspace.join(path);
-            let Ok(md) = std::fs::metadata(&full) else {
-                continue;
-            };
-            let mtime_ns = md
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
+        for (path, size, mtime_ns) in &sources {
+            let (size, mtime_ns) = (*size, *mtime_ns);
             let old = old_files.get(path);
-            if old.is_some_and(|o| o.size == md.len() && o.mtime_ns == mtime_ns) {
+            if old.is_some_and(|o| o.size == size && o.mtime_ns == mtime_ns) {
                 stats.chunks_kept += old.map_or(0, |o| o.chunks.len());
                 continue;
             }
-            let text = match std::fs::read(&full) {
-                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                Err(e) => {
-                    tracing::warn!("memory: cannot read {path}: {e}");
-                    continue;
+            let text = if path.starts_with(SESSIONS_DIR) {
+                match transcripts.and_then(|t| t.text(path)) {
+                    Some(t) => t,
+                    None => continue,
+                }
+            } else {
+                match std::fs::read(workspace.join(path)) {
+                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Err(e) => {
+                        tracing::warn!("memory: cannot read {path}: {e}");
+                        continue;
+                    }
                 }
             };
             stats.files_changed += 1;
@@ -575,7 +602,7 @@ impl MemoryIndex {
             p.files.push((
                 path.clone(),
                 Some(FileRec {
-                    size: md.len(),
+                    size,
                     mtime_ns,
                     chunks: ids,
                 }),
@@ -584,8 +611,12 @@ impl MemoryIndex {
                 self.flush(&mut p, &mut stats)?;
             }
         }
+        let listed: std::collections::HashSet<&str> =
+            sources.iter().map(|(p, _, _)| p.as_str()).collect();
         for (path, rec) in &old_files {
-            if !files.contains(path) {
+            // without a transcript source, indexed transcripts stay
+            let kept_aside = transcripts.is_none() && path.starts_with(SESSIONS_DIR);
+            if !listed.contains(path.as_str()) && !kept_aside {
                 stats.files_removed += 1;
                 stats.chunks_removed += rec.chunks.len();
                 p.removed.extend(rec.chunks.iter().copied());

@@ -10,6 +10,8 @@
 //! - [`rank`]: hybrid score, recency decay, MMR.
 //! - [`service`]: the daemon's handle: lazy indexes and embedder, the
 //!   `memory_search` / `memory_get` tools.
+//! - [`sessions`]: session transcripts as a source (`sessions/<key>`),
+//!   rendered from the state database as they grow.
 //!
 //! Without the embedding model the index is BM25 only and says so
 //! ([`index::MemoryIndex::mode`]).
@@ -19,6 +21,7 @@ pub mod chunk;
 pub mod index;
 pub mod rank;
 pub mod service;
+pub mod sessions;
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +47,19 @@ pub enum MemoryError {
     Embed(String),
     #[error("{0}")]
     BadRequest(String),
+}
+
+/// Path prefix of indexed session transcripts (`sessions/<session key>`).
+pub const SESSIONS_DIR: &str = "sessions/";
+
+/// Session transcripts for the index, besides the workspace files.
+pub trait Transcripts {
+    /// (path under [`SESSIONS_DIR`], entry count, last update in ms) of
+    /// each transcript the index should hold; a changed count or time
+    /// reindexes it.
+    fn list(&self) -> Vec<(String, u64, u64)>;
+    /// The transcript as text (one line or more per message).
+    fn text(&self, path: &str) -> Option<String>;
 }
 
 /// The memory files of a workspace: `MEMORY.md` (or `memory.md`) and every

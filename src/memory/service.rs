@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::{json, Value};
 
 use super::index::{MemoryIndex, Mode, ReindexStats};
+use super::sessions::StoreTranscripts;
 use super::{Hit, MemoryError};
 use crate::config::{MemoryConfig, ModelsConfig};
 use crate::models::embed::{BertEmbedder, Embedder};
 use crate::provider::ToolSpec;
+use crate::store::Store;
 
 /// The memory tools (policy group `group:memory`).
 pub const MEMORY_TOOLS: [&str; 2] = ["memory_search", "memory_get"];
@@ -28,8 +30,8 @@ pub fn specs() -> Vec<ToolSpec> {
     vec![
         ToolSpec {
             name: "memory_search".into(),
-            description: "Search your long-term memory (MEMORY.md and the daily notes in memory/) \
-                          by meaning and keywords. Returns ranked snippets with path and line range."
+            description: "Search your long-term memory (MEMORY.md, the daily notes in memory/ and \
+                          past conversations under sessions/) by meaning and keywords. Returns ranked snippets with path and line range."
                 .into(),
             parameters: json!({"type":"object","properties":{
                 "query":{"type":"string"},
@@ -38,7 +40,8 @@ pub fn specs() -> Vec<ToolSpec> {
         },
         ToolSpec {
             name: "memory_get".into(),
-            description: "Read lines of a memory file (MEMORY.md or memory/*.md), e.g. around a \
+            description: "Read lines of a memory file (MEMORY.md, memory/*.md, or a past \
+                          conversation sessions/<key>), e.g. around a \
                           memory_search result. from is 1-based; lines defaults to 40."
                 .into(),
             parameters: json!({"type":"object","properties":{
@@ -66,6 +69,8 @@ struct Inner {
     models: ModelsConfig,
     embedder: OnceLock<Option<Arc<dyn Embedder>>>,
     indexes: Mutex<HashMap<String, Arc<Mutex<MemoryIndex>>>>,
+    /// Session transcripts are indexed from here (`[memory] index_sessions`).
+    store: Option<Store>,
 }
 
 /// Shared handle (cheap to clone).
@@ -77,14 +82,37 @@ impl Memory {
         &self.0.cfg
     }
 
-    pub fn new(state_dir: &Path, cfg: MemoryConfig, models: ModelsConfig) -> Memory {
+    /// `store`: the state database, whose session transcripts are indexed
+    /// too (unless `index_sessions` is off).
+    pub fn new(
+        state_dir: &Path,
+        cfg: MemoryConfig,
+        models: ModelsConfig,
+        store: Option<Store>,
+    ) -> Memory {
+        let store = store.filter(|_| cfg.index_sessions);
         Memory(Arc::new(Inner {
             state_dir: state_dir.to_path_buf(),
             cfg,
             models,
             embedder: OnceLock::new(),
             indexes: Mutex::new(HashMap::new()),
+            store,
         }))
+    }
+
+    /// Reindex of one locked index: workspace files, and this agent's
+    /// transcripts when there is a store.
+    fn update(
+        &self,
+        idx: &mut MemoryIndex,
+        agent: &str,
+        workspace: &Path,
+    ) -> Result<ReindexStats, MemoryError> {
+        match &self.0.store {
+            Some(store) => idx.reindex_with(workspace, Some(&StoreTranscripts { store, agent })),
+            None => idx.reindex(workspace),
+        }
     }
 
     fn embedder(&self) -> Option<Arc<dyn Embedder>> {
@@ -117,7 +145,7 @@ impl Memory {
     pub fn reindex(&self, agent: &str, workspace: &Path) -> Result<ReindexStats, MemoryError> {
         let idx = self.index(agent)?;
         let mut idx = idx.lock().unwrap_or_else(|p| p.into_inner());
-        idx.reindex(workspace)
+        self.update(&mut idx, agent, workspace)
     }
 
     /// Reindexes (cheap when nothing changed), then searches.
@@ -130,8 +158,44 @@ impl Memory {
     ) -> Result<Vec<Hit>, MemoryError> {
         let idx = self.index(agent)?;
         let mut idx = idx.lock().unwrap_or_else(|p| p.into_inner());
-        idx.reindex(workspace)?;
+        self.update(&mut idx, agent, workspace)?;
         idx.search(query, max_results)
+    }
+
+    /// [`search`](Self::search) for a session's agent: hits in the part of
+    /// that session's own transcript that is still in its context (the
+    /// question just asked, the turns the model sees anyway) are left out.
+    pub fn search_from(
+        &self,
+        agent: &str,
+        workspace: &Path,
+        session: Option<&str>,
+        query: &str,
+        max_results: Option<usize>,
+    ) -> Result<Vec<Hit>, MemoryError> {
+        let (Some(key), Some(store)) = (session, &self.0.store) else {
+            return self.search(agent, workspace, query, max_results);
+        };
+        let max = max_results.unwrap_or(self.0.cfg.max_results);
+        // the first line of the transcript's rendering that is in context
+        // (an empty context, after a reset: everything is before it)
+        let start = match store.context(key, crate::agent::CONTEXT_ENTRIES) {
+            Ok(c) => match c.entries.first() {
+                Some((i, _)) => *i,
+                None => u64::MAX,
+            },
+            Err(_) => 0,
+        };
+        let cut = store
+            .entries_before(key, start)
+            .map_or(0, |e| super::sessions::render(&e).lines().count());
+        let own = format!("{}{key}", super::SESSIONS_DIR);
+        let hits = self.search(agent, workspace, query, Some((max * 3).min(50)))?;
+        Ok(hits
+            .into_iter()
+            .filter(|h| h.path != own || h.from <= cut)
+            .take(max)
+            .collect())
     }
 
     /// "hybrid", "bm25_only", or "not loaded" (nothing searched yet).
@@ -167,10 +231,13 @@ impl Memory {
     }
 
     /// Runs a memory tool; the result is what the model sees.
+    /// `session`: the calling session, whose current context is left out of
+    /// `memory_search` results (see [`search_from`](Self::search_from)).
     pub fn tool(
         &self,
         agent: &str,
         workspace: &Path,
+        session: Option<&str>,
         name: &str,
         args: &str,
     ) -> Result<String, String> {
@@ -183,7 +250,7 @@ impl Memory {
                     .ok_or("invalid arguments: query is required")?;
                 let max = v["max_results"].as_u64().map(|n| n as usize);
                 let hits = self
-                    .search(agent, workspace, q, max)
+                    .search_from(agent, workspace, session, q, max)
                     .map_err(|e| e.to_string())?;
                 if hits.is_empty() {
                     return Ok("No matching memories.".into());
@@ -196,6 +263,19 @@ impl Memory {
                     .ok_or("invalid arguments: path is required")?;
                 let from = v["from"].as_u64().unwrap_or(1) as usize;
                 let lines = v["lines"].as_u64().map_or(GET_LINES, |n| n as usize);
+                if let Some(key) = p.strip_prefix(super::SESSIONS_DIR) {
+                    // only this agent's own conversations
+                    let store = self
+                        .0
+                        .store
+                        .as_ref()
+                        .ok_or("session transcripts are not indexed")?;
+                    let owner = store.session(key).ok().flatten().map(|m| m.agent_id);
+                    if owner.as_deref() != Some(agent) {
+                        return Err(format!("no session {key:?}"));
+                    }
+                    return super::sessions::get(store, p, from, lines).map_err(|e| e.to_string());
+                }
                 super::get(workspace, p, from, lines).map_err(|e| e.to_string())
             }
             other => Err(format!("unknown tool {other:?}")),
