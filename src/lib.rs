@@ -15,10 +15,10 @@
 //! | [`gateway`] | WebSocket (OpenClaw protocol v4) + HTTP on one port; methods in `gateway::methods`, the channel entry point in `gateway::ingest` |
 //! | [`routing`] | normalized [`routing::Inbound`], bindings → agent, OpenClaw session keys |
 //! | [`queue`] | per-session serial runs, global concurrency, collect/followup/steer/interrupt, durability |
-//! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` builds the prompt |
+//! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` builds the prompt, `agent::compact` summarizes old turns |
 //! | [`provider`] | the `Provider` trait, typed errors, the retry/rotate/fallback chain, credential health; kinds `openai`, `anthropic`, `gemini`, `local` |
 //! | [`models`] | local candle models: embedder, chat model, tool-call grammar, GGUF requantization |
-//! | [`memory`] | MEMORY.md + memory/*.md: chunking, BM25 (tantivy) + int8 embeddings (redb), hybrid ranking |
+//! | [`memory`] | MEMORY.md + memory/*.md: chunking, BM25 (tantivy) + int8 embeddings (redb), hybrid ranking; session transcripts too |
 //! | [`tools`] | built-in workspace-confined file tools |
 //! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys; one writer thread (group commit) |
 //! | [`events`] | the event bus feeding `agent` / `chat` events to clients |
