@@ -521,6 +521,14 @@ impl Store {
             }
         }
         out.entries.reverse();
+        // the limit may have cut a tool round: results without their call
+        // are dropped (providers reject them)
+        let orphans = out
+            .entries
+            .iter()
+            .take_while(|(_, e)| e.role == Role::Tool)
+            .count();
+        out.entries.drain(..orphans);
         Ok(out)
     }
 
@@ -1157,6 +1165,27 @@ mod tests {
         let c = s.context(k, 100).unwrap();
         assert!(c.summary.is_none());
         assert_eq!(c.entries.len(), 6);
+        // a limit that cuts a tool round drops the orphaned result
+        s.append(
+            k,
+            "main",
+            &[
+                Entry {
+                    tool_calls: vec![ToolCall {
+                        id: "c".into(),
+                        name: "ls".into(),
+                        arguments: "{}".into(),
+                    }],
+                    ..e(Role::Assistant, "")
+                },
+                e(Role::Tool, "[]"),
+                e(Role::Assistant, "done"),
+            ],
+        )
+        .unwrap();
+        let c = s.context(k, 2).unwrap();
+        assert_eq!(c.entries.len(), 1);
+        assert_eq!(c.entries[0].1.text, "done");
         // a reset starts without a summary
         s.reset_session(k).unwrap();
         let c = s.context(k, 100).unwrap();
