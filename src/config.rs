@@ -526,6 +526,8 @@ pub struct Config {
     pub run_retention: Duration,
     pub models: ModelsConfig,
     pub memory: MemoryConfig,
+    /// `[channels.mqtt]`; `None` = no MQTT.
+    pub mqtt: Option<crate::mqtt::config::MqttConfig>,
 }
 
 impl Config {
@@ -584,7 +586,8 @@ impl Config {
         for (k, v) in table.iter_mut() {
             interpolate(v, k, env, &mut probs);
         }
-        const KNOWN: [&str; 8] = [
+        const KNOWN: [&str; 9] = [
+            "channels",
             "memory",
             "models",
             "gateway",
@@ -628,6 +631,9 @@ impl Config {
                 .reply_note
                 .unwrap_or_else(|| "(Answered offline by the local model.)".into()),
         };
+
+        let mqtt = section::<crate::mqtt::config::RawChannels>(&table, "channels", &mut probs)
+            .and_then(|c| crate::mqtt::config::parse(c, &mut |k, m| probs.add(k, m)));
 
         let rmem: RawMemory = section(&table, "memory", &mut probs).unwrap_or_default();
         let d = MemoryConfig::default();
@@ -1019,6 +1025,7 @@ impl Config {
             run_retention: Duration::from_secs(retention_days * 86_400),
             models,
             memory,
+            mqtt,
         })
     }
 }

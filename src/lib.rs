@@ -19,6 +19,7 @@
 //! | [`provider`] | the `Provider` trait, typed errors, the retry/rotate/fallback chain, credential health; kinds `openai`, `anthropic`, `gemini`, `local` |
 //! | [`models`] | local candle models: embedder, chat model, tool-call grammar, GGUF requantization |
 //! | [`memory`] | MEMORY.md + memory/*.md: chunking, BM25 (tantivy) + int8 embeddings (redb), hybrid ranking; session transcripts too |
+//! | [`mqtt`] | MQTT devices as a channel, Home Assistant discovery registry, device tools, triggers |
 //! | [`tools`] | built-in workspace-confined file tools |
 //! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys; one writer thread (group commit) |
 //! | [`events`] | the event bus feeding `agent` / `chat` events to clients |
@@ -34,6 +35,7 @@ pub mod events;
 pub mod gateway;
 pub mod memory;
 pub mod models;
+pub mod mqtt;
 pub mod provider;
 pub mod queue;
 pub mod routing;

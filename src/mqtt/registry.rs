@@ -1,0 +1,577 @@
+//! The device/entity registry: every discovered entity with its last
+//! state, in memory for the tools and in `<state>/devices.redb` so
+//! `hearth devices` and a restart see it before the broker re-sends the
+//! retained configs. Configs are written when they change (durable);
+//! states at most every [`STATE_FLUSH`] and at shutdown, since sensors
+//! report often and a board's SD card should not take a commit each time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::discovery::{Component, Entity, Field, State};
+
+const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
+
+/// How often changed states are written to `devices.redb`.
+pub const STATE_FLUSH: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("device registry {path}: {why}")]
+    Db { path: PathBuf, why: String },
+}
+
+#[derive(Default)]
+struct Inner {
+    entities: BTreeMap<String, Entity>,
+    by_config: HashMap<String, String>,
+    by_topic: HashMap<String, Vec<(String, Field)>>,
+    /// Entities whose state changed since the last flush.
+    dirty: HashSet<String>,
+}
+
+impl Inner {
+    fn reindex(&mut self) {
+        self.by_config.clear();
+        self.by_topic.clear();
+        for (id, e) in &self.entities {
+            self.by_config.insert(e.config_topic.clone(), id.clone());
+            for (t, f) in e.state_topics() {
+                self.by_topic.entry(t).or_default().push((id.clone(), f));
+            }
+        }
+    }
+}
+
+/// What an upsert did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Upsert {
+    Added,
+    Updated,
+    Unchanged,
+}
+
+/// How a name resolved.
+#[derive(Debug, PartialEq)]
+pub enum Resolved {
+    One(String),
+    /// Several fit about equally well: (id, name) of each.
+    Ambiguous(Vec<(String, String)>),
+    /// Nothing fits; the closest few.
+    NotFound(Vec<(String, String)>),
+}
+
+pub struct Registry {
+    inner: Mutex<Inner>,
+    db: Database,
+    path: PathBuf,
+    changes: broadcast::Sender<String>,
+}
+
+impl Registry {
+    /// Opens (or creates) `devices.redb` and loads the entities. A file
+    /// that is not a readable registry is moved aside and started anew:
+    /// discovery fills it again from the broker's retained configs.
+    pub fn open(path: &Path) -> Result<Registry, RegistryError> {
+        let err = |e: &dyn std::fmt::Display| RegistryError::Db {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        };
+        let create = || Database::builder().set_cache_size(1 << 20).create(path);
+        let db = match create() {
+            Ok(db) => db,
+            // permissions, a full disk, a second process: not damage
+            Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) => return Err(err(&e)),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                return Err(err(&e))
+            }
+            Err(why) => {
+                let aside = path.with_extension(format!("redb.corrupt-{}", crate::util::today()));
+                tracing::warn!(path = %path.display(), "device registry unreadable ({why}); moved aside to {} and starting anew", aside.display());
+                std::fs::rename(path, &aside).map_err(|e| err(&e))?;
+                create().map_err(|e| err(&e))?
+            }
+        };
+        let w = db.begin_write().map_err(|e| err(&e))?;
+        w.open_table(ENTITIES).map_err(|e| err(&e))?;
+        w.commit().map_err(|e| err(&e))?;
+        let mut inner = Inner::default();
+        {
+            let r = db.begin_read().map_err(|e| err(&e))?;
+            let t = r.open_table(ENTITIES).map_err(|e| err(&e))?;
+            for row in t.iter().map_err(|e| err(&e))? {
+                let (k, v) = row.map_err(|e| err(&e))?;
+                match serde_json::from_slice::<Entity>(v.value()) {
+                    Ok(e) => {
+                        inner.entities.insert(k.value().to_string(), e);
+                    }
+                    Err(e) => tracing::warn!("device registry: skipping {}: {e}", k.value()),
+                }
+            }
+        }
+        inner.reindex();
+        Ok(Registry {
+            inner: Mutex::new(inner),
+            db,
+            path: path.to_path_buf(),
+            changes: broadcast::channel(256).0,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> RegistryError {
+        RegistryError::Db {
+            path: self.path.clone(),
+            why: e.to_string(),
+        }
+    }
+
+    /// Entity ids whose state changed, as they change.
+    pub fn changes(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entities.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds or replaces an entity from its discovery config (keeping the
+    /// known state when the id stays). Blocking (a redb commit on change).
+    pub fn upsert(&self, mut e: Entity) -> Result<Upsert, RegistryError> {
+        let (result, removed) = {
+            let mut g = self.lock();
+            // the same config topic may now describe another id
+            let removed = g
+                .by_config
+                .get(&e.config_topic)
+                .filter(|id| **id != e.id)
+                .cloned();
+            if let Some(old) = &removed {
+                g.entities.remove(old);
+            }
+            let result = match g.entities.get(&e.id) {
+                Some(old) if old.config == e.config => Upsert::Unchanged,
+                Some(old) => {
+                    let n = e.state.availability.len();
+                    e.state = old.state.clone();
+                    e.state.availability.resize(n, None);
+                    Upsert::Updated
+                }
+                None => Upsert::Added,
+            };
+            if result != Upsert::Unchanged {
+                g.entities.insert(e.id.clone(), e.clone());
+                g.reindex();
+            }
+            (result, removed)
+        };
+        if result != Upsert::Unchanged || removed.is_some() {
+            let w = self.db.begin_write().map_err(|x| self.err(x))?;
+            {
+                let mut t = w.open_table(ENTITIES).map_err(|x| self.err(x))?;
+                if let Some(old) = &removed {
+                    t.remove(old.as_str()).map_err(|x| self.err(x))?;
+                }
+                let b = serde_json::to_vec(&e).expect("entities serialize");
+                t.insert(e.id.as_str(), b.as_slice())
+                    .map_err(|x| self.err(x))?;
+            }
+            w.commit().map_err(|x| self.err(x))?;
+        }
+        Ok(result)
+    }
+
+    /// Removes the entity a config topic described (an empty config).
+    pub fn remove_config(&self, config_topic: &str) -> Result<Option<String>, RegistryError> {
+        let id = {
+            let mut g = self.lock();
+            let Some(id) = g.by_config.get(config_topic).cloned() else {
+                return Ok(None);
+            };
+            g.entities.remove(&id);
+            g.dirty.remove(&id);
+            g.reindex();
+            id
+        };
+        let w = self.db.begin_write().map_err(|x| self.err(x))?;
+        w.open_table(ENTITIES)
+            .map_err(|x| self.err(x))?
+            .remove(id.as_str())
+            .map_err(|x| self.err(x))?;
+        w.commit().map_err(|x| self.err(x))?;
+        Ok(Some(id))
+    }
+
+    /// Every state and availability topic to subscribe to.
+    pub fn state_topics(&self) -> Vec<String> {
+        self.lock().by_topic.keys().cloned().collect()
+    }
+
+    /// Applies a message on a state topic; returns the entities whose
+    /// state changed, with their state before and after.
+    pub fn on_state(&self, topic: &str, payload: &str, now_ms: u64) -> Vec<(String, State, State)> {
+        let mut out = Vec::new();
+        {
+            let mut g = self.lock();
+            let Some(targets) = g.by_topic.get(topic).cloned() else {
+                return out;
+            };
+            for (id, field) in targets {
+                if let Some(e) = g.entities.get_mut(&id) {
+                    let before = e.state.clone();
+                    if e.apply(field, payload, now_ms) {
+                        out.push((id.clone(), before, e.state.clone()));
+                    }
+                }
+                if out.last().is_some_and(|(i, ..)| *i == id) {
+                    g.dirty.insert(id);
+                }
+            }
+        }
+        for (id, ..) in &out {
+            let _ = self.changes.send(id.clone());
+        }
+        out
+    }
+
+    /// Writes the states that changed since the last call. Blocking.
+    pub fn flush_states(&self) -> Result<usize, RegistryError> {
+        let rows: Vec<(String, Vec<u8>)> = {
+            let mut g = self.lock();
+            let dirty: Vec<String> = g.dirty.drain().collect();
+            dirty
+                .into_iter()
+                .filter_map(|id| {
+                    let e = g.entities.get(&id)?;
+                    Some((id, serde_json::to_vec(e).expect("entities serialize")))
+                })
+                .collect()
+        };
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let w = self.db.begin_write().map_err(|x| self.err(x))?;
+        {
+            let mut t = w.open_table(ENTITIES).map_err(|x| self.err(x))?;
+            for (id, b) in &rows {
+                t.insert(id.as_str(), b.as_slice())
+                    .map_err(|x| self.err(x))?;
+            }
+        }
+        w.commit().map_err(|x| self.err(x))?;
+        Ok(rows.len())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Entity> {
+        self.lock().entities.get(id).cloned()
+    }
+
+    /// Entities matching all given filters, as the tools show them.
+    /// `query` is matched loosely (words of the name, area, id).
+    pub fn list(
+        &self,
+        query: Option<&str>,
+        area: Option<&str>,
+        component: Option<&str>,
+    ) -> Vec<Value> {
+        let g = self.lock();
+        let area = area.map(norm);
+        let qwords = query.map(words).unwrap_or_default();
+        g.entities
+            .values()
+            .filter(|e| component.is_none_or(|c| e.component.as_str() == c))
+            .filter(|e| {
+                area.as_ref()
+                    .is_none_or(|a| e.area.as_deref().map(norm).is_some_and(|x| x == *a))
+            })
+            .filter(|e| qwords.is_empty() || score(&qwords, e) >= 0.5)
+            .map(Entity::describe)
+            .collect()
+    }
+
+    /// Resolves what a user or model called a device: an exact entity id,
+    /// an exact name, or the best loose match when it stands out.
+    /// `components` limits the candidates (those an action applies to).
+    pub fn resolve(&self, query: &str, components: &[Component]) -> Resolved {
+        let g = self.lock();
+        let pool: Vec<&Entity> = g
+            .entities
+            .values()
+            .filter(|e| components.is_empty() || components.contains(&e.component))
+            .collect();
+        if let Some(e) = pool.iter().find(|e| e.id == query.trim()) {
+            return Resolved::One(e.id.clone());
+        }
+        let q = norm(query);
+        let exact: Vec<&&Entity> = pool.iter().filter(|e| norm(&e.name) == q).collect();
+        if exact.len() == 1 {
+            return Resolved::One(exact[0].id.clone());
+        }
+        let qw = words(query);
+        let mut scored: Vec<(f32, &Entity)> = pool.iter().map(|e| (score(&qw, e), *e)).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        let pair = |e: &Entity| (e.id.clone(), e.name.clone());
+        match scored.as_slice() {
+            [] => Resolved::NotFound(vec![]),
+            [(s, _), ..] if *s < 0.5 => {
+                Resolved::NotFound(scored.iter().take(5).map(|(_, e)| pair(e)).collect())
+            }
+            [(s1, _), (s2, _), ..] if s1 - s2 < 0.15 => Resolved::Ambiguous(
+                scored
+                    .iter()
+                    .take_while(|(s, _)| s1 - s < 0.15)
+                    .take(8)
+                    .map(|(_, e)| pair(e))
+                    .collect(),
+            ),
+            [(_, e), ..] => Resolved::One(e.id.clone()),
+        }
+    }
+}
+
+fn norm(s: &str) -> String {
+    words(s).join(" ")
+}
+
+/// Lowercase words; "the", "a" and the like dropped.
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| {
+            !matches!(
+                w.as_str(),
+                "the" | "a" | "an" | "in" | "of" | "my" | "on" | "at"
+            )
+        })
+        .collect()
+}
+
+/// Words a component goes by in speech.
+fn synonyms(c: Component) -> &'static [&'static str] {
+    match c {
+        Component::Light => &["light", "lights", "lamp", "bulb"],
+        Component::Switch => &["switch", "plug", "socket", "outlet"],
+        Component::Fan => &["fan"],
+        Component::Cover => &[
+            "cover", "blind", "blinds", "shade", "shutter", "curtain", "garage", "door", "gate",
+        ],
+        Component::Lock => &["lock", "door"],
+        Component::Climate => &[
+            "thermostat",
+            "heating",
+            "heater",
+            "climate",
+            "radiator",
+            "trv",
+            "ac",
+        ],
+        Component::Sensor => &["sensor", "temperature", "humidity"],
+        Component::BinarySensor => &["sensor", "motion", "contact", "doorbell", "window"],
+        Component::Button => &["button"],
+        Component::Scene => &["scene"],
+        Component::AlarmControlPanel => &["alarm"],
+    }
+}
+
+fn close(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.len() >= 4 && b.len() >= 4 && (a.starts_with(b) || b.starts_with(a)) {
+        return true;
+    }
+    // one edit apart ("kichen"), for words long enough to be sure
+    a.len() >= 5 && b.len() >= 5 && edit1(a, b)
+}
+
+fn edit1(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 1 {
+        return false;
+    }
+    let (mut i, mut j, mut edits) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] == b[j] {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        edits += 1;
+        if edits > 1 {
+            return false;
+        }
+        match a.len().cmp(&b.len()) {
+            std::cmp::Ordering::Greater => i += 1,
+            std::cmp::Ordering::Less => j += 1,
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    edits + (a.len() - i) + (b.len() - j) <= 1
+}
+
+/// Share of the query's words the entity answers to (name and kind of
+/// device fully, area, device and id a little less), minus a little for
+/// each word of the name the query does not mention.
+fn score(q: &[String], e: &Entity) -> f32 {
+    if q.is_empty() {
+        return 0.0;
+    }
+    let name = words(&e.name);
+    let mut other: Vec<String> = words(&e.id.replace(['.', '_'], " "));
+    other.extend(e.area.as_deref().map(words).unwrap_or_default());
+    other.extend(e.device.as_deref().map(words).unwrap_or_default());
+    let kind = synonyms(e.component);
+    let mut s = 0.0;
+    for w in q {
+        // the kind of device ("light") counts like a word of the name
+        if name.iter().any(|n| close(w, n)) || kind.contains(&w.as_str()) {
+            s += 1.0;
+        } else if other.iter().any(|n| close(w, n)) {
+            s += 0.8;
+        }
+    }
+    // names with words the query does not mention fit a little less
+    let extra = name
+        .iter()
+        .filter(|n| !q.iter().any(|w| close(w, n)))
+        .count();
+    s / q.len() as f32 - 0.05 * extra as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::discovery::parse;
+    use serde_json::json;
+
+    fn reg(entities: &[(&str, Value)]) -> (tempfile::TempDir, Registry) {
+        let d = tempfile::tempdir().unwrap();
+        let r = Registry::open(&d.path().join("devices.redb")).unwrap();
+        for (t, p) in entities {
+            let e = parse("homeassistant", t, p.to_string().as_bytes())
+                .unwrap()
+                .unwrap();
+            r.upsert(e).unwrap();
+        }
+        (d, r)
+    }
+
+    fn house() -> (tempfile::TempDir, Registry) {
+        let dev = |n: &str, a: &str| json!({"name": n, "suggested_area": a});
+        reg(&[
+            (
+                "homeassistant/light/kitchen_ceiling/config",
+                json!({"name": "Kitchen ceiling light", "command_topic": "a", "state_topic": "a/s", "device": dev("Kitchen ceiling light", "Kitchen")}),
+            ),
+            (
+                "homeassistant/light/kitchen_counter/config",
+                json!({"name": "Kitchen counter strip", "command_topic": "b", "device": dev("Kitchen counter strip", "Kitchen")}),
+            ),
+            (
+                "homeassistant/light/bedroom/config",
+                json!({"name": "Bedroom lamp", "command_topic": "c", "device": dev("Bedroom lamp", "Bedroom")}),
+            ),
+            (
+                "homeassistant/lock/front/config",
+                json!({"name": "Front door", "command_topic": "d"}),
+            ),
+            (
+                "homeassistant/switch/kettle/config",
+                json!({"name": "Kettle plug", "command_topic": "e", "device": dev("Kettle plug", "Kitchen")}),
+            ),
+        ])
+    }
+
+    #[test]
+    fn names_resolve_loosely_and_ambiguity_is_reported() {
+        let (_d, r) = house();
+        let lights = [Component::Light];
+        assert_eq!(
+            r.resolve("light.bedroom", &[]),
+            Resolved::One("light.bedroom".into())
+        );
+        assert_eq!(
+            r.resolve("bedroom lamp", &[]),
+            Resolved::One("light.bedroom".into())
+        );
+        assert_eq!(
+            r.resolve("the kitchen ceiling light", &lights),
+            Resolved::One("light.kitchen_ceiling".into())
+        );
+        assert_eq!(
+            r.resolve("kichen ceiling", &lights),
+            Resolved::One("light.kitchen_ceiling".into())
+        );
+        assert_eq!(
+            r.resolve("front door", &[Component::Lock]),
+            Resolved::One("lock.front".into())
+        );
+        match r.resolve("kitchen light", &lights) {
+            Resolved::Ambiguous(c) => {
+                let ids: Vec<&str> = c.iter().map(|(i, _)| i.as_str()).collect();
+                assert!(
+                    ids.contains(&"light.kitchen_ceiling")
+                        && ids.contains(&"light.kitchen_counter"),
+                    "{ids:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            r.resolve("garden hose", &[]),
+            Resolved::NotFound(_)
+        ));
+        assert_eq!(r.list(None, Some("kitchen"), None).len(), 3);
+        assert_eq!(r.list(Some("kettle"), None, None).len(), 1);
+        assert_eq!(r.list(None, None, Some("lock")).len(), 1);
+    }
+
+    #[test]
+    fn registry_survives_reopen_and_removal_is_persisted() {
+        let (d, r) = house();
+        let path = d.path().join("devices.redb");
+        r.on_state("a/s", "ON", 5);
+        assert_eq!(r.flush_states().unwrap(), 1);
+        assert_eq!(
+            r.remove_config("homeassistant/switch/kettle/config")
+                .unwrap()
+                .as_deref(),
+            Some("switch.kettle")
+        );
+        drop(r);
+        let r = Registry::open(&path).unwrap();
+        assert_eq!(r.len(), 4);
+        assert_eq!(
+            r.get("light.kitchen_ceiling")
+                .unwrap()
+                .state
+                .value
+                .as_deref(),
+            Some("on")
+        );
+        assert!(r.state_topics().contains(&"a/s".to_string()));
+        drop(r);
+        std::fs::write(&path, vec![7u8; 9000]).unwrap();
+        let r = Registry::open(&path).unwrap();
+        assert!(r.is_empty(), "a damaged file starts a new registry");
+    }
+}
