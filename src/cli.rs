@@ -65,6 +65,23 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: MemoryCmd,
     },
+    /// List the smart-home devices found through MQTT discovery (works with or without a running daemon)
+    Devices {
+        /// Words of the name, e.g. kitchen
+        query: Option<String>,
+        #[arg(long)]
+        area: Option<String>,
+        /// light, switch, fan, cover, lock, climate, sensor, binary_sensor, button, scene
+        #[arg(long)]
+        component: Option<String>,
+        /// Print one JSON array
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Show the state of a running gateway
     Status {
         #[arg(long, env = "HEARTH_URL", default_value = "ws://127.0.0.1:18789")]
@@ -202,7 +219,99 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Status { url, token, json } => runtime()?.block_on(status(url, token, json)),
         Cmd::Models { cmd } => models(cmd),
         Cmd::Memory { cmd } => memory(cmd),
+        Cmd::Devices {
+            query,
+            area,
+            component,
+            json,
+            config,
+            state_dir,
+        } => devices(query, area, component, json, config, state_dir),
     }
+}
+
+/// `hearth devices`: the registry, from the running daemon or, without
+/// one, from `<state>/devices.redb`.
+fn devices(
+    query: Option<String>,
+    area: Option<String>,
+    component: Option<String>,
+    json: bool,
+    config: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<i32> {
+    let path = daemon::config_path(config.as_deref());
+    let cfg = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(2);
+        }
+    };
+    let state = daemon::state_dir(state_dir.as_deref());
+    let list: Vec<Value> = if daemon::running(&state) {
+        let p = json!({"query": query, "area": area, "component": component});
+        let r = runtime()?.block_on(memory_via_gateway(&cfg, &state, "devices.list", p))?;
+        r["devices"].as_array().cloned().unwrap_or_default()
+    } else {
+        let file = state.join("devices.redb");
+        if !file.is_file() {
+            eprintln!(
+                "no device registry yet in {} (configure [channels.mqtt] and start hearth)",
+                state.display()
+            );
+            if json {
+                println!("[]");
+            }
+            return Ok(0);
+        }
+        crate::mqtt::registry::Registry::open(&file)?.list(
+            query.as_deref(),
+            area.as_deref(),
+            component.as_deref(),
+        )
+    };
+    if json {
+        println!("{}", Value::Array(list));
+        return Ok(0);
+    }
+    if list.is_empty() {
+        println!("no devices");
+    }
+    for d in &list {
+        let mut extra = Vec::new();
+        for k in [
+            "brightness",
+            "position",
+            "percentage",
+            "target_temperature",
+            "current_temperature",
+        ] {
+            if !d[k].is_null() {
+                extra.push(format!("{k} {}", d[k]));
+            }
+        }
+        if d["available"] == false {
+            extra.push("unavailable".into());
+        }
+        println!(
+            "{:<36} {:<28} {:<12} {}{}{}",
+            d["entity"].as_str().unwrap_or("?"),
+            d["name"].as_str().unwrap_or(""),
+            d["area"].as_str().unwrap_or("-"),
+            d["state"].as_str().unwrap_or("unknown"),
+            d["unit"]
+                .as_str()
+                .map(|u| format!(" {u}"))
+                .unwrap_or_default(),
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", extra.join(", "))
+            }
+        );
+    }
+    Ok(0)
 }
 
 /// Asks the running daemon (it holds the index files open).
@@ -570,6 +679,23 @@ async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     );
+    let mq = &s["mqtt"];
+    if !mq.is_null() {
+        println!(
+            "mqtt      {} {}{}, {} entities",
+            mq["url"].as_str().unwrap_or("?"),
+            if mq["connected"] == true {
+                "connected"
+            } else {
+                "NOT connected"
+            },
+            mq["lastError"]
+                .as_str()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default(),
+            mq["entities"]
+        );
+    }
     for a in s["agents"].as_array().into_iter().flatten() {
         let model = a["model"]["primary"]
             .as_str()

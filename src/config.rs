@@ -448,6 +448,7 @@ impl ToolPolicy {
                     || p == "*"
                     || (p == "group:fs" && crate::tools::FS_TOOLS.contains(&tool))
                     || (p == "group:memory" && crate::memory::service::MEMORY_TOOLS.contains(&tool))
+                    || (p == "group:devices" && crate::mqtt::tools::DEVICE_TOOLS.contains(&tool))
             })
         };
         if hit(&self.deny) {

@@ -178,6 +178,29 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         cfg.models.clone(),
         Some(store.clone()),
     );
+    // MQTT: the handle first (the agents' device tools use it), connected
+    // once the gateway can take messages
+    let mqtt = match &cfg.mqtt {
+        Some(m) => {
+            let (h, ev) = crate::mqtt::client::Mqtt::new(m.clone(), &dir)
+                .context("cannot set up the MQTT channel")?;
+            Some((h, ev))
+        }
+        None => None,
+    };
+    {
+        // replies waiting for a channel that is no longer configured
+        let keep: &'static [&'static str] = if mqtt.is_some() { &["mqtt"] } else { &[] };
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.outbox_drop_except(keep)).await? {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                replies = n,
+                "dropped undelivered replies for channels no longer configured"
+            ),
+            Err(e) => tracing::warn!("cannot read the outbox: {e}"),
+        }
+    }
     let mut agents = HashMap::new();
     for a in &cfg.agents {
         let ws = a.workspace_in(&dir);
@@ -199,6 +222,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 agent: a.clone(),
                 workspace: ws,
                 memory: memory.clone(),
+                devices: mqtt.as_ref().map(|(h, _)| h.clone()),
             },
         );
     }
@@ -259,6 +283,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("listening on {addr}")),
     ]);
+    let mqtt_stop = CancellationToken::new();
+    let mqtt_task = mqtt.map(|(h, ev)| {
+        let _ = gw.mqtt.set(h.clone());
+        tokio::spawn(h.run(ev, gw.clone(), queue.outbox_notify(), mqtt_stop.clone()))
+    });
     let watchdog = spawn_watchdog(shutdown.clone());
     let pruner = spawn_pruner(store.clone(), cfg.run_retention, shutdown.clone());
 
@@ -273,6 +302,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     ]);
     shutdown.cancel();
     queue.shutdown(DRAIN_DEADLINE).await;
+    // after the drain: the last replies still go out, then `offline`
+    mqtt_stop.cancel();
+    if let Some(t) = mqtt_task {
+        if tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .is_err()
+        {
+            tracing::warn!("mqtt: did not stop in time");
+        }
+    }
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => tracing::warn!("gateway server error: {e}"),
         Err(_) => tracing::warn!("gateway connections did not close in time"),

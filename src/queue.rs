@@ -28,7 +28,8 @@ use crate::agent::{self, AgentCtx, RunEnd};
 use crate::config::{DropPolicy, QueueConfig, QueueMode, ResetMode, ResetPolicy};
 use crate::events::{EventBus, RunEvents};
 use crate::store::{
-    now_ms, Entry, IdemRecord, InboxItem, Role, RunCommit, RunRecord, RunStatus, Store, StoreError,
+    now_ms, Entry, IdemRecord, InboxItem, OutboxItem, Role, RunCommit, RunRecord, RunStatus, Store,
+    StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,8 @@ struct Inner {
     hard_stop: CancellationToken,
     /// Run ids that reached a final state (for `agent.wait`).
     done: broadcast::Sender<Arc<str>>,
+    /// Woken when a committed run left replies in the outbox.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
@@ -105,12 +108,19 @@ impl Queue {
                 intake_closed: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
                 done: broadcast::channel(4096).0,
+                outbox: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Notified when replies were added to the outbox (channels deliver
+    /// them; see `store::OutboxItem`).
+    pub fn outbox_notify(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.outbox.clone()
     }
 
     /// Run ids as they reach a final state (for `agent.wait`). Subscribe
@@ -509,6 +519,23 @@ impl Queue {
             })
             .collect();
         let seqs: Vec<u64> = result.items.iter().map(|i| i.seq).collect();
+        // replies for channels that want them (an aborted turn sends none)
+        let mut outbox: Vec<OutboxItem> = Vec::new();
+        if !matches!(result.end, RunEnd::Aborted(_)) {
+            for it in &result.items {
+                if let Some(to) = &it.reply_to {
+                    if !outbox.iter().any(|o| &o.to == to) {
+                        outbox.push(OutboxItem {
+                            to: to.clone(),
+                            text: text.clone(),
+                            run_id: it.run_id.clone(),
+                            created_ms: now,
+                        });
+                    }
+                }
+            }
+        }
+        let has_outbox = !outbox.is_empty();
         let store = self.inner.store.clone();
         let k = key.to_string();
         let commit = tokio::task::spawn_blocking(move || {
@@ -518,6 +545,7 @@ impl Queue {
                     entries: vec![entry],
                     remove_inbox: seqs,
                     runs,
+                    outbox,
                 },
                 &agent_id,
             )
@@ -529,6 +557,9 @@ impl Queue {
                 tracing::error!(run_id = %run_id, "could not commit the run: {other:?}; it will run again on restart");
                 return;
             }
+        }
+        if has_outbox {
+            self.inner.outbox.notify_waiters();
         }
         // Merged and steered-in messages are answered by this run too.
         let also: Vec<String> = result.items[1..].iter().map(|i| i.run_id.clone()).collect();

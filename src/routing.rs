@@ -28,6 +28,11 @@ pub struct Inbound {
     pub sender: Option<String>,
     pub text: String,
     pub platform_message_id: Option<String>,
+    /// Where the reply goes (`<channel>:<address>`, delivered through the
+    /// outbox); `None` for channels that read the chat events.
+    pub reply_to: Option<String>,
+    /// Routes to this agent instead of the bindings (device triggers).
+    pub agent: Option<String>,
 }
 
 /// Resolves the agent for an inbound message.
@@ -136,6 +141,8 @@ mod tests {
 
     fn msg(channel: &str, kind: PeerKind, peer: &str) -> Inbound {
         Inbound {
+            reply_to: None,
+            agent: None,
             channel: channel.into(),
             account: Some("acc1".into()),
             peer_kind: kind,

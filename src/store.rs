@@ -27,6 +27,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Provider credential health (`provider/credential` → JSON), see
 /// `provider::credentials`.
 const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
+/// Replies waiting to be delivered to a channel, by sequence number.
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// Page cache of the state database.
 pub const CACHE_BYTES: usize = 4 << 20;
@@ -79,6 +81,29 @@ pub struct InboxItem {
     /// it started writing at (rolled back if the process dies mid-run).
     #[serde(default)]
     pub started: Option<(String, u64)>,
+    /// Where the reply goes besides the chat events: `<channel>:<address>`
+    /// (e.g. `mqtt:kitchen-panel`), through the outbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+/// A reply to deliver to a channel; removed once the channel has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// `<channel>:<address>`, as in [`InboxItem::reply_to`].
+    pub to: String,
+    pub text: String,
+    pub run_id: String,
+    pub created_ms: u64,
+}
+
+impl OutboxItem {
+    pub fn channel(&self) -> &str {
+        self.to.split_once(':').map_or("", |(c, _)| c)
+    }
+    pub fn address(&self) -> &str {
+        self.to.split_once(':').map_or("", |(_, a)| a)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +246,8 @@ pub struct RunCommit<'a> {
     pub entries: Vec<Entry>,
     pub remove_inbox: Vec<u64>,
     pub runs: Vec<RunRecord>,
+    /// Replies for channels (see [`OutboxItem`]).
+    pub outbox: Vec<OutboxItem>,
 }
 
 /// A write job: runs inside the shared transaction and returns how to tell
@@ -283,6 +310,7 @@ impl Store {
             w.open_table(IDEM).map_err(db)?;
             w.open_table(META).map_err(db)?;
             w.open_table(CREDENTIALS).map_err(db)?;
+            w.open_table(OUTBOX).map_err(db)?;
         }
         w.commit().map_err(db)?;
         let d = Arc::new(d);
@@ -697,11 +725,25 @@ impl Store {
     /// Commits a finished run durably (see the module invariants).
     pub fn finish_run(&self, c: RunCommit<'_>, agent_id: &str) -> Result<(), StoreError> {
         let (session, agent_id) = (c.session_key.to_string(), agent_id.to_string());
-        let (entries, remove, runs_in) = (c.entries, c.remove_inbox, c.runs);
+        let (entries, remove, runs_in, outbox) = (c.entries, c.remove_inbox, c.runs, c.outbox);
         self.write(true, move |w| {
             let mut meta = session_meta_mut(w, &session, &agent_id)?;
             append(w, &mut meta, &entries)?;
             put_meta(w, &meta)?;
+            if !outbox.is_empty() {
+                let mut m = w.open_table(META).map_err(db)?;
+                let mut seq = m
+                    .get("outbox_seq")
+                    .map_err(db)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                let mut t = w.open_table(OUTBOX).map_err(db)?;
+                for o in &outbox {
+                    seq += 1;
+                    t.insert(seq, enc(o).as_slice()).map_err(db)?;
+                }
+                m.insert("outbox_seq", seq).map_err(db)?;
+            }
             let mut inbox = w.open_table(INBOX).map_err(db)?;
             for s in &remove {
                 inbox.remove(*s).map_err(db)?;
@@ -712,6 +754,51 @@ impl Store {
                     .map_err(db)?;
             }
             Ok(())
+        })
+    }
+
+    /// Replies waiting for `channel`, oldest first.
+    pub fn outbox(&self, channel: &str) -> Result<Vec<(u64, OutboxItem)>, StoreError> {
+        let r = self.db.begin_read().map_err(db)?;
+        let t = r.open_table(OUTBOX).map_err(db)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            let o: OutboxItem = dec(v.value())?;
+            if o.channel() == channel {
+                out.push((k.value(), o));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered replies. Durable.
+    pub fn outbox_done(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        let seqs = seqs.to_vec();
+        self.write(true, move |w| {
+            let mut t = w.open_table(OUTBOX).map_err(db)?;
+            for s in &seqs {
+                t.remove(*s).map_err(db)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Drops replies for channels not in `keep` (a channel removed from the
+    /// config); returns how many.
+    pub fn outbox_drop_except(&self, keep: &[&str]) -> Result<usize, StoreError> {
+        let keep: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+        self.write(true, move |w| {
+            let mut t = w.open_table(OUTBOX).map_err(db)?;
+            let mut n = 0;
+            t.retain(|_, v| {
+                let keep_it = serde_json::from_slice::<OutboxItem>(v)
+                    .is_ok_and(|o| keep.iter().any(|k| k == o.channel()));
+                n += usize::from(!keep_it);
+                keep_it
+            })
+            .map_err(db)?;
+            Ok(n)
         })
     }
 
@@ -959,6 +1046,7 @@ mod tests {
             received_ms: now_ms(),
             dropped: vec![],
             started: None,
+            reply_to: None,
         }
     }
 
@@ -1020,6 +1108,7 @@ mod tests {
                 entries: vec![],
                 remove_inbox: vec![a.seq],
                 runs: vec![done],
+                outbox: vec![],
             },
             "main",
         )
@@ -1108,6 +1197,7 @@ mod tests {
                 entries: vec![Entry::new(Role::Assistant, "hi", Some("r1"))],
                 remove_inbox: vec![items[0].seq],
                 runs: vec![],
+                outbox: vec![],
             },
             "main",
         )
@@ -1190,5 +1280,38 @@ mod tests {
         s.reset_session(k).unwrap();
         let c = s.context(k, 100).unwrap();
         assert!(c.summary.is_none() && c.entries.is_empty());
+    }
+
+    #[test]
+    fn outbox_is_committed_with_the_run_and_kept_until_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let s = Store::open(&path).unwrap();
+        let o = |to: &str| OutboxItem {
+            to: to.into(),
+            text: "hi".into(),
+            run_id: "r".into(),
+            created_ms: 1,
+        };
+        s.finish_run(
+            RunCommit {
+                session_key: "agent:main:x",
+                entries: vec![Entry::new(Role::Assistant, "hi", None)],
+                remove_inbox: vec![],
+                runs: vec![],
+                outbox: vec![o("mqtt:panel"), o("telegram:42")],
+            },
+            "main",
+        )
+        .unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        let m = s.outbox("mqtt").unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].1.channel(), m[0].1.address()), ("mqtt", "panel"));
+        s.outbox_done(&[m[0].0]).unwrap();
+        assert!(s.outbox("mqtt").unwrap().is_empty());
+        assert_eq!(s.outbox_drop_except(&["mqtt"]).unwrap(), 1);
+        assert!(s.outbox("telegram").unwrap().is_empty());
     }
 }

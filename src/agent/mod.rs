@@ -44,6 +44,8 @@ pub struct AgentCtx {
     pub agent: AgentConfig,
     pub workspace: PathBuf,
     pub memory: crate::memory::service::Memory,
+    /// Smart-home devices (the device tools), when MQTT is configured.
+    pub devices: Option<Arc<crate::mqtt::client::Mqtt>>,
 }
 
 /// How a run ended.
@@ -177,9 +179,14 @@ async fn turn_loop(
     let Some(chain) = ctx.agent.model.clone() else {
         return RunEnd::Error(NO_PROVIDER.into());
     };
+    let device_specs = match ctx.devices {
+        Some(_) => crate::mqtt::tools::specs(),
+        None => Vec::new(),
+    };
     let specs: Vec<_> = tools::specs()
         .into_iter()
         .chain(crate::memory::service::specs())
+        .chain(device_specs)
         .filter(|t| ctx.agent.tools.permits(&t.name))
         .collect();
     let mut steps = 0u32;
@@ -402,6 +409,23 @@ pub(crate) async fn exec_tool(
             false,
             tools::ToolError::Denied(call.name.clone()).to_string(),
         ));
+    }
+    if crate::mqtt::tools::DEVICE_TOOLS.contains(&call.name.as_str()) {
+        let Some(m) = &ctx.devices else {
+            return Some((
+                false,
+                "error: no smart-home connection is configured".into(),
+            ));
+        };
+        let job = crate::mqtt::tools::execute(m, &call.name, &call.arguments);
+        return tokio::select! {
+            _ = cancel.cancelled() => None,
+            r = tokio::time::timeout(ctx.agent.tool_timeout, job) => Some(match r {
+                Ok(Ok(s)) => (true, s),
+                Ok(Err(e)) => (false, format!("error: {e}")),
+                Err(_) => (false, format!("error: tool timed out after {} s", ctx.agent.tool_timeout.as_secs())),
+            }),
+        };
     }
     let ws = ctx.workspace.clone();
     let (n, a) = (call.name.clone(), call.arguments.clone());

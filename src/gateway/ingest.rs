@@ -22,7 +22,11 @@ impl Gateway {
     /// any) is the idempotency key, so a redelivery after a crash or a
     /// reconnect is answered once.
     pub async fn accept(&self, m: Inbound) -> Result<Accepted, QueueError> {
-        let agent = routing::agent_for(&self.cfg, &m).to_string();
+        let agent = match &m.agent {
+            Some(a) if self.cfg.agent(a).is_some() => a.clone(),
+            Some(a) => return Err(QueueError::UnknownAgent(a.clone())),
+            None => routing::agent_for(&self.cfg, &m).to_string(),
+        };
         let session_key = routing::session_key(self.cfg.dm_scope, &agent, &m);
         let run_id = new_id();
         let idem = m.platform_message_id.as_ref().map(|id| {
@@ -50,6 +54,7 @@ impl Gateway {
             received_ms: now_ms(),
             dropped: vec![],
             started: None,
+            reply_to: m.reply_to,
         };
         match self.queue.submit(item, idem).await {
             Ok(it) => Ok(Accepted::Queued {
@@ -114,6 +119,7 @@ mod tests {
                         cfg.models.clone(),
                         Some(store.clone()),
                     ),
+                    devices: None,
                 },
             );
         }
@@ -130,6 +136,8 @@ mod tests {
         );
 
         let msg = Inbound {
+            reply_to: None,
+            agent: None,
             channel: "mqtt".into(),
             account: None,
             peer_kind: PeerKind::Direct,

@@ -15,7 +15,7 @@ use crate::store::{
     new_id, now_ms, Entry, IdemRecord, InboxItem, Role, RunRecord, RunStatus, StoreError,
 };
 
-pub const METHODS: [&str; 17] = [
+pub const METHODS: [&str; 18] = [
     "connect",
     "health",
     "status",
@@ -29,6 +29,7 @@ pub const METHODS: [&str; 17] = [
     "sessions.reset",
     "sessions.delete",
     "sessions.compact",
+    "devices.list",
     "models.list",
     "config.get",
     "memory.search",
@@ -156,6 +157,7 @@ pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p:
         "sessions.reset" => sessions_reset(g, &p).await,
         "sessions.delete" => sessions_delete(g, &p).await,
         "sessions.compact" => sessions_compact(g, &p).await,
+        "devices.list" => devices_list(g, &p),
         "models.list" => Ok(models_list(g)),
         "config.get" => Ok(config_get(g)),
         "memory.search" => memory_search(g, &p).await,
@@ -217,7 +219,23 @@ fn status(g: &Gateway) -> Res {
         "queue": {"mode": format!("{:?}", cfg.queue.mode).to_lowercase(), "running": running, "pending": pending,
                   "maxConcurrent": cfg.max_concurrent, "cap": cfg.queue.cap},
         "memory": g.memory.describe(),
+        "mqtt": g.mqtt.get().map(|m| m.status_json()),
     }))
+}
+
+/// `devices.list {query?, area?, component?}`: the device registry.
+fn devices_list(g: &Gateway, p: &Value) -> Res {
+    let Some(m) = g.mqtt.get() else {
+        return Err(ErrorShape::invalid(
+            "no MQTT channel is configured ([channels.mqtt])",
+        ));
+    };
+    let devices = m.registry.list(
+        str_param(p, "query"),
+        str_param(p, "area"),
+        str_param(p, "component"),
+    );
+    Ok(json!({"devices": devices, "connected": m.connected()}))
 }
 
 fn memory_agent(g: &Gateway, p: &Value) -> Result<crate::config::AgentConfig, ErrorShape> {
@@ -336,6 +354,7 @@ async fn submit(
         received_ms: now_ms(),
         dropped: vec![],
         started: None,
+        reply_to: None,
     };
     let rec = IdemRecord {
         method: method.into(),

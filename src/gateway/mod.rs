@@ -55,6 +55,8 @@ pub struct Gateway {
     conns: Arc<Semaphore>,
     next_conn: AtomicU64,
     pub stats: Stats,
+    /// The MQTT channel, when configured (status, `devices.list`).
+    pub mqtt: std::sync::OnceLock<Arc<crate::mqtt::client::Mqtt>>,
 }
 
 #[derive(Default)]
@@ -104,6 +106,7 @@ impl Gateway {
             shutdown,
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
+            mqtt: std::sync::OnceLock::new(),
         })
     }
 

@@ -1,7 +1,7 @@
 //! MQTT: local devices as a channel, and smart-home control through Home
 //! Assistant MQTT discovery (SPEC §2, §10).
 //!
-//! - [`config`]: `[channels.mqtt]`.
+//! - [`config`]: the `channels.mqtt` section.
 //! - [`template`]: the small part of Home Assistant's Jinja templates that
 //!   discovery payloads use (`{{ value_json.state }}`, filters).
 //! - [`discovery`]: discovery payloads (abbreviations, `~`) → entities,

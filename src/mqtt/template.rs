@@ -106,7 +106,8 @@ fn path(p: &str, vars: &Map<String, Value>) -> Option<Value> {
             }
             v = v.get(&r[..end]).cloned().unwrap_or(Value::Null);
             rest = &r[end..];
-        } else if let Some(r) = rest.strip_prefix('[') {
+        } else {
+            let r = rest.strip_prefix('[')?;
             let end = r.find(']')?;
             let key = r[..end].trim();
             v = match literal(key)? {
@@ -115,8 +116,6 @@ fn path(p: &str, vars: &Map<String, Value>) -> Option<Value> {
                 _ => return None,
             };
             rest = &r[end + 1..];
-        } else {
-            return None;
         }
     }
     Some(v)

@@ -1,1 +1,150 @@
+//! Device tools for agents (policy group `group:devices`), offered when
+//! `[channels.mqtt]` is configured:
+//!
+//! - `devices_list {query?, area?, component?}`
+//! - `device_state {entity}`
+//! - `device_set {entity, action, value?}`: publishes the command and
+//!   waits briefly for the state topic to confirm.
+//!
+//! `entity` is an entity id or what people call the device ("kitchen
+//! light"); an ambiguous name is answered with the candidates. High-risk
+//! entities (locks, alarm panels, covers of doors, garages and gates) are
+//! refused unless listed in `[channels.mqtt] allow_high_risk`: the
+//! approval mechanism until the tools-and-safety work brings real
+//! approvals.
 
+use serde_json::{json, Value};
+
+use super::client::Mqtt;
+use super::discovery::Component;
+use super::registry::Resolved;
+use crate::provider::ToolSpec;
+
+pub const DEVICE_TOOLS: [&str; 3] = ["devices_list", "device_state", "device_set"];
+
+pub fn specs() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: "devices_list".into(),
+            description:
+                "List the smart-home devices (lights, switches, sensors, locks, ...) with \
+                          their current state. All filters are optional."
+                    .into(),
+            parameters: json!({"type":"object","properties":{
+                "query":{"type":"string","description":"words of the name, e.g. kitchen"},
+                "area":{"type":"string"},
+                "component":{"type":"string","enum":["light","switch","fan","cover","lock","climate","sensor","binary_sensor","button","scene","alarm_control_panel"]}},
+                "additionalProperties":false}),
+        },
+        ToolSpec {
+            name: "device_state".into(),
+            description: "The current state of one device, by entity id or name.".into(),
+            parameters: json!({"type":"object","properties":{
+                "entity":{"type":"string"}},"required":["entity"],"additionalProperties":false}),
+        },
+        ToolSpec {
+            name: "device_set".into(),
+            description: "Operate a device, by entity id or name. Actions: light turn_on (value = \
+                          brightness %, optional), turn_off, set_brightness; switch/fan turn_on, \
+                          turn_off, set_percentage (fan); cover open, close, stop, set_position \
+                          (value %); lock lock, unlock; climate set_mode (value e.g. heat), \
+                          set_temperature (value °); button press; scene activate. Says whether \
+                          the device confirmed."
+                .into(),
+            parameters: json!({"type":"object","properties":{
+                "entity":{"type":"string"},
+                "action":{"type":"string"},
+                "value":{"type":["number","string"]}},
+                "required":["entity","action"],"additionalProperties":false}),
+        },
+    ]
+}
+
+fn candidates(list: &[(String, String)]) -> String {
+    list.iter()
+        .map(|(id, name)| format!("{id} ({name})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Resolves a name for a tool, or the message the model gets instead.
+fn resolve(m: &Mqtt, q: &str, components: &[Component]) -> Result<String, String> {
+    match m.registry.resolve(q, components) {
+        Resolved::One(id) => Ok(id),
+        Resolved::Ambiguous(c) => Err(format!(
+            "{q:?} could mean several devices: {}. Ask which one, or use the entity id.",
+            candidates(&c)
+        )),
+        Resolved::NotFound(c) if c.is_empty() => Err(format!(
+            "no device matches {q:?} (the registry has {} entities)",
+            m.registry.len()
+        )),
+        Resolved::NotFound(c) => Err(format!(
+            "no device matches {q:?}; the closest are: {}",
+            candidates(&c)
+        )),
+    }
+}
+
+/// Runs a device tool; `Err` is an error result for the model.
+pub async fn execute(m: &Mqtt, name: &str, args: &str) -> Result<String, String> {
+    let v: Value = serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
+        .map_err(|e| format!("invalid arguments: {e}"))?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str());
+    match name {
+        "devices_list" => {
+            let list = m.registry.list(s("query"), s("area"), s("component"));
+            if list.is_empty() {
+                return Ok(if m.registry.is_empty() {
+                    "No devices are known yet (none announced through MQTT discovery).".into()
+                } else {
+                    "No device matches these filters.".into()
+                });
+            }
+            Ok(Value::Array(list).to_string())
+        }
+        "device_state" => {
+            let q = s("entity").ok_or("invalid arguments: entity is required")?;
+            let id = resolve(m, q, &[])?;
+            let e = m.registry.get(&id).ok_or("the device went away")?;
+            Ok(e.describe().to_string())
+        }
+        "device_set" => {
+            let q = s("entity").ok_or("invalid arguments: entity is required")?;
+            let action = s("action").ok_or("invalid arguments: action is required")?;
+            let comps: Vec<Component> = [
+                Component::Light,
+                Component::Switch,
+                Component::Fan,
+                Component::Cover,
+                Component::Lock,
+                Component::Climate,
+                Component::Button,
+                Component::Scene,
+                Component::AlarmControlPanel,
+            ]
+            .into_iter()
+            .filter(|c| c.actions().contains(&action))
+            .collect();
+            if comps.is_empty() {
+                return Err(format!(
+                    "unknown action {action:?}; see the tool description for the actions"
+                ));
+            }
+            let id = resolve(m, q, &comps)?;
+            let e = m.registry.get(&id).ok_or("the device went away")?;
+            if e.is_high_risk() && !m.cfg.allow_high_risk.iter().any(|a| a == &id || a == "*") {
+                tracing::warn!(entity = %id, action, "device_set refused: high-risk entity not approved");
+                return Err(format!(
+                    "{id} ({}) is a high-risk device (locks, alarms and doors need approval) and is \
+                     not approved for agents. Tell the user; the owner can allow it with \
+                     allow_high_risk = [\"{id}\"] in [channels.mqtt].",
+                    e.name
+                ));
+            }
+            let r = m.command(&id, action, v.get("value")).await?;
+            Ok(r.to_string())
+        }
+        other => Err(format!("unknown tool {other:?}")),
+    }
+}
