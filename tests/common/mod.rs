@@ -7,6 +7,8 @@
 //! - `[tool:read:PATH]`: first answer with a streamed `read {path}` call
 //! - `[slowtool:N]`: wait N ms, then call `ls {}` once
 //! - `[tool:loop]`: call `ls {}` on every turn (for max_steps)
+//! - `[call:NAME:ARGS]`: first answer with a call of tool NAME with the
+//!   JSON object ARGS (which must not contain `]`)
 //! - `[garbage]`: a delta, then a line that is not JSON (broken output)
 //! - `[cut]`: a delta, then the stream ends without a finish (truncated)
 //! - anything else: `echo: <text>` in three chunks
@@ -23,6 +25,7 @@
 //!   WORD anywhere in the request (system prompt included), or `nothing`.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod cloud;
 
 use std::path::{Path, PathBuf};
@@ -191,6 +194,15 @@ async fn completions(State(log): State<FakeLog>, body: String) -> Response {
             send(chunk(
                 json!({"tool_calls": [{"index": 0, "id": "call_mem", "type": "function",
                 "function": {"name": "memory_search", "arguments": args}}]}),
+                None,
+            ))
+            .await;
+            send(chunk(json!({}), Some("tool_calls"))).await;
+        } else if let Some(call) = marker(&last_user, "call").filter(|_| last["role"] == "user") {
+            let (name, args) = call.split_once(':').expect("[call:NAME:ARGS]");
+            send(chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_x", "type": "function",
+                "function": {"name": name, "arguments": args}}]}),
                 None,
             ))
             .await;

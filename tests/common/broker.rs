@@ -1,0 +1,202 @@
+//! A real MQTT broker for tests: Debian's mosquitto on a loopback port
+//! with its own config file (persistence in its temp dir, so a restart
+//! keeps persistent sessions), stopped by PID when dropped. And a small
+//! rumqttc test client that records what it receives.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+pub struct Broker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Broker {
+            port: super::free_port(),
+            dir,
+            child: None,
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        let data: PathBuf = self.dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        // `user root`: run as whoever starts it (as root it would switch to
+        // the mosquitto user, who cannot read this temp dir)
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nlog_dest file {}/mosquitto.log\nlog_type all\n",
+                self.port,
+                data.display(),
+                self.dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt-get install mosquitto)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Stops the broker (SIGTERM: it saves its persistent sessions).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            super::unsafe_kill(c.id(), libc::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A test client: publishes, and records every message on its
+/// subscriptions as (topic, payload, retained).
+pub struct TestClient {
+    pub client: AsyncClient,
+    pub got: Arc<Mutex<Vec<(String, String, bool)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestClient {
+    /// A client with a persistent session (the broker queues its QoS 1
+    /// messages while it is away) that re-subscribes on every connect.
+    pub async fn connect(port: u16, id: &str, subscribe: &[&str]) -> TestClient {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        o.set_clean_session(false);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut ev) = AsyncClient::new(o, 256);
+        let topics: Vec<String> = subscribe.iter().map(|s| s.to_string()).collect();
+        let c2 = client.clone();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g2 = got.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready = Some(ready_tx);
+        let subs = subscribe.len();
+        let task = tokio::spawn(async move {
+            let mut acked = 0;
+            loop {
+                match ev.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        g2.lock().unwrap().push((
+                            p.topic.clone(),
+                            String::from_utf8_lossy(&p.payload).into_owned(),
+                            p.retain,
+                        ));
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        acked += 1;
+                        if acked >= subs {
+                            if let Some(r) = ready.take() {
+                                let _ = r.send(());
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for t in &topics {
+                            let _ = c2.try_subscribe(t.clone(), QoS::AtLeastOnce);
+                        }
+                        if subs == 0 {
+                            if let Some(r) = ready.take() {
+                                let _ = r.send(());
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .expect("test client connected")
+            .unwrap();
+        TestClient { client, got, task }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .unwrap();
+    }
+
+    /// The messages on `topic` so far.
+    pub fn on(&self, topic: &str) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, ..)| t == topic)
+            .map(|(_, p, _)| p.clone())
+            .collect()
+    }
+
+    /// Waits until `topic` got a message satisfying `f`; returns it.
+    pub async fn wait_for(&self, topic: &str, wait: Duration, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(p) = self.on(topic).into_iter().find(|p| f(p)) {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching message on {topic}; got {:?}",
+                self.got.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
