@@ -186,13 +186,10 @@ async fn discovery_device_control_and_triggers() {
                 .collect();
             for c in &cmds[seen..] {
                 let (t, p) = c.split_once('=').unwrap();
-                let state_topic = t
-                    .replace("/set", "")
-                    .replace("light/brightness", "light/brightness");
-                let state_topic = if state_topic.ends_with("/light") {
-                    format!("{state_topic}/state")
-                } else {
-                    state_topic
+                // .../light/set -> .../light/state, .../brightness/set -> .../brightness
+                let state_topic = match t.strip_suffix("/brightness/set") {
+                    Some(base) => format!("{base}/brightness"),
+                    None => t.replace("/set", "/state"),
                 };
                 let _ = sim_state
                     .publish(state_topic, rumqttc::QoS::AtLeastOnce, false, p.to_string())
@@ -397,4 +394,122 @@ async fn last_will_when_killed_and_offline_when_stopped() {
     })
     .await;
     assert!(d.log().contains("mqtt: stopped"));
+}
+
+/// A CA and a server certificate for localhost, made with openssl.
+fn make_certs(dir: &std::path::Path, name: &str) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca = format!("{name}-ca");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        &format!("{ca}.key"),
+        "-out",
+        &format!("{ca}.crt"),
+        "-subj",
+        &format!("/CN=Hearth test {name}"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &format!("{name}.key"),
+        "-out",
+        &format!("{name}.csr"),
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &format!("{name}.csr"),
+        "-CA",
+        &format!("{ca}.crt"),
+        "-CAkey",
+        &format!("{ca}.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &format!("{name}.crt"),
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_custom_ca() {
+    let tls_port = common::free_port();
+    let broker = Broker::start_with(|dir| {
+        make_certs(dir, "server");
+        make_certs(dir, "other");
+        format!(
+            "listener {tls_port} 127.0.0.1\ncafile {0}/server-ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
+            dir.display()
+        )
+    });
+    let fake = common::FakeOpenAi::start().await;
+    let panel = TestClient::connect(broker.port, "panel", &["hearth/out/panel"]).await;
+    let mqtt = |ca: &str| {
+        common::config_with(
+            &fake.url,
+            &format!(
+                "[channels.mqtt]\nurl = \"mqtts://localhost:{tls_port}\"\nca_file = \"{}/{ca}\"\n",
+                broker.dir.path().display()
+            ),
+        )
+    };
+    // the right CA: connected over TLS, messages flow
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::Daemon::start(dir.path(), &mqtt("server-ca.crt"));
+    let c = d.client().await;
+    wait_status(&c, "a TLS connection", |s| s["connected"] == true).await;
+    panel.publish("hearth/in/panel", "over tls", false).await;
+    panel
+        .wait_for("hearth/out/panel", Duration::from_secs(10), |p| {
+            p == "echo: over tls"
+        })
+        .await;
+    drop(c);
+    drop(d);
+
+    // another CA: refused, and status says why
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::Daemon::start(dir.path(), &mqtt("other-ca.crt"));
+    let c = d.client().await;
+    let s = wait_status(&c, "a certificate error", |s| !s["lastError"].is_null()).await;
+    assert_eq!(s["connected"], false);
+    assert!(
+        s["lastError"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{s}"
+    );
 }

@@ -12,16 +12,34 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 pub struct Broker {
     pub port: u16,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+    /// More mosquitto.conf lines (another listener).
+    extra: String,
     child: Option<Child>,
+}
+
+/// Debian installs it in /usr/sbin, which a non-root PATH may lack.
+fn mosquitto() -> &'static str {
+    if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    }
 }
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with(|_| String::new())
+    }
+
+    /// `extra` gets the broker's temp dir and returns more config lines.
+    pub fn start_with(extra: impl FnOnce(&std::path::Path) -> String) -> Broker {
         let dir = tempfile::tempdir().unwrap();
+        let extra = extra(dir.path());
         let mut b = Broker {
             port: super::free_port(),
             dir,
+            extra,
             child: None,
         };
         b.spawn();
@@ -41,14 +59,15 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nlog_dest file {}/mosquitto.log\nlog_type all\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nlog_dest file {}/mosquitto.log\nlog_type all\n{}\n",
                 self.port,
                 data.display(),
-                self.dir.path().display()
+                self.dir.path().display(),
+                self.extra
             ),
         )
         .unwrap();
-        let child = Command::new("mosquitto")
+        let child = Command::new(mosquitto())
             .arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())
