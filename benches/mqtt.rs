@@ -1,0 +1,147 @@
+//! MQTT benchmark (release build), numbers for docs/performance.md:
+//!
+//! - inbound MQTT message → reply published: a device publishes to
+//!   `hearth/in/<device>` (QoS 1) and waits for `hearth/out/<device>`, one
+//!   message at a time, through a real mosquitto and the real daemon, with
+//!   the fake provider answering at once; p50/p99.
+//! - a registry of 1,000 discovered entities: memory it adds (RSS of this
+//!   process before and after), and `devices_list` / name resolution
+//!   latency.
+//!
+//! Environment: BENCH_MQTT_MESSAGES (default 1000), BENCH_ENTITIES (1000).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::broker::{Broker, TestClient};
+use hearth::mqtt::discovery::{self, Component};
+use hearth::mqtt::registry::Registry;
+use serde_json::json;
+
+fn env_n(k: &str, d: usize) -> usize {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn round_trip(n: usize) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let broker = Broker::start();
+        let fake = common::FakeOpenAi::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = common::config_with(
+            &fake.url,
+            &format!("[channels.mqtt]\nurl = \"{}\"\ndiscovery_prefix = \"\"\n", broker.url()),
+        );
+        let d = common::Daemon::start_env(dir.path(), &cfg, &[("HEARTH_LOG", "warn")]);
+        let c = d.client().await;
+        let t0 = Instant::now();
+        while c.request("status", json!({})).await.unwrap()["mqtt"]["connected"] != true {
+            assert!(t0.elapsed() < Duration::from_secs(20), "no MQTT connection");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let dev = TestClient::connect(broker.port, "bench-dev", &["hearth/out/bench"]).await;
+        let mut lat = Vec::with_capacity(n);
+        for i in 0..n + 20 {
+            let before = dev.on("hearth/out/bench").len();
+            let t = Instant::now();
+            dev.publish("hearth/in/bench", format!("ping {i}"), false).await;
+            loop {
+                if dev.on("hearth/out/bench").len() > before {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            if i >= 20 {
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        println!(
+            "mqtt in -> reply out ({n} messages, sequential): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            pct(&mut lat, 0.5),
+            pct(&mut lat, 0.99),
+            pct(&mut lat, 1.0)
+        );
+    });
+}
+
+fn registry(n: usize) {
+    let comps = ["light", "switch", "sensor", "binary_sensor", "cover", "climate", "lock", "fan"];
+    let rooms = ["kitchen", "living room", "bedroom", "bathroom", "hallway", "office", "garage", "garden"];
+    let dir = tempfile::tempdir().unwrap();
+    let configs: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let c = comps[i % comps.len()];
+            let room = rooms[(i / comps.len()) % rooms.len()];
+            let name = format!("{room} {c} {i}");
+            let mut p = json!({"name": name, "uniq_id": format!("u{i}"), "stat_t": format!("z2m/dev{i}"),
+                               "val_tpl": "{{ value_json.state }}", "avty_t": "z2m/bridge/state",
+                               "dev": {"ids": [format!("d{i}")], "name": name, "sa": room, "mf": "Bench", "mdl": "B1"}});
+            if !matches!(c, "sensor" | "binary_sensor") {
+                p["cmd_t"] = json!(format!("z2m/dev{i}/set"));
+            }
+            (format!("homeassistant/{c}/dev{i}/x/config"), p.to_string().into_bytes())
+        })
+        .collect();
+    let before = rss_kb();
+    let t = Instant::now();
+    let reg = Registry::open(&dir.path().join("devices.redb")).unwrap();
+    for (topic, payload) in &configs {
+        let e = discovery::parse("homeassistant", topic, payload).unwrap().unwrap();
+        reg.upsert(e).unwrap();
+    }
+    let load = t.elapsed();
+    for i in 0..n {
+        reg.on_state(&format!("z2m/dev{i}"), r#"{"state":"ON"}"#, 1);
+    }
+    let after = rss_kb();
+    let time = |f: &dyn Fn()| {
+        let mut v: Vec<f64> = (0..200)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        (pct(&mut v, 0.5), pct(&mut v, 0.99))
+    };
+    let all = time(&|| assert_eq!(reg.list(None, None, None).len(), n));
+    let area = time(&|| assert!(!reg.list(None, Some("kitchen"), None).is_empty()));
+    let query = time(&|| assert!(!reg.list(Some("bedroom light"), None, None).is_empty()));
+    let resolve = time(&|| {
+        let _ = reg.resolve("bedroom light 130", &[Component::Light]);
+    });
+    println!(
+        "registry of {n} entities: +{} KB RSS (configs and state in memory), first discovery {:.0} ms ({:.2} ms/entity, one redb commit each)",
+        after.saturating_sub(before),
+        load.as_secs_f64() * 1000.0,
+        load.as_secs_f64() * 1000.0 / n as f64
+    );
+    println!("devices_list all {n}: p50 {:.2} ms, p99 {:.2} ms", all.0, all.1);
+    println!("devices_list area=kitchen: p50 {:.2} ms, p99 {:.2} ms", area.0, area.1);
+    println!("devices_list query=\"bedroom light\": p50 {:.2} ms, p99 {:.2} ms", query.0, query.1);
+    println!("resolve \"bedroom light 130\": p50 {:.2} ms, p99 {:.2} ms", resolve.0, resolve.1);
+}
+
+fn main() {
+    registry(env_n("BENCH_ENTITIES", 1000));
+    round_trip(env_n("BENCH_MQTT_MESSAGES", 1000));
+}
