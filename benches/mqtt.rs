@@ -84,8 +84,26 @@ fn round_trip(n: usize) {
 }
 
 fn registry(n: usize) {
-    let comps = ["light", "switch", "sensor", "binary_sensor", "cover", "climate", "lock", "fan"];
-    let rooms = ["kitchen", "living room", "bedroom", "bathroom", "hallway", "office", "garage", "garden"];
+    let comps = [
+        "light",
+        "switch",
+        "sensor",
+        "binary_sensor",
+        "cover",
+        "climate",
+        "lock",
+        "fan",
+    ];
+    let rooms = [
+        "kitchen",
+        "living room",
+        "bedroom",
+        "bathroom",
+        "hallway",
+        "office",
+        "garage",
+        "garden",
+    ];
     let dir = tempfile::tempdir().unwrap();
     let configs: Vec<(String, Vec<u8>)> = (0..n)
         .map(|i| {
@@ -105,7 +123,9 @@ fn registry(n: usize) {
     let t = Instant::now();
     let reg = Registry::open(&dir.path().join("devices.redb")).unwrap();
     for (topic, payload) in &configs {
-        let e = discovery::parse("homeassistant", topic, payload).unwrap().unwrap();
+        let e = discovery::parse("homeassistant", topic, payload)
+            .unwrap()
+            .unwrap();
         reg.upsert(e).unwrap();
     }
     let load = t.elapsed();
@@ -135,10 +155,22 @@ fn registry(n: usize) {
         load.as_secs_f64() * 1000.0,
         load.as_secs_f64() * 1000.0 / n as f64
     );
-    println!("devices_list all {n}: p50 {:.2} ms, p99 {:.2} ms", all.0, all.1);
-    println!("devices_list area=kitchen: p50 {:.2} ms, p99 {:.2} ms", area.0, area.1);
-    println!("devices_list query=\"bedroom light\": p50 {:.2} ms, p99 {:.2} ms", query.0, query.1);
-    println!("resolve \"bedroom light 130\": p50 {:.2} ms, p99 {:.2} ms", resolve.0, resolve.1);
+    println!(
+        "devices_list all {n}: p50 {:.2} ms, p99 {:.2} ms",
+        all.0, all.1
+    );
+    println!(
+        "devices_list area=kitchen: p50 {:.2} ms, p99 {:.2} ms",
+        area.0, area.1
+    );
+    println!(
+        "devices_list query=\"bedroom light\": p50 {:.2} ms, p99 {:.2} ms",
+        query.0, query.1
+    );
+    println!(
+        "resolve \"bedroom light 130\": p50 {:.2} ms, p99 {:.2} ms",
+        resolve.0, resolve.1
+    );
 }
 
 fn main() {

@@ -216,6 +216,15 @@ async fn discovery_device_control_and_triggers() {
     assert_eq!(k["devices"][0]["state"], "on", "{k}");
     assert_eq!(k["devices"][0]["brightness"], 60, "{k}");
 
+    // again: the state does not change, but the device repeating it confirms
+    let reply = chat(
+        &c,
+        r#"[call:device_set:{"entity":"light.kitchen","action":"turn_on","value":60}]"#,
+        "k1b",
+    )
+    .await;
+    assert!(reply.contains(r#""confirmed":true"#), "{reply}");
+
     // a device that does not report back: sent, unconfirmed
     let reply = chat(
         &c,
@@ -255,8 +264,36 @@ async fn discovery_device_control_and_triggers() {
     light.abort();
     let log = d.log();
     assert!(log.contains("ignoring a bad discovery config"), "{log}");
+
+    // after a clean stop, `hearth devices` reads devices.redb itself, with
+    // the states flushed at shutdown
     drop(c);
-    drop(d);
+    let mut d = d;
+    assert_eq!(d.term(), Some(0));
+    let out = std::process::Command::new(common::bin())
+        .args(["devices", "kitchen light", "--json", "--config"])
+        .arg(&d.config)
+        .arg("--state-dir")
+        .arg(&d.state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let k = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["entity"] == "light.kitchen")
+        .unwrap();
+    assert_eq!(
+        (k["state"].as_str(), k["brightness"].as_i64()),
+        (Some("on"), Some(60)),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

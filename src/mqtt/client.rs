@@ -165,7 +165,13 @@ impl Mqtt {
                 Arc::new(tls_config(&cfg)?),
             )));
         }
-        let (client, eventloop) = AsyncClient::new(o, 1024);
+        let (client, mut eventloop) = AsyncClient::new(o, 1024);
+        // small packets (a reply, an ack) must not wait for Nagle: with the
+        // peer's delayed acks that costs ~40 ms per hop
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(10);
+        eventloop.set_network_options(net);
         Ok((
             Arc::new(Mqtt {
                 cfg,
@@ -240,7 +246,6 @@ impl Mqtt {
             ));
         }
         let mut changes = self.registry.changes();
-        let before = e.state.clone();
         for (t, p) in &cmd.publish {
             self.publish(t, p.clone(), false, None)?;
         }
@@ -253,20 +258,22 @@ impl Mqtt {
         let confirmed = match cmd.expect {
             Expect::Nothing => None,
             expect => {
+                // confirmed by the first state message after the publish
+                // that shows the expected state (a device repeating an
+                // unchanged state counts)
                 let deadline = tokio::time::Instant::now() + self.cfg.confirm_timeout;
                 let mut ok = false;
                 loop {
+                    use tokio::sync::broadcast::error::RecvError;
+                    match tokio::time::timeout_at(deadline, changes.recv()).await {
+                        Err(_) | Ok(Err(RecvError::Closed)) => break,
+                        Ok(Ok(e)) if e != id => continue,
+                        Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+                    }
                     let now = self.registry.get(id).map(|e| e.state);
-                    if now.as_ref().is_some_and(|s| {
-                        s.updated_ms != before.updated_ms && expect.met(&before, s)
-                    }) {
+                    if now.is_some_and(|s| expect.met(&s)) {
                         ok = true;
                         break;
-                    }
-                    match tokio::time::timeout_at(deadline, changes.recv()).await {
-                        Err(_) => break,
-                        Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
-                        Ok(_) => {}
                     }
                 }
                 Some(ok)

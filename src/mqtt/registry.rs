@@ -137,7 +137,7 @@ impl Registry {
         }
     }
 
-    /// Entity ids whose state changed, as they change.
+    /// Entity ids as state messages for them arrive.
     pub fn changes(&self) -> broadcast::Receiver<String> {
         self.changes.subscribe()
     }
@@ -223,28 +223,33 @@ impl Registry {
     }
 
     /// Applies a message on a state topic; returns the entities whose
-    /// state changed, with their state before and after.
+    /// state changed, with their state before and after. Every entity the
+    /// topic belongs to is announced on [`changes`](Self::changes), changed
+    /// or not: a device repeating its state is what confirms a command.
     pub fn on_state(&self, topic: &str, payload: &str, now_ms: u64) -> Vec<(String, State, State)> {
         let mut out = Vec::new();
+        let mut touched = Vec::new();
         {
             let mut g = self.lock();
             let Some(targets) = g.by_topic.get(topic).cloned() else {
                 return out;
             };
             for (id, field) in targets {
-                if let Some(e) = g.entities.get_mut(&id) {
-                    let before = e.state.clone();
-                    if e.apply(field, payload, now_ms) {
-                        out.push((id.clone(), before, e.state.clone()));
-                    }
+                let Some(e) = g.entities.get_mut(&id) else {
+                    continue;
+                };
+                let before = e.state.clone();
+                if e.apply(field, payload, now_ms) {
+                    out.push((id.clone(), before, e.state.clone()));
+                    g.dirty.insert(id.clone());
                 }
-                if out.last().is_some_and(|(i, ..)| *i == id) {
-                    g.dirty.insert(id);
+                if !touched.contains(&id) {
+                    touched.push(id);
                 }
             }
         }
-        for (id, ..) in &out {
-            let _ = self.changes.send(id.clone());
+        for id in touched {
+            let _ = self.changes.send(id);
         }
         out
     }

@@ -59,7 +59,7 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nlog_dest file {}/mosquitto.log\nlog_type all\n{}\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nset_tcp_nodelay true\nlog_dest file {}/mosquitto.log\nlog_type all\n{}\n",
                 self.port,
                 data.display(),
                 self.dir.path().display(),
@@ -131,6 +131,9 @@ impl TestClient {
         o.set_clean_session(false);
         o.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut ev) = AsyncClient::new(o, 256);
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        ev.set_network_options(net);
         let topics: Vec<String> = subscribe.iter().map(|s| s.to_string()).collect();
         let c2 = client.clone();
         let got = Arc::new(Mutex::new(Vec::new()));
