@@ -550,3 +550,51 @@ async fn tls_with_a_custom_ca() {
         "{s}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_used_and_never_shown() {
+    let broker = Broker::start_with(|dir| {
+        let pw = dir.join("passwd");
+        let out = std::process::Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(&pw)
+            .args(["hearth", "s3cret-Pass-77"])
+            .output()
+            .expect("mosquitto_passwd");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("password_file {}\n", pw.display())
+    });
+    let fake = common::FakeOpenAi::start().await;
+    // the password comes from the environment, as a household would set it
+    let cfg = config(
+        &fake.url,
+        &broker,
+        "username = \"hearth\"\npassword = \"${MQTT_PASSWORD}\"\n",
+    );
+    for (pass, ok) in [("s3cret-Pass-77", true), ("wrong-Pass-99", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = common::Daemon::start_env(dir.path(), &cfg, &[("MQTT_PASSWORD", pass)]);
+        let c = d.client().await;
+        let s = wait_status(&c, "the connection attempt", |s| {
+            s["connected"] == true || !s["lastError"].is_null()
+        })
+        .await;
+        assert_eq!(s["connected"] == true, ok, "{s}");
+        let status = c.request("status", json!({})).await.unwrap().to_string();
+        let config = c
+            .request("config.get", json!({}))
+            .await
+            .unwrap()
+            .to_string();
+        drop(c);
+        drop(d);
+        let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+        for text in [&status, &config, &log] {
+            assert!(!text.contains(pass), "the password leaked");
+        }
+    }
+}

@@ -266,3 +266,63 @@ fn default_client_id() -> String {
         format!("hearth-{host}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(text: &str) -> Result<Config, Vec<String>> {
+        Config::from_str(text, None, &|_| None).map_err(|e| {
+            e.0.iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn defaults_and_url_forms() {
+        assert!(load("").unwrap().mqtt.is_none());
+        let c = load("[channels.mqtt]\nurl = \"mqtt://broker.lan\"\n")
+            .unwrap()
+            .mqtt
+            .unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.tls),
+            ("broker.lan", 1883, false)
+        );
+        assert_eq!(c.topic_prefix, "hearth");
+        assert_eq!(c.discovery_prefix.as_deref(), Some("homeassistant"));
+        assert!(c.client_id.starts_with("hearth"));
+        let c =
+            load("[channels.mqtt]\nurl = \"mqtts://broker.lan:8884\"\ndiscovery_prefix = \"\"\n")
+                .unwrap()
+                .mqtt
+                .unwrap();
+        assert_eq!((c.port, c.tls, c.discovery_prefix), (8884, true, None));
+    }
+
+    #[test]
+    fn problems_are_reported_together() {
+        let e = load(
+            "[channels.mqtt]\nurl = \"http://user:pw@host:99999\"\ntopic_prefix = \"a/#\"\n\
+             password = \"x\"\nca_file = \"/nonexistent.pem\"\n\
+             [[channels.mqtt.triggers]]\nentity = \"binary_sensor.x\"\n\
+             [[channels.mqtt.triggers]]\ntopic = \"t\"\nreply_to = \"telegram:1\"\n",
+        )
+        .unwrap_err();
+        let all = e.join("\n");
+        for want in [
+            "channels.mqtt.url: unknown scheme",
+            "credentials go in username/password",
+            "channels.mqtt.topic_prefix",
+            "channels.mqtt.password: needs a username",
+            "channels.mqtt.ca_file: is only used with an mqtts:// URL",
+            "channels.mqtt.triggers[0]: an entity trigger needs state",
+            "channels.mqtt.triggers[1].reply_to",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        let e = load("[channels.mqtt]\nurl = \"mqtt://h\"\ncolour = 1\n").unwrap_err();
+        assert!(e.join(" ").contains("colour"), "{e:?}");
+    }
+}
