@@ -18,13 +18,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn env_n(k: &str, d: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
 fn rss_kb(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
@@ -52,11 +45,6 @@ fn health_ok(port: u16) -> bool {
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
     buf.starts_with("HTTP/1.1 200")
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn startup() {
@@ -94,12 +82,12 @@ fn startup() {
     }
     println!(
         "startup exec→/health 200: median {:.1} ms, max {:.1} ms over {n} starts",
-        pct(&mut times.clone(), 0.5),
-        pct(&mut times, 1.0)
+        percentile(&mut times.clone(), 0.5),
+        percentile(&mut times, 1.0)
     );
     println!(
         "idle RSS (embedded defaults, 1 s after ready): median {:.1} MiB",
-        pct(&mut rss, 0.5)
+        percentile(&mut rss, 0.5)
     );
 }
 
@@ -158,8 +146,14 @@ async fn load() {
     let mut base = tokio::task::spawn_blocking(move || provider_baseline(&url, 500))
         .await
         .unwrap();
-    let (b50, b99) = (pct(&mut base.clone(), 0.5), pct(&mut base, 0.99));
-    let (l50, l99) = (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
+    let (b50, b99) = (
+        percentile(&mut base.clone(), 0.5),
+        percentile(&mut base, 0.99),
+    );
+    let (l50, l99) = (
+        percentile(&mut lat.clone(), 0.5),
+        percentile(&mut lat, 0.99),
+    );
     println!("latency chat.send→final, 1 session: p50 {l50:.2} ms, p99 {l99:.2} ms; provider alone p50 {b50:.2} ms, p99 {b99:.2} ms");
     println!(
         "added by the gateway: p50 {:.2} ms, p99 {:.2} ms",

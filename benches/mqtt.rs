@@ -16,21 +16,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::broker::{Broker, TestClient};
+use common::{env_n, percentile};
 use hearth::mqtt::discovery::{self, Component};
 use hearth::mqtt::registry::Registry;
 use serde_json::json;
-
-fn env_n(k: &str, d: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn rss_kb() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -76,9 +65,9 @@ fn round_trip(n: usize) {
         }
         println!(
             "mqtt in -> reply out ({n} messages, sequential): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            pct(&mut lat, 0.5),
-            pct(&mut lat, 0.99),
-            pct(&mut lat, 1.0)
+            percentile(&mut lat, 0.5),
+            percentile(&mut lat, 0.99),
+            percentile(&mut lat, 1.0)
         );
     });
 }
@@ -141,7 +130,7 @@ fn registry(n: usize) {
                 t.elapsed().as_secs_f64() * 1000.0
             })
             .collect();
-        (pct(&mut v, 0.5), pct(&mut v, 0.99))
+        (percentile(&mut v, 0.5), percentile(&mut v, 0.99))
     };
     let all = time(&|| assert_eq!(reg.list(None, None, None).len(), n));
     let area = time(&|| assert!(!reg.list(None, Some("kitchen"), None).is_empty()));

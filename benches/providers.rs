@@ -17,18 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cloud::FakeCloud;
-use common::free_port;
+use common::{env_n, free_port};
 use hearth::config::Config;
 use hearth::provider::credentials::{CredentialBook, SystemClock};
 use hearth::provider::{anthropic, gemini, openai, run_chain, ChatRequest, Providers};
 use serde_json::json;
-
-fn env_n(k: &str, d: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

@@ -230,6 +230,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// The config (problems printed: the caller exits 2) and the state dir of
+/// a command that works with or without a daemon.
+fn config_and_state(
+    config: Option<&std::path::Path>,
+    state_dir: Option<&std::path::Path>,
+) -> Option<(Config, PathBuf)> {
+    let path = daemon::config_path(config);
+    match Config::load(path.as_deref()) {
+        Ok(c) => Some((c, daemon::state_dir(state_dir))),
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
 /// `hearth devices`: the registry, from the running daemon or, without
 /// one, from `<state>/devices.redb`.
 fn devices(
@@ -240,15 +256,9 @@ fn devices(
     config: Option<PathBuf>,
     state_dir: Option<PathBuf>,
 ) -> anyhow::Result<i32> {
-    let path = daemon::config_path(config.as_deref());
-    let cfg = match Config::load(path.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(2);
-        }
+    let Some((cfg, state)) = config_and_state(config.as_deref(), state_dir.as_deref()) else {
+        return Ok(2);
     };
-    let state = daemon::state_dir(state_dir.as_deref());
     let list: Vec<Value> = if daemon::running(&state) {
         let p = json!({"query": query, "area": area, "component": component});
         let r = runtime()?.block_on(memory_via_gateway(&cfg, &state, "devices.list", p))?;
@@ -414,15 +424,9 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
             config, state_dir, ..
         } => (config, state_dir),
     };
-    let path = daemon::config_path(config.as_deref());
-    let cfg = match Config::load(path.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(2);
-        }
+    let Some((cfg, state)) = config_and_state(config.as_deref(), state_dir.as_deref()) else {
+        return Ok(2);
     };
-    let state = daemon::state_dir(state_dir.as_deref());
     // A running daemon holds the index and the state database: ask it.
     let daemon = daemon::running(&state);
     let busy = |e: &anyhow::Error| {

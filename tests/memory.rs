@@ -457,20 +457,11 @@ async fn the_agent_searches_memory_and_the_cli_goes_through_the_daemon() {
     assert!(bad.is_err());
 
     // the CLI while the daemon holds the index: answered through the gateway
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["memory", "search", "spare key", "--json", "--config"])
-        .arg(&d.config)
-        .arg("--state-dir")
-        .arg(&d.state)
-        .env("HEARTH_MODELS_DIR", &models)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let hits = common::cli_json(
+        &d,
+        &["memory", "search", "spare key", "--json"],
+        &[("HEARTH_MODELS_DIR", &models)],
     );
-    let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(hits[0]["path"], "memory/2026-11-20.md", "{hits}");
     let mut d = d;
     assert_eq!(d.term(), Some(0));
@@ -604,19 +595,11 @@ async fn session_transcripts_are_searchable_as_they_grow() {
 
     // and the CLI without a daemon reads the transcripts itself
     assert_eq!(d.term(), Some(0));
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["memory", "search", "plumber", "--json", "--config"])
-        .arg(&d.config)
-        .arg("--state-dir")
-        .arg(&d.state)
-        .env("HEARTH_MODELS_DIR", dir.path().join("no-models"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let no_models = dir.path().join("no-models");
+    let hits = common::cli_json(
+        &d,
+        &["memory", "search", "plumber", "--json"],
+        &[("HEARTH_MODELS_DIR", &no_models)],
     );
-    let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(hits[0]["path"], path.as_str(), "{hits}");
 }

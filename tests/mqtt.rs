@@ -156,19 +156,7 @@ async fn discovery_device_control_and_triggers() {
     assert_eq!(kitchen["devices"].as_array().unwrap().len(), 2, "{kitchen}");
 
     // the command line through the daemon
-    let out = std::process::Command::new(common::bin())
-        .args(["devices", "--json", "--component", "climate", "--config"])
-        .arg(&d.config)
-        .arg("--state-dir")
-        .arg(&d.state)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::cli_json(&d, &["devices", "--json", "--component", "climate"], &[]);
     assert_eq!(v[0]["entity"], "climate.bathroom_radiator");
 
     // a simulated light that reports what it was told
@@ -270,19 +258,7 @@ async fn discovery_device_control_and_triggers() {
     drop(c);
     let mut d = d;
     assert_eq!(d.term(), Some(0));
-    let out = std::process::Command::new(common::bin())
-        .args(["devices", "kitchen light", "--json", "--config"])
-        .arg(&d.config)
-        .arg("--state-dir")
-        .arg(&d.state)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::cli_json(&d, &["devices", "kitchen light", "--json"], &[]);
     let k = v
         .as_array()
         .unwrap()
@@ -296,15 +272,47 @@ async fn discovery_device_control_and_triggers() {
     );
 }
 
+/// A broker, the fake provider, a connected daemon, and a device `panel`
+/// listening on its out topic.
+struct Panel {
+    broker: Broker,
+    fake: common::FakeOpenAi,
+    panel: TestClient,
+    _dir: tempfile::TempDir,
+    d: common::Daemon,
+    c: common::Client,
+}
+
+impl Panel {
+    async fn start() -> Panel {
+        let broker = Broker::start();
+        let fake = common::FakeOpenAi::start().await;
+        let panel = TestClient::connect(broker.port, "panel", &["hearth/out/panel"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = common::Daemon::start(dir.path(), &config(&fake.url, &broker, ""));
+        let c = d.client().await;
+        wait_status(&c, "connection", |s| s["connected"] == true).await;
+        Panel {
+            broker,
+            fake,
+            panel,
+            _dir: dir,
+            d,
+            c,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_text_is_answered_and_garbage_is_ignored() {
-    let broker = Broker::start();
-    let fake = common::FakeOpenAi::start().await;
-    let panel = TestClient::connect(broker.port, "panel", &["hearth/out/panel"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = common::Daemon::start(dir.path(), &config(&fake.url, &broker, ""));
-    let c = d.client().await;
-    wait_status(&c, "connection", |s| s["connected"] == true).await;
+    let Panel {
+        broker: _broker,
+        fake: _fake,
+        panel,
+        d,
+        c,
+        _dir: _state,
+    } = Panel::start().await;
 
     panel
         .publish("hearth/in/panel", vec![0xff, 0xfe, 0x00], false)
@@ -358,13 +366,14 @@ async fn device_text_is_answered_and_garbage_is_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_loses_no_message_either_way() {
-    let mut broker = Broker::start();
-    let fake = common::FakeOpenAi::start().await;
-    let panel = TestClient::connect(broker.port, "panel", &["hearth/out/panel"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = common::Daemon::start(dir.path(), &config(&fake.url, &broker, ""));
-    let c = d.client().await;
-    wait_status(&c, "connection", |s| s["connected"] == true).await;
+    let Panel {
+        mut broker,
+        fake,
+        panel,
+        d: _d,
+        c,
+        _dir: _state,
+    } = Panel::start().await;
 
     // a reply that is ready while the broker is down waits in the outbox
     panel

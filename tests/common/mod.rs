@@ -446,6 +446,41 @@ impl Drop for Daemon {
     }
 }
 
+/// Runs `hearth ARGS --config <d's> --state-dir <d's>` (with `env`),
+/// asserts it succeeded and parses its stdout as JSON.
+pub fn cli_json(d: &Daemon, args: &[&str], env: &[(&str, &Path)]) -> Value {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .arg("--config")
+        .arg(&d.config)
+        .arg("--state-dir")
+        .arg(&d.state);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "hearth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// A benchmark size from the environment.
+pub fn env_n(k: &str, d: usize) -> usize {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+/// The `p` quantile (0-1) of `v` (sorted in place).
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
 /// Sends chat.send and returns the runId.
 pub async fn send(c: &Client, session: &str, text: &str, key: &str) -> Value {
     c.request(
