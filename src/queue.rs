@@ -559,7 +559,8 @@ impl Queue {
             }
         }
         if has_outbox {
-            self.inner.outbox.notify_waiters();
+            // a permit, not a wake-up: the channel may be busy right now
+            self.inner.outbox.notify_one();
         }
         // Merged and steered-in messages are answered by this run too.
         let also: Vec<String> = result.items[1..].iter().map(|i| i.run_id.clone()).collect();

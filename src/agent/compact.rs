@@ -395,8 +395,17 @@ async fn flush(
             ..Entry::new(Role::Assistant, r.response.text.clone(), None)
         });
         for c in &r.response.tool_calls {
-            let Some((ok, out)) = exec_tool(ctx, session, c, cancel).await else {
-                return false;
+            // only what this turn offers (no device control while flushing)
+            let (ok, out) = if tools.iter().any(|t| t.name == c.name) {
+                match exec_tool(ctx, session, c, cancel).await {
+                    Some(r) => r,
+                    None => return false,
+                }
+            } else {
+                (
+                    false,
+                    format!("error: {} is not available in this turn", c.name),
+                )
             };
             tracing::info!(session, tool = %c.name, ok, "memory flush tool call");
             transcript.push(Entry {

@@ -389,11 +389,16 @@ async fn context_report(g: &Gateway, session: &str, detail: bool) -> Result<Stri
         .map_or(crate::provider::DEFAULT_WINDOW, |m| {
             g.providers.context_window(&m.primary)
         });
+    let devices = match g.mqtt.get() {
+        Some(_) => crate::mqtt::tools::specs(),
+        None => Vec::new(),
+    };
     blocking(move || {
         let sc = store.context(&key, crate::agent::CONTEXT_ENTRIES)?;
         let tools: Vec<_> = crate::tools::specs()
             .into_iter()
             .chain(crate::memory::service::specs())
+            .chain(devices)
             .filter(|t| agent.tools.permits(&t.name))
             .collect();
         let rt = crate::agent::context::Runtime {

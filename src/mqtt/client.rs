@@ -383,11 +383,14 @@ impl Mqtt {
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(url = %self.cfg.url, client_id = %self.cfg.client_id, "mqtt: connecting");
         loop {
-            let notified = outbox.notified();
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = notified => self.deliver_outbox(&store).await,
-                _ = flush.tick() => self.flush_states().await,
+                _ = outbox.notified() => self.deliver_outbox(&store).await,
+                _ = flush.tick() => {
+                    self.flush_states().await;
+                    // also a safety net for the outbox (one read per tick)
+                    self.deliver_outbox(&store).await;
+                }
                 r = ev.poll() => match r {
                     Ok(Event::Incoming(Packet::ConnAck(ca))) => {
                         backoff = Duration::from_secs(1);
