@@ -113,6 +113,14 @@ async fn discovery_device_control_and_triggers() {
     sim.publish("homeassistant/light/spare/config", "", true)
         .await;
     wait_status(&c, "removal", |s| s["entities"] == fx.len()).await;
+    // Home Assistant restarting: the retained configs are read again
+    sim.publish("homeassistant/status", "online", false).await;
+    common::until("the re-read", Duration::from_secs(10), || {
+        d.log().contains("re-reading discovery configs")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(status(&c).await["entities"], fx.len());
 
     let list = c.request("devices.list", json!({})).await.unwrap()["devices"].clone();
     let mut ids: Vec<&str> = list
