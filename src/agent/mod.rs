@@ -193,6 +193,13 @@ async fn turn_loop(
     let mut partial = String::new();
     let window = compact::window(ctx);
     let mem = ctx.memory.config().clone();
+    // The local model fits its small window itself (oldest turns first);
+    // compacting with it would cost two slow extra calls on every run.
+    let primary_is_local = chain
+        .primary
+        .split_once('/')
+        .is_some_and(|(p, _)| ctx.providers.kind_of(p) == Some("local"));
+    let auto_compact = mem.compaction && !primary_is_local;
     let mut compacted = false;
     loop {
         if cancel.is_cancelled() {
@@ -234,7 +241,7 @@ async fn turn_loop(
             }
         };
         let tokens = compact::call_tokens(&system, &specs, &transcript);
-        if mem.compaction && !compacted && tokens as f32 > mem.compact_at * window as f32 {
+        if auto_compact && !compacted && tokens as f32 > mem.compact_at * window as f32 {
             compacted = true;
             tracing::info!(run_id = %ev.run_id, tokens, window, "context near the model's window");
             match compact::compact(ctx, &ev.session_key, channel, cancel, Some(ev)).await {
