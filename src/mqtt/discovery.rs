@@ -480,8 +480,9 @@ impl Entity {
         out
     }
 
-    /// `None` when some availability source says unavailable, per
-    /// `availability_mode` (latest by default: any known "no" wins).
+    /// `None` while no availability source has reported; otherwise whether
+    /// every source that reported says available (`availability_mode =
+    /// "any"`: at least one).
     pub fn available(&self) -> Option<bool> {
         let known: Vec<bool> = self.state.availability.iter().flatten().copied().collect();
         if known.is_empty() {
@@ -718,14 +719,7 @@ impl Entity {
         };
         // command_template, when given, wraps the plain payload
         let plain = |payload: &str| -> String {
-            match self.s("command_template") {
-                Some(t) => {
-                    let mut vars = Map::new();
-                    vars.insert("value".into(), Value::String(payload.to_string()));
-                    template::render(t, &vars).unwrap_or_else(|| payload.to_string())
-                }
-                None => payload.to_string(),
-            }
+            self.cmd_payload("command_template", json!(payload), payload.to_string())
         };
         let one = |topic: String, payload: String, expect: Expect| Command {
             publish: vec![(topic, payload)],
@@ -760,14 +754,11 @@ impl Entity {
                         let t = self.s("brightness_command_topic").ok_or_else(|| {
                             format!("{} cannot dim (no brightness_command_topic)", self.id)
                         })?;
-                        let payload = match self.s("brightness_command_template") {
-                            Some(tp) => {
-                                let mut vars = Map::new();
-                                vars.insert("value".into(), json!(b));
-                                template::render(tp, &vars).unwrap_or_else(|| b.to_string())
-                            }
-                            None => b.to_string(),
-                        };
+                        let payload = self.cmd_payload(
+                            "brightness_command_template",
+                            json!(b),
+                            b.to_string(),
+                        );
                         publish.push((t.to_string(), payload));
                         if self.s("brightness_state_topic").is_some() {
                             expects.push(Expect::Attr("brightness".into(), bri.unwrap_or(0.0)));
@@ -850,15 +841,8 @@ impl Entity {
                 let open = self.f("position_open").unwrap_or(100.0);
                 let closed = self.f("position_closed").unwrap_or(0.0);
                 let raw = (closed + p / 100.0 * (open - closed)).round() as i64;
-                let payload = match self.s("set_position_template") {
-                    Some(tp) => {
-                        let mut vars = Map::new();
-                        vars.insert("position".into(), json!(raw));
-                        vars.insert("value".into(), json!(raw));
-                        template::render(tp, &vars).unwrap_or_else(|| raw.to_string())
-                    }
-                    None => raw.to_string(),
-                };
+                let payload =
+                    self.cmd_payload("set_position_template", json!(raw), raw.to_string());
                 let expect = if self.s("position_topic").is_some() {
                     Expect::Attr("position".into(), p)
                 } else {
@@ -911,9 +895,7 @@ impl Entity {
                 let t = self
                     .s("mode_command_topic")
                     .ok_or_else(|| format!("{} has no mode_command_topic", self.id))?;
-                let payload = self
-                    .cmd_template("mode_command_template", json!(mode))
-                    .unwrap_or(mode.clone());
+                let payload = self.cmd_payload("mode_command_template", json!(mode), mode.clone());
                 let expect = if self.s("mode_state_topic").is_some() {
                     Expect::AttrStr("mode".into(), mode)
                 } else {
@@ -928,9 +910,8 @@ impl Entity {
                 let t = self
                     .s("temperature_command_topic")
                     .ok_or_else(|| format!("{} has no temperature_command_topic", self.id))?;
-                let payload = self
-                    .cmd_template("temperature_command_template", json!(v))
-                    .unwrap_or_else(|| v.to_string());
+                let payload =
+                    self.cmd_payload("temperature_command_template", json!(v), v.to_string());
                 let expect = if self.s("temperature_state_topic").is_some() {
                     Expect::Attr("target_temperature".into(), v)
                 } else {
@@ -965,11 +946,17 @@ impl Entity {
         })
     }
 
-    fn cmd_template(&self, key: &str, value: Value) -> Option<String> {
-        let t = self.s(key)?;
+    /// A command payload: the config's template `key` rendered with
+    /// `value` (also as `position`, for covers), or `plain` when there is
+    /// no template or it is not supported.
+    fn cmd_payload(&self, key: &str, value: Value, plain: String) -> String {
+        let Some(t) = self.s(key) else {
+            return plain;
+        };
         let mut vars = Map::new();
+        vars.insert("position".into(), value.clone());
         vars.insert("value".into(), value);
-        template::render(t, &vars)
+        template::render(t, &vars).unwrap_or(plain)
     }
 
     /// What the tools show of an entity.
