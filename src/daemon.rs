@@ -180,10 +180,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     );
     // MQTT: the handle first (the agents' device tools use it), connected
     // once the gateway can take messages
-    let mqtt = match &cfg.mqtt {
+    let mqtt = match cfg.mqtt.clone() {
+        // opens devices.redb and reads the CA file: blocking
         Some(m) => {
-            let (h, ev) = crate::mqtt::client::Mqtt::new(m.clone(), &dir)
-                .context("cannot set up the MQTT channel")?;
+            let d = dir.clone();
+            let (h, ev) =
+                tokio::task::spawn_blocking(move || crate::mqtt::client::Mqtt::new(m, &d))
+                    .await?
+                    .context("cannot set up the MQTT channel")?;
             Some((h, ev))
         }
         None => None,

@@ -68,14 +68,12 @@ pub fn render(entries: &[Entry]) -> String {
     out
 }
 
-/// Lines of a transcript for `memory_get` (1-based `from`).
+/// Lines of a transcript for `memory_get` (1-based `from`); the caller
+/// checked that the session exists and is the agent's.
 pub fn get(store: &Store, path: &str, from: usize, lines: usize) -> Result<String, MemoryError> {
     let key = path
         .strip_prefix(SESSIONS_DIR)
         .ok_or_else(|| MemoryError::BadRequest(format!("{path:?} is not a session path")))?;
-    if store.session(key).ok().flatten().is_none() {
-        return Err(MemoryError::BadRequest(format!("no session {key:?}")));
-    }
     let entries = store
         .all_entries(key)
         .map_err(|e| MemoryError::BadRequest(format!("cannot read {path}: {e}")))?;

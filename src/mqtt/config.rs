@@ -174,6 +174,13 @@ pub(crate) fn parse(raw: RawChannels, add: &mut dyn FnMut(String, String)) -> Op
     if !(5..=3600).contains(&keep_alive) {
         add(key("keep_alive_secs"), "must be between 5 and 3600".into());
     }
+    let confirm_ms = m.confirm_timeout_ms.unwrap_or(3000);
+    if !(100..=60_000).contains(&confirm_ms) {
+        add(
+            key("confirm_timeout_ms"),
+            "must be between 100 and 60000".into(),
+        );
+    }
     let client_id = m.client_id.unwrap_or_else(default_client_id);
     if client_id.is_empty() || client_id.len() > 128 {
         add(key("client_id"), "must be 1-128 characters".into());
@@ -233,9 +240,7 @@ pub(crate) fn parse(raw: RawChannels, add: &mut dyn FnMut(String, String)) -> Op
         keep_alive: Duration::from_secs(keep_alive),
         topic_prefix: prefix,
         discovery_prefix: (!discovery.is_empty()).then_some(discovery),
-        confirm_timeout: Duration::from_millis(
-            m.confirm_timeout_ms.unwrap_or(3000).clamp(100, 60_000),
-        ),
+        confirm_timeout: Duration::from_millis(confirm_ms),
         allow_high_risk: m.allow_high_risk,
         triggers,
     })
@@ -305,7 +310,7 @@ mod tests {
     fn problems_are_reported_together() {
         let e = load(
             "[channels.mqtt]\nurl = \"http://user:pw@host:99999\"\ntopic_prefix = \"a/#\"\n\
-             password = \"x\"\nca_file = \"/nonexistent.pem\"\n\
+             password = \"x\"\nca_file = \"/nonexistent.pem\"\nconfirm_timeout_ms = 5\n\
              [[channels.mqtt.triggers]]\nentity = \"binary_sensor.x\"\n\
              [[channels.mqtt.triggers]]\ntopic = \"t\"\nreply_to = \"telegram:1\"\n",
         )
@@ -317,6 +322,7 @@ mod tests {
             "channels.mqtt.topic_prefix",
             "channels.mqtt.password: needs a username",
             "channels.mqtt.ca_file: is only used with an mqtts:// URL",
+            "channels.mqtt.confirm_timeout_ms",
             "channels.mqtt.triggers[0]: an entity trigger needs state",
             "channels.mqtt.triggers[1].reply_to",
         ] {
