@@ -368,7 +368,7 @@ async fn flush(
         flush_prompt(today.get(..10).unwrap_or("today")),
         None,
     ));
-    for _ in 0..=FLUSH_STEPS {
+    for step in 0..=FLUSH_STEPS {
         let r = match call(
             ctx,
             chain,
@@ -389,6 +389,9 @@ async fn flush(
         if r.response.tool_calls.is_empty() {
             tracing::info!(session, reply = %r.response.text.chars().take(80).collect::<String>(), "memory flush done");
             return true;
+        }
+        if step == FLUSH_STEPS {
+            break;
         }
         transcript.push(Entry {
             tool_calls: r.response.tool_calls.clone(),
