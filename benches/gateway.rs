@@ -18,15 +18,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn rss_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// User + system CPU seconds of a process.
 fn cpu_secs(pid: u32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -178,9 +169,10 @@ async fn load() {
     let mut tasks = Vec::new();
     for ci in 0..conns {
         let url = d.url.clone();
+        let token = d.token();
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
-            let c = Arc::new(Client::connect(&url, None).await.unwrap());
+            let c = Arc::new(Client::connect(&url, Some(&token)).await.unwrap());
             // Every client gets every event; drain them so they do not pile up here.
             let drain = c.clone();
             tokio::spawn(async move {

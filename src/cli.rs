@@ -46,9 +46,12 @@ pub enum Cmd {
         /// Gateway WebSocket URL
         #[arg(long, env = "HEARTH_URL", default_value = "ws://127.0.0.1:18789")]
         url: String,
-        /// Gateway token
+        /// Gateway token (default: the state dir's gateway.token, as `hearth token` prints it)
         #[arg(long, env = "HEARTH_GATEWAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// State directory to read the token from (default: as `hearth serve`, then /var/lib/hearth)
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
         /// Session key (e.g. "main" or "agent:main:main")
         #[arg(long, default_value = "main")]
         session: String,
@@ -86,11 +89,30 @@ pub enum Cmd {
     Status {
         #[arg(long, env = "HEARTH_URL", default_value = "ws://127.0.0.1:18789")]
         url: String,
+        /// Gateway token (default: the state dir's gateway.token)
         #[arg(long, env = "HEARTH_GATEWAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// State directory to read the token from (default: as `hearth serve`, then /var/lib/hearth)
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
         /// Print the raw JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Print the gateway token clients sign in with (made on the first start); --rotate replaces it
+    #[command(long_about = "Print the gateway token clients sign in with.\n\n\
+Without [gateway] token in the config, `hearth serve` makes a random token on its first start and keeps it in \
+<state>/gateway.token (mode 0600). Local commands (`hearth chat`, `status`, ...) read it from there; other \
+clients (a phone, OpenClaw's apps) need it once. --rotate makes a new one: the running gateway closes the \
+connections signed in with the old one within seconds. On a packaged install run it with sudo.")]
+    Token {
+        /// Replace the token with a new random one
+        #[arg(long)]
+        rotate: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -180,11 +202,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             state_dir,
             bind,
         } => {
-            runtime()?.block_on(daemon::serve(daemon::ServeOptions {
+            let rt = runtime()?;
+            let r = rt.block_on(daemon::serve(daemon::ServeOptions {
                 config,
                 state_dir,
                 bind,
-            }))?;
+            }));
+            // A model or tool call cut at the drain deadline may still sit
+            // in a blocking read; the process must not wait for it (the
+            // state is committed and closed by now).
+            rt.shutdown_timeout(Duration::from_millis(500));
+            r?;
             Ok(0)
         }
         Cmd::Config {
@@ -213,10 +241,27 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Chat {
             url,
             token,
+            state_dir,
             session,
             message,
-        } => runtime()?.block_on(chat(url, token, session, message)),
-        Cmd::Status { url, token, json } => runtime()?.block_on(status(url, token, json)),
+        } => {
+            let token = client_token(token, state_dir.as_deref());
+            runtime()?.block_on(chat(url, token, session, message))
+        }
+        Cmd::Status {
+            url,
+            token,
+            state_dir,
+            json,
+        } => {
+            let token = client_token(token, state_dir.as_deref());
+            runtime()?.block_on(status(url, token, json))
+        }
+        Cmd::Token {
+            rotate,
+            config,
+            state_dir,
+        } => token_cmd(rotate, config, state_dir),
         Cmd::Models { cmd } => models(cmd),
         Cmd::Memory { cmd } => memory(cmd),
         Cmd::Devices {
@@ -228,6 +273,89 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             state_dir,
         } => devices(query, area, component, json, config, state_dir),
     }
+}
+
+/// The state dir a client command looks in: the flag, else the first of
+/// `hearth serve`'s default and /var/lib/hearth (a packaged install) that
+/// holds a token or a lock file.
+fn client_state_dir(flag: Option<&std::path::Path>) -> PathBuf {
+    if let Some(f) = flag {
+        return f.to_path_buf();
+    }
+    let first = daemon::state_dir(None);
+    [first.clone(), PathBuf::from(PACKAGED_STATE)]
+        .into_iter()
+        .find(|d| d.join(TOKEN_FILE).exists() || d.join("hearth.lock").exists())
+        .unwrap_or(first)
+}
+
+const PACKAGED_STATE: &str = "/var/lib/hearth";
+use crate::gateway::auth::TOKEN_FILE;
+
+/// The token a client command signs in with: the flag or
+/// `$HEARTH_GATEWAY_TOKEN`, else the state dir's file, else the config's
+/// `[gateway] token`. `None` when none can be read (the gateway then says
+/// it needs one, and the caller explains where to get it).
+fn client_token(flag: Option<String>, state_dir: Option<&std::path::Path>) -> Option<String> {
+    if flag.is_some() {
+        return flag;
+    }
+    let dir = client_state_dir(state_dir);
+    match crate::gateway::auth::read_token_file(&dir) {
+        Ok(Some(t)) => return Some(t),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("note: {e} (run as the user hearth runs as, with sudo, or pass --token)")
+        }
+    }
+    let cfg = Config::load(daemon::config_path(None).as_deref()).ok()?;
+    cfg.gateway.token.map(|t| t.expose().to_string())
+}
+
+/// `hearth token [--rotate]`.
+fn token_cmd(
+    rotate: bool,
+    config: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<i32> {
+    use crate::gateway::auth;
+    let cfg = match Config::load(daemon::config_path(config.as_deref()).as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(2);
+        }
+    };
+    if let Some(t) = &cfg.gateway.token {
+        if rotate {
+            eprintln!("{}", auth::TokenError::Configured);
+            return Ok(1);
+        }
+        println!("{}", t.expose());
+        return Ok(0);
+    }
+    let dir = client_state_dir(state_dir.as_deref());
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create the state dir {}", dir.display()))?;
+    }
+    let token = if rotate {
+        let t = auth::write_new_token(&dir)?;
+        eprintln!(
+            "new token in {}; a running gateway closes the connections signed in with the old one within {} s",
+            dir.join(TOKEN_FILE).display(),
+            auth::WATCH_EVERY.as_secs()
+        );
+        t
+    } else {
+        auth::ensure_token_file(&dir)?.0
+    };
+    println!("{token}");
+    Ok(0)
 }
 
 /// The config (problems printed: the caller exits 2) and the state dir of
@@ -345,7 +473,8 @@ async fn memory_via_gateway(
     });
     let token = std::env::var("HEARTH_GATEWAY_TOKEN")
         .ok()
-        .or_else(|| cfg.gateway.token.as_ref().map(|t| t.expose().to_string()));
+        .or_else(|| cfg.gateway.token.as_ref().map(|t| t.expose().to_string()))
+        .or_else(|| crate::gateway::auth::read_token_file(state).ok().flatten());
     let c = crate::client::Client::connect(&url, token.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("the memory index is in use by a daemon, and its gateway at {url} is not reachable: {e}"))?;
@@ -663,7 +792,14 @@ async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result
         s["gateway"]["bind"].as_str().unwrap_or("?"),
         s["gateway"]["auth"].as_str().unwrap_or("?")
     );
+    println!(
+        "token     {}",
+        s["gateway"]["token"].as_str().unwrap_or("?")
+    );
     println!("config    {}", s["config"].as_str().unwrap_or("?"));
+    for r in s["recovered"].as_array().into_iter().flatten() {
+        println!("WARNING   {}", r.as_str().unwrap_or("?"));
+    }
     println!("state     {}", s["stateDir"].as_str().unwrap_or("?"));
     let q = &s["queue"];
     println!(

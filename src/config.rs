@@ -146,7 +146,12 @@ struct RawGateway {
     token: Option<String>,
     #[serde(default)]
     allowed_origins: Vec<String>,
-    max_connections: Option<usize>,
+    #[serde(default)]
+    hostnames: Vec<String>,
+    max_connections: Option<u64>,
+    max_handshakes: Option<u64>,
+    max_handshakes_per_peer: Option<u64>,
+    max_inflight: Option<u64>,
     tick_interval_ms: Option<u64>,
 }
 
@@ -161,18 +166,18 @@ struct RawProvider {
     #[serde(default)]
     profiles: Vec<RawProfile>,
     timeout_secs: Option<u64>,
-    max_tokens: Option<u32>,
-    context_window: Option<usize>,
+    max_tokens: Option<u64>,
+    context_window: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawModels {
     dir: Option<PathBuf>,
-    threads: Option<usize>,
+    threads: Option<u64>,
     memory_mb: Option<u64>,
-    context_tokens: Option<usize>,
-    max_tokens: Option<usize>,
+    context_tokens: Option<u64>,
+    max_tokens: Option<u64>,
     local_fallback: Option<bool>,
     reply_note: Option<String>,
 }
@@ -184,14 +189,14 @@ struct RawMemory {
     text_weight: Option<f32>,
     half_life_days: Option<f32>,
     mmr_lambda: Option<f32>,
-    max_results: Option<usize>,
+    max_results: Option<u64>,
     min_score: Option<f32>,
-    chunk_tokens: Option<usize>,
-    chunk_overlap: Option<usize>,
+    chunk_tokens: Option<u64>,
+    chunk_overlap: Option<u64>,
     index_sessions: Option<bool>,
     compaction: Option<bool>,
     compact_at: Option<f32>,
-    keep_recent_tokens: Option<usize>,
+    keep_recent_tokens: Option<u64>,
     memory_flush: Option<bool>,
 }
 
@@ -218,8 +223,8 @@ enum RawModel {
 struct RawAgentDefaults {
     model: Option<RawModel>,
     workspace: Option<PathBuf>,
-    max_concurrent: Option<usize>,
-    max_steps: Option<u32>,
+    max_concurrent: Option<u64>,
+    max_steps: Option<u64>,
     run_timeout_secs: Option<u64>,
     tool_timeout_secs: Option<u64>,
     tools: Option<RawTools>,
@@ -240,7 +245,7 @@ struct RawAgent {
     id: String,
     workspace: Option<PathBuf>,
     model: Option<RawModel>,
-    max_steps: Option<u32>,
+    max_steps: Option<u64>,
     run_timeout_secs: Option<u64>,
     tool_timeout_secs: Option<u64>,
     tools: Option<RawTools>,
@@ -303,7 +308,7 @@ struct RawMessages {
 struct RawQueue {
     mode: Option<QueueMode>,
     debounce_ms: Option<u64>,
-    cap: Option<usize>,
+    cap: Option<u64>,
     drop: Option<DropPolicy>,
 }
 
@@ -316,7 +321,17 @@ pub struct GatewayConfig {
     /// Extra browser origins allowed to open the WebSocket (the gateway's own
     /// origin and loopback origins are always allowed).
     pub allowed_origins: Vec<String>,
+    /// Names the Host header may carry besides the loopback names, the
+    /// bind address and the machine's hostname (DNS-rebinding defence).
+    pub hostnames: Vec<String>,
+    /// Signed-in WebSocket connections.
     pub max_connections: usize,
+    /// Connections that have not signed in yet (HTTP requests, handshakes).
+    pub max_handshakes: usize,
+    /// The same, per peer address off loopback.
+    pub max_handshakes_per_peer: usize,
+    /// Requests of one connection running at once.
+    pub max_inflight: usize,
     /// How often idle connections get a `tick` event.
     pub tick_interval: Duration,
 }
@@ -560,6 +575,26 @@ impl Config {
         }
     }
 
+    /// [`load`](Self::load) with `hearth serve --bind` applied and checked
+    /// as `gateway.bind` is, so what validates is what starts.
+    pub fn load_for_serve(
+        path: Option<&Path>,
+        bind: Option<SocketAddr>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut c = Config::load(path)?;
+        if let Some(b) = bind {
+            if !b.ip().is_loopback() && c.gateway.token.is_none() {
+                return Err(ConfigErrors(vec![ConfigProblem {
+                    file: "--bind".into(),
+                    key: "gateway.token".into(),
+                    message: format!("required because --bind {b} is not a loopback address; set token = \"${{HEARTH_GATEWAY_TOKEN}}\" in [gateway]"),
+                }]));
+            }
+            c.gateway.bind = b;
+        }
+        Ok(c)
+    }
+
     /// Parses and validates config text. `env` resolves `${VAR}`.
     pub fn from_str(
         text: &str,
@@ -612,21 +647,23 @@ impl Config {
         let session: RawSession = section(&table, "session", &mut probs).unwrap_or_default();
         let messages: RawMessages = section(&table, "messages", &mut probs).unwrap_or_default();
         let rm: RawModels = section(&table, "models", &mut probs).unwrap_or_default();
-        if rm.threads == Some(0) {
-            probs.add("models.threads", "must be at least 1");
-        }
-        if rm
-            .context_tokens
-            .is_some_and(|c| !(256..=4096).contains(&c))
-        {
-            probs.add("models.context_tokens", "must be between 256 and 4096");
+        if rm.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            probs.add(
+                "models.dir",
+                "is empty; remove the key to search the usual places",
+            );
         }
         let models = ModelsConfig {
             dir: rm.dir.filter(|d| !d.as_os_str().is_empty()),
-            threads: rm.threads.unwrap_or(1).max(1),
-            memory_mb: rm.memory_mb.unwrap_or(400),
-            context_tokens: rm.context_tokens.unwrap_or(2048),
-            max_tokens: rm.max_tokens.unwrap_or(256).max(1),
+            threads: probs.range("models.threads", rm.threads, 1..=64, 1) as usize,
+            memory_mb: probs.range("models.memory_mb", rm.memory_mb, 64..=65_536, 400),
+            context_tokens: probs.range(
+                "models.context_tokens",
+                rm.context_tokens,
+                256..=4096,
+                2048,
+            ) as usize,
+            max_tokens: probs.range("models.max_tokens", rm.max_tokens, 1..=4096, 256) as usize,
             local_fallback: rm.local_fallback.unwrap_or(true),
             reply_note: rm
                 .reply_note
@@ -664,23 +701,24 @@ impl Config {
                 Some(x) => x,
                 None => d.half_life_days,
             },
-            max_results: match rmem.max_results {
-                Some(n) if !(1..=50).contains(&n) => {
-                    probs.add("memory.max_results", "must be between 1 and 50");
-                    d.max_results
-                }
-                Some(n) => n,
-                None => d.max_results,
-            },
-            chunk_tokens: match rmem.chunk_tokens {
-                Some(n) if !(50..=2000).contains(&n) => {
-                    probs.add("memory.chunk_tokens", "must be between 50 and 2000");
-                    d.chunk_tokens
-                }
-                Some(n) => n,
-                None => d.chunk_tokens,
-            },
-            chunk_overlap: rmem.chunk_overlap.unwrap_or(d.chunk_overlap),
+            max_results: probs.range(
+                "memory.max_results",
+                rmem.max_results,
+                1..=50,
+                d.max_results as u64,
+            ) as usize,
+            chunk_tokens: probs.range(
+                "memory.chunk_tokens",
+                rmem.chunk_tokens,
+                50..=2000,
+                d.chunk_tokens as u64,
+            ) as usize,
+            chunk_overlap: probs.range(
+                "memory.chunk_overlap",
+                rmem.chunk_overlap,
+                0..=1000,
+                d.chunk_overlap as u64,
+            ) as usize,
             index_sessions: rmem.index_sessions.unwrap_or(d.index_sessions),
             compaction: rmem.compaction.unwrap_or(d.compaction),
             compact_at: match rmem.compact_at {
@@ -691,14 +729,12 @@ impl Config {
                 Some(x) => x,
                 None => d.compact_at,
             },
-            keep_recent_tokens: match rmem.keep_recent_tokens {
-                Some(n) if n < 100 => {
-                    probs.add("memory.keep_recent_tokens", "must be at least 100");
-                    d.keep_recent_tokens
-                }
-                Some(n) => n,
-                None => d.keep_recent_tokens,
-            },
+            keep_recent_tokens: probs.range(
+                "memory.keep_recent_tokens",
+                rmem.keep_recent_tokens,
+                100..=10_000_000,
+                d.keep_recent_tokens as u64,
+            ) as usize,
             memory_flush: rmem.memory_flush.unwrap_or(d.memory_flush),
         };
         if memory.chunk_overlap * 2 > memory.chunk_tokens {
@@ -727,16 +763,41 @@ impl Config {
                 format!("required because gateway.bind ({bind}) is not a loopback address; set token = \"${{HEARTH_GATEWAY_TOKEN}}\""),
             );
         }
-        let tick_ms = gateway.tick_interval_ms.unwrap_or(30_000);
-        if !(100..=3_600_000).contains(&tick_ms) {
-            probs.add(
-                "gateway.tick_interval_ms",
-                "must be between 100 and 3600000",
-            );
-        }
-        let max_connections = gateway.max_connections.unwrap_or(32);
-        if max_connections == 0 {
-            probs.add("gateway.max_connections", "must be at least 1");
+        let tick_ms = probs.range(
+            "gateway.tick_interval_ms",
+            gateway.tick_interval_ms,
+            100..=3_600_000,
+            30_000,
+        );
+        let max_connections = probs.range(
+            "gateway.max_connections",
+            gateway.max_connections,
+            1..=1024,
+            32,
+        ) as usize;
+        let max_handshakes = probs.range(
+            "gateway.max_handshakes",
+            gateway.max_handshakes,
+            1..=1024,
+            64,
+        ) as usize;
+        let max_handshakes_per_peer = probs.range(
+            "gateway.max_handshakes_per_peer",
+            gateway.max_handshakes_per_peer,
+            1..=1024,
+            8,
+        ) as usize;
+        let max_inflight =
+            probs.range("gateway.max_inflight", gateway.max_inflight, 1..=1024, 32) as usize;
+        for (i, h) in gateway.hostnames.iter().enumerate() {
+            if crate::gateway::auth::host_name(h).as_deref()
+                != Some(h.to_ascii_lowercase().as_str())
+            {
+                probs.add(
+                    format!("gateway.hostnames[{i}]"),
+                    format!("{h:?} is not a host name (give the name only, like \"hearth.example.net\")"),
+                );
+            }
         }
 
         // providers
@@ -813,15 +874,22 @@ impl Config {
                             ),
                         );
                     }
-                    if p.max_tokens == Some(0) {
-                        probs.add(format!("{key}.max_tokens"), "must be at least 1");
-                    }
-                    if p.context_window.is_some_and(|w| w < 1024) {
-                        probs.add(
+                    let timeout_secs =
+                        probs.range(format!("{key}.timeout_secs"), p.timeout_secs, 1..=3600, 120);
+                    let max_tokens = probs.range(
+                        format!("{key}.max_tokens"),
+                        p.max_tokens,
+                        1..=1_000_000,
+                        4096,
+                    ) as u32;
+                    let context_window = p.context_window.map(|w| {
+                        probs.range(
                             format!("{key}.context_window"),
-                            "must be at least 1024 (tokens)",
-                        );
-                    }
+                            Some(w),
+                            1024..=100_000_000,
+                            1024,
+                        ) as usize
+                    });
                     prov.insert(
                         name.clone(),
                         ProviderConfig {
@@ -829,9 +897,9 @@ impl Config {
                             kind: p.kind,
                             base_url: base_url.trim_end_matches('/').to_string(),
                             credentials,
-                            timeout: Duration::from_secs(p.timeout_secs.unwrap_or(120)),
-                            max_tokens: p.max_tokens.unwrap_or(4096),
-                            context_window: p.context_window,
+                            timeout: Duration::from_secs(timeout_secs),
+                            max_tokens,
+                            context_window,
                         },
                     );
                 }
@@ -849,10 +917,43 @@ impl Config {
                 format!("a provider is configured but no model: set model = \"{p}/<model-id>\""),
             );
         }
+        let limits = |probs: &mut Problems,
+                      key: &str,
+                      ws: &Option<PathBuf>,
+                      steps: Option<u64>,
+                      rt: Option<u64>,
+                      tt: Option<u64>| {
+            if let Some(w) = ws {
+                if w.as_os_str().is_empty() {
+                    probs.add(
+                        format!("{key}.workspace"),
+                        "is empty; remove the key for the default <state>/workspace",
+                    );
+                } else if !w.is_absolute() {
+                    probs.add(
+                        format!("{key}.workspace"),
+                        format!("{w:?} must be an absolute path"),
+                    );
+                }
+            }
+            (
+                probs.range_opt(format!("{key}.max_steps"), steps, 1..=1000),
+                probs.range_opt(format!("{key}.run_timeout_secs"), rt, 1..=86_400),
+                probs.range_opt(format!("{key}.tool_timeout_secs"), tt, 1..=3600),
+            )
+        };
+        let (d_steps, d_rt, d_tt) = limits(
+            &mut probs,
+            "agents.defaults",
+            &d.workspace,
+            d.max_steps,
+            d.run_timeout_secs,
+            d.tool_timeout_secs,
+        );
         let mk = |id: String,
                   ws: Option<PathBuf>,
                   model: Option<&RawModel>,
-                  steps: Option<u32>,
+                  steps: Option<u64>,
                   rt: Option<u64>,
                   tt: Option<u64>,
                   tools: Option<&RawTools>| {
@@ -861,9 +962,9 @@ impl Config {
                 id,
                 workspace: ws.or_else(|| d.workspace.clone()),
                 model: model.map(chain).or_else(|| default_model.clone()),
-                max_steps: steps.or(d.max_steps).unwrap_or(8),
-                run_timeout: Duration::from_secs(rt.or(d.run_timeout_secs).unwrap_or(300)),
-                tool_timeout: Duration::from_secs(tt.or(d.tool_timeout_secs).unwrap_or(30)),
+                max_steps: steps.or(d_steps).unwrap_or(8) as u32,
+                run_timeout: Duration::from_secs(rt.or(d_rt).unwrap_or(300)),
+                tool_timeout: Duration::from_secs(tt.or(d_tt).unwrap_or(30)),
                 tools: ToolPolicy {
                     allow: tools.allow,
                     deny: tools.deny,
@@ -896,13 +997,21 @@ impl Config {
                 }
                 default_agent = Some(a.id.clone());
             }
+            let (steps, rt, tt) = limits(
+                &mut probs,
+                &key,
+                &a.workspace,
+                a.max_steps,
+                a.run_timeout_secs,
+                a.tool_timeout_secs,
+            );
             list.push(mk(
                 a.id.clone(),
                 a.workspace.clone(),
                 a.model.as_ref(),
-                a.max_steps,
-                a.run_timeout_secs,
-                a.tool_timeout_secs,
+                steps,
+                rt,
+                tt,
                 a.tools.as_ref(),
             ));
         }
@@ -914,9 +1023,6 @@ impl Config {
         }
         let default_agent = default_agent.unwrap_or_else(|| DEFAULT_AGENT.into());
         for a in &list {
-            if a.max_steps == 0 {
-                probs.add(format!("agents[{}].max_steps", a.id), "must be at least 1");
-            }
             if let Some(m) = &a.model {
                 for r in m.refs() {
                     match r.split_once('/') {
@@ -936,10 +1042,12 @@ impl Config {
                 }
             }
         }
-        let max_concurrent = d.max_concurrent.unwrap_or(2);
-        if max_concurrent == 0 {
-            probs.add("agents.defaults.max_concurrent", "must be at least 1");
-        }
+        let max_concurrent = probs.range(
+            "agents.defaults.max_concurrent",
+            d.max_concurrent,
+            1..=64,
+            2,
+        ) as usize;
 
         // bindings
         let mut binds = Vec::new();
@@ -980,10 +1088,17 @@ impl Config {
         if reset.at_hour > 23 {
             probs.add("session.reset.at_hour", "must be 0..=23");
         }
-        let retention_days = session.run_retention_days.unwrap_or(7);
-        if retention_days == 0 {
-            probs.add("session.run_retention_days", "must be at least 1");
-        }
+        probs.range_opt(
+            "session.reset.idle_minutes",
+            session.reset.idle_minutes,
+            0..=525_600,
+        );
+        let retention_days = probs.range(
+            "session.run_retention_days",
+            session.run_retention_days,
+            1..=3650,
+            7,
+        );
         if reset.mode == ResetMode::Idle && reset.idle_minutes == 0 {
             probs.add(
                 "session.reset.idle_minutes",
@@ -995,13 +1110,15 @@ impl Config {
         let q = messages.queue;
         let queue = QueueConfig {
             mode: q.mode.unwrap_or(QueueMode::Collect),
-            debounce: Duration::from_millis(q.debounce_ms.unwrap_or(1000)),
-            cap: q.cap.unwrap_or(20),
+            debounce: Duration::from_millis(probs.range(
+                "messages.queue.debounce_ms",
+                q.debounce_ms,
+                0..=600_000,
+                1000,
+            )),
+            cap: probs.range("messages.queue.cap", q.cap, 1..=1000, 20) as usize,
             drop: q.drop.unwrap_or(DropPolicy::Summarize),
         };
-        if queue.cap == 0 {
-            probs.add("messages.queue.cap", "must be at least 1");
-        }
 
         if !probs.list.is_empty() {
             return Err(ConfigErrors(probs.list));
@@ -1012,7 +1129,11 @@ impl Config {
                 bind,
                 token,
                 allowed_origins: gateway.allowed_origins,
+                hostnames: gateway.hostnames,
                 max_connections,
+                max_handshakes,
+                max_handshakes_per_peer,
+                max_inflight,
                 tick_interval: Duration::from_millis(tick_ms),
             },
             providers: prov,
@@ -1037,6 +1158,38 @@ struct Problems {
 }
 
 impl Problems {
+    /// `v` when inside `r`; `None` when absent or out of range (a problem).
+    fn range_opt(
+        &mut self,
+        key: impl AsRef<str>,
+        v: Option<u64>,
+        r: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let x = v?;
+        if r.contains(&x) {
+            return Some(x);
+        }
+        self.add(
+            key,
+            format!("must be between {} and {} (got {x})", r.start(), r.end()),
+        );
+        None
+    }
+
+    /// `v` (or `default`) when inside `r`; else a problem, and `default`.
+    fn range(
+        &mut self,
+        key: impl AsRef<str>,
+        v: Option<u64>,
+        r: std::ops::RangeInclusive<u64>,
+        default: u64,
+    ) -> u64 {
+        match v {
+            None => default,
+            v => self.range_opt(key, v, r).unwrap_or(default),
+        }
+    }
+
     fn add(&mut self, key: impl AsRef<str>, message: impl Into<String>) {
         self.list.push(ConfigProblem {
             file: self.file.clone(),

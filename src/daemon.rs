@@ -28,8 +28,21 @@ use crate::provider::Providers;
 use crate::queue::Queue;
 use crate::store::Store;
 
-/// Below systemd's default TimeoutStopSec (90 s) with room to flush.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+/// Everything `serve` does after SIGTERM, below the unit's
+/// `TimeoutStopSec=30` with room for redb to close the file. The stages:
+pub const STOP_BUDGET: Duration = Duration::from_secs(25);
+/// MQTT: the last replies, `offline`, disconnect.
+pub const MQTT_STOP: Duration = Duration::from_secs(3);
+/// The listener and the HTTP connections.
+pub const SERVER_STOP: Duration = Duration::from_secs(2);
+/// Runs cut at the drain deadline get this to stop.
+pub const CUT_WAIT: Duration = Duration::from_secs(2);
+/// Runs may finish until then; the rest of the budget is for the stages
+/// after it.
+pub const DRAIN_DEADLINE: Duration = STOP_BUDGET
+    .saturating_sub(MQTT_STOP)
+    .saturating_sub(SERVER_STOP)
+    .saturating_sub(CUT_WAIT);
 
 pub struct ServeOptions {
     pub config: Option<PathBuf>,
@@ -143,27 +156,20 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let cfg_path = config_path(opts.config.as_deref());
-    let mut cfg = Config::load(cfg_path.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(b) = opts.bind {
-        if !b.ip().is_loopback() && cfg.gateway.token.is_none() {
-            bail!("--bind {b} is not a loopback address, so a gateway token is required: set [gateway] token in the config (e.g. token = \"${{HEARTH_GATEWAY_TOKEN}}\")");
-        }
-        cfg.gateway.bind = b;
-    }
+    let mut cfg = Config::load_for_serve(cfg_path.as_deref(), opts.bind)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = state_dir(opts.state_dir.as_deref());
     let local = local_model(&mut cfg, &dir);
     let cfg = Arc::new(cfg);
     create_private_dir(&dir)?;
     let _lock = lock_state_dir(&dir)?;
+    let token = crate::gateway::auth::Token::load(&cfg.gateway, &dir)
+        .context("cannot set up the gateway token")?;
+    check_fd_limit(&cfg);
     tracing::info!(state_dir = %dir.display(), config = %cfg_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into()), "starting hearth {}", crate::VERSION);
 
-    let db_path = dir.join("hearth.redb");
-    let store = {
-        let p = db_path.clone();
-        tokio::task::spawn_blocking(move || Store::open(&p))
-            .await?
-            .with_context(|| format!("cannot open the state database {}", db_path.display()))?
-    };
+    let mut recovered = Vec::new();
+    let store = open_store(&dir, &mut recovered).await?;
     let mut providers = Providers::from_config(&cfg, credential_book(&store).await?);
     for (name, path) in local {
         providers.add_local(
@@ -258,29 +264,25 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "resuming messages accepted before the last stop"
         );
     }
-    let gw = Gateway::with_memory(
+    let gw = Gateway::new(
         cfg.clone(),
-        queue.clone(),
-        bus.clone(),
-        providers.clone(),
-        dir.clone(),
-        memory.clone(),
-        shutdown.clone(),
+        crate::gateway::Parts {
+            queue: queue.clone(),
+            bus: bus.clone(),
+            providers: providers.clone(),
+            state_dir: dir.clone(),
+            memory: memory.clone(),
+            shutdown: shutdown.clone(),
+            token,
+            recovered,
+        },
     );
-    let app = gw
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let stop_listen = shutdown.clone();
-    let server = tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        // Small WebSocket frames (deltas, events) must not wait for Nagle.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop_listen.cancelled().await })
-            .await
-    });
+    let server = tokio::spawn(crate::gateway::server::serve(
+        listener,
+        gw.clone(),
+        shutdown.clone(),
+    ));
+    let token_watch = gw.spawn_token_watch();
     write_addr_file(&dir, addr);
     tracing::info!("gateway listening on {addr} (ws://{addr}, http://{addr}/health)");
     notify(&[
@@ -297,30 +299,27 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!(
-        "stopping: draining runs (up to {} s)",
-        DRAIN_DEADLINE.as_secs()
+        "stopping: draining runs (up to {} s, {} s in all)",
+        DRAIN_DEADLINE.as_secs(),
+        STOP_BUDGET.as_secs()
     );
     notify(&[
         sd_notify::NotifyState::Stopping,
         sd_notify::NotifyState::Status("draining"),
     ]);
     shutdown.cancel();
-    queue.shutdown(DRAIN_DEADLINE).await;
+    queue.shutdown(DRAIN_DEADLINE, CUT_WAIT).await;
     // after the drain: the last replies still go out, then `offline`
     mqtt_stop.cancel();
     if let Some(t) = mqtt_task {
-        if tokio::time::timeout(Duration::from_secs(5), t)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(MQTT_STOP, t).await.is_err() {
             tracing::warn!("mqtt: did not stop in time");
         }
     }
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Err(e))) => tracing::warn!("gateway server error: {e}"),
-        Err(_) => tracing::warn!("gateway connections did not close in time"),
-        _ => {}
+    if tokio::time::timeout(SERVER_STOP, server).await.is_err() {
+        tracing::warn!("gateway connections did not close in time");
     }
+    token_watch.abort();
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -329,8 +328,68 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     drop(gw);
     drop(queue);
     drop(store);
+    let _ = std::fs::remove_file(dir.join(RUNNING_MARK));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `<state>/hearth.running` while `serve` runs; found at start, the last
+/// run did not stop cleanly (power cut, kill, crash).
+pub const RUNNING_MARK: &str = "hearth.running";
+
+/// Opens `<state>/hearth.redb`. After an unclean stop redb's integrity
+/// check runs first. A damaged file (empty, not a database, beyond repair)
+/// is moved aside, loudly, and Hearth starts with an empty state; a file
+/// that cannot be read for another reason (permissions, I/O) stops the
+/// start instead, so nothing is thrown away on a transient error.
+async fn open_store(dir: &Path, recovered: &mut Vec<String>) -> anyhow::Result<Store> {
+    let mark = dir.join(RUNNING_MARK);
+    let unclean = mark.exists();
+    std::fs::write(&mark, std::process::id().to_string())
+        .with_context(|| format!("cannot write {}", mark.display()))?;
+    let path = dir.join("hearth.redb");
+    if unclean && path.exists() {
+        tracing::warn!("the last run did not stop cleanly (power cut, kill or crash); checking the state database");
+    }
+    let p = path.clone();
+    let (store, note) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        match Store::open_with(&p, unclean) {
+            Ok(s) => Ok((s, None)),
+            Err(crate::store::StoreError::Damaged(why)) => {
+                let stamp = crate::util::rfc3339(crate::store::now_ms()).replace(':', "");
+                let aside = p.with_file_name(format!("hearth.redb.damaged-{stamp}"));
+                std::fs::rename(&p, &aside)
+                    .with_context(|| format!("cannot move the damaged {} aside", p.display()))?;
+                let note = format!(
+                    "the state database was damaged ({why}) and was moved aside to {}; Hearth started with no sessions",
+                    aside.display()
+                );
+                tracing::error!("{note}");
+                Ok((Store::open(&p)?, Some(note)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?
+    .with_context(|| format!("cannot open the state database {}", path.display()))?;
+    recovered.extend(note);
+    Ok(store)
+}
+
+/// Warns when the connection limits do not fit the open-file limit (the
+/// state files, indexes and models need about 128 more).
+fn check_fd_limit(cfg: &Config) {
+    let need = (cfg.gateway.max_connections + cfg.gateway.max_handshakes + 128) as u64;
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if let Some(cur) = lim.current {
+        if cur < need {
+            tracing::warn!(
+                limit = cur,
+                need,
+                "the open-file limit is below what the gateway limits need; raise LimitNOFILE or lower [gateway] max_connections / max_handshakes"
+            );
+        }
+    }
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -311,22 +311,19 @@ impl Queue {
                 cancel: cancel.clone(),
             });
         }
+        // Released however this ends: also when the caller goes away
+        // mid-compaction (its future is dropped), which cancels the model
+        // call too.
+        let mut slot = SessionSlot {
+            queue: self.clone(),
+            key: key.to_string(),
+            cancel: cancel.clone(),
+            done: false,
+        };
         let channel = meta.last_channel.unwrap_or_else(|| "webchat".into());
         let res = crate::agent::compact::compact(&ctx, key, &channel, &cancel, None).await;
-        let restart = {
-            let mut s = self.inner.sessions.lock().unwrap();
-            let q = s.entry(key.to_string()).or_default();
-            q.running = None;
-            let pending = !q.pending.is_empty();
-            q.worker = pending;
-            if !pending {
-                s.remove(key);
-            }
-            pending
-        };
-        if restart {
-            self.spawn_worker(key.to_string());
-        }
+        slot.done = true;
+        drop(slot);
         if res.is_ok() {
             self.inner.bus.emit(
                 "sessions.changed",
@@ -354,8 +351,9 @@ impl Queue {
     }
 
     /// Ordered shutdown: stop intake, let runs finish until `deadline`, then
-    /// cut them (uncommitted, so they run again on the next start).
-    pub async fn shutdown(&self, deadline: Duration) {
+    /// cut them (uncommitted, so they run again on the next start) and give
+    /// them `cut_wait` to stop.
+    pub async fn shutdown(&self, deadline: Duration, cut_wait: Duration) {
         self.inner.intake_closed.cancel();
         self.inner.tracker.close();
         if tokio::time::timeout(deadline, self.inner.tracker.wait())
@@ -374,7 +372,7 @@ impl Queue {
                     }
                 }
             }
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.tracker.wait()).await;
+            let _ = tokio::time::timeout(cut_wait, self.inner.tracker.wait()).await;
         }
     }
 
@@ -594,6 +592,40 @@ impl Queue {
             Ok(())
         })
         .await;
+    }
+}
+
+/// A session held by a hand-started compaction: on drop the session is
+/// free again (and its pending messages run), and the compaction's model
+/// call is cancelled if it is still going.
+struct SessionSlot {
+    queue: Queue,
+    key: String,
+    cancel: CancellationToken,
+    /// The compaction ended (else its caller went away mid-way).
+    done: bool,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        if !self.done {
+            tracing::info!(session = %self.key, "compaction abandoned: the client that asked for it went away");
+        }
+        self.cancel.cancel();
+        let restart = {
+            let mut s = self.queue.inner.sessions.lock().unwrap();
+            let q = s.entry(self.key.clone()).or_default();
+            q.running = None;
+            let pending = !q.pending.is_empty();
+            q.worker = pending;
+            if !pending {
+                s.remove(&self.key);
+            }
+            pending
+        };
+        if restart {
+            self.queue.spawn_worker(self.key.clone());
+        }
     }
 }
 

@@ -40,8 +40,62 @@ pub enum StoreError {
     Db(String),
     #[error("state database record is corrupt: {0}")]
     Corrupt(String),
+    /// The file is not a database redb can open (empty, cut off, garbage).
+    #[error("state database file is damaged: {0}")]
+    Damaged(String),
     #[error("duplicate idempotency key")]
     Duplicate(Box<IdemRecord>),
+}
+
+/// An existing file must start with redb's magic number: redb itself
+/// would take an empty file as a new database (a power cut on an SD card
+/// can leave one), and may panic on garbage.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    const MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::Db(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let mut head = [0u8; 9];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => {
+                return Err(StoreError::Db(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    match n {
+        0 => Err(StoreError::Damaged("the file is empty".into())),
+        _ if head[..n] != MAGIC[..n] || n < MAGIC.len() => Err(StoreError::Damaged(
+            "the file is not a redb database".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn open_err(e: redb::DatabaseError) -> StoreError {
+    use redb::{DatabaseError as D, StorageError as S};
+    match e {
+        D::Storage(S::Corrupted(m)) => StoreError::Damaged(m),
+        D::RepairAborted => StoreError::Damaged("redb could not repair it".into()),
+        D::Storage(S::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Damaged(e.to_string())
+        }
+        e => db(e),
+    }
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -295,12 +349,21 @@ impl Drop for Writer {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, false)
+    }
+
+    /// Opens the database; `check` runs redb's full integrity check (after
+    /// an unclean shutdown). A file that is not a redb database is
+    /// [`StoreError::Damaged`], never silently replaced.
+    pub fn open_with(path: &Path, check: bool) -> Result<Store, StoreError> {
+        check_header(path)?;
         // redb's default cache (1 GiB) would grow with the file; a 512 MB
         // board needs a bound. Hot data (inbox, recent transcripts) is small.
         let d = Database::builder()
             .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(check)
             .create(path)
-            .map_err(db)?;
+            .map_err(open_err)?;
         let w = d.begin_write().map_err(db)?;
         {
             w.open_table(INBOX).map_err(db)?;

@@ -233,3 +233,35 @@ async fn sessions_compact_refuses_clearly() {
     // and the session goes on
     assert_eq!(turn(&c, "after", "h4").await, "echo: after");
 }
+
+/// Issue 13 item 11: a client that asks for `sessions.compact` and goes
+/// away before the answer (5b0ef1f: the session never answered again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_compaction_does_not_wedge_the_session() {
+    let fake = common::FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::Daemon::start(dir.path(), &config(&fake.url));
+    let c = d.client().await;
+    turn(
+        &c,
+        "Remember [keep:the spare key is under the mat] [slowcompact:3000]",
+        "a1",
+    )
+    .await;
+    for (i, t) in ["one", "two", "three", "four"].iter().enumerate() {
+        turn(&c, t, &format!("a2-{i}")).await;
+    }
+    let quitter = d.client().await;
+    let _pending = quitter
+        .start("sessions.compact", json!({"key": "main"}))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(_pending);
+    drop(quitter);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = common::send(&c, "main", "still there?", "a3").await;
+    let run = r["runId"].as_str().unwrap().to_string();
+    let fin = common::terminal_within(&c, &run, Duration::from_secs(15)).await;
+    assert_eq!(common::text_of(&fin), "echo: still there?", "{fin}");
+    assert!(d.log().contains("compaction abandoned"), "{}", d.log());
+}

@@ -196,7 +196,7 @@ async fn malformed_and_oversize_frames_after_auth() {
     let d = Daemon::start(dir.path(), "");
     let mut ws = raw(&d.url).await;
     next_text(&mut ws).await;
-    ws.send(Message::Text(connect_frame(4, 4, None).into()))
+    ws.send(Message::Text(connect_frame(4, 4, Some(&d.token())).into()))
         .await
         .unwrap();
     assert_eq!(next_text(&mut ws).await["ok"], true);
@@ -485,6 +485,8 @@ async fn no_provider_gives_a_clear_error_reply() {
     // The CLI shows it and exits 1.
     let out = std::process::Command::new(bin())
         .args(["chat", "--url", &d.url, "hello"])
+        .arg("--state-dir")
+        .arg(&d.state)
         .env_remove("HEARTH_GATEWAY_TOKEN")
         .output()
         .unwrap();
@@ -518,7 +520,16 @@ async fn cli_chat_streams_a_reply() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(dir.path(), &config_with(&fake.url, ""));
     let out = hearth_cli(
-        &["chat", "--url", &d.url, "--session", "cli", "good morning"],
+        &[
+            "chat",
+            "--url",
+            &d.url,
+            "--state-dir",
+            d.state.to_str().unwrap(),
+            "--session",
+            "cli",
+            "good morning",
+        ],
         b"",
     )
     .await;
@@ -534,7 +545,20 @@ async fn cli_chat_streams_a_reply() {
     );
     // Interactive: lines from stdin, one reply each, /quit leaves.
     let input = b"first line\n\nsecond line\n/quit\n";
-    let out = hearth_cli(&["chat", "--url", &d.url, "--session", "tty"], input).await;
+    let st = d.state.to_str().unwrap();
+    let out = hearth_cli(
+        &[
+            "chat",
+            "--url",
+            &d.url,
+            "--state-dir",
+            st,
+            "--session",
+            "tty",
+        ],
+        input,
+    )
+    .await;
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -545,7 +569,7 @@ async fn cli_chat_streams_a_reply() {
         String::from_utf8_lossy(&out.stdout),
         "echo: first line\necho: second line\n"
     );
-    let st = hearth_cli(&["status", "--url", &d.url], b"").await;
+    let st = hearth_cli(&["status", "--url", &d.url, "--state-dir", st], b"").await;
     assert!(String::from_utf8_lossy(&st.stdout).contains("fake/fake-1"));
 }
 

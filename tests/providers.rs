@@ -225,6 +225,8 @@ async fn auth_and_billing_failures_disable_keys() {
     // `hearth status` shows it, masked.
     let out = std::process::Command::new(bin())
         .args(["status", "--url", &d.url])
+        .arg("--state-dir")
+        .arg(&d.state)
         .output()
         .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);

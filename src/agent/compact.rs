@@ -197,6 +197,15 @@ fn render(summary: Option<&str>, entries: &[Entry], max_chars: usize) -> String 
     }
 }
 
+/// Sets a blocking call's cancel flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// One model call without streaming, on the blocking pool; stops when
 /// `cancel` fires.
 async fn call(
@@ -223,6 +232,9 @@ async fn call(
         };
         run_chain(&providers, &chain, &key, &req, &mut |_| {}, &mut || {}, &f2)
     });
+    // Dropped mid-call (the client that asked went away): the blocking
+    // call stops at its next check instead of running to the end.
+    let _stop = StopOnDrop(flag.clone());
     tokio::select! {
         _ = cancel.cancelled() => {
             flag.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -56,9 +56,12 @@ pub fn bootstrap(dir: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut total = 0usize;
     for name in BOOTSTRAP_FILES {
-        let Ok(text) = std::fs::read_to_string(dir.join(name)) else {
+        // not through a link: a planted AGENTS.md → gateway.token would
+        // put a secret into every prompt
+        let Ok(bytes) = crate::tools::read_file(dir, name) else {
             continue;
         };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let n = text.chars().count();
         let room = TOTAL_MAX.saturating_sub(total);
         if room == 0 {
@@ -251,9 +254,10 @@ pub fn skills(dir: &Path) -> Vec<Skill> {
             continue;
         }
         let folder = e.file_name().to_string_lossy().into_owned();
-        let Ok(text) = std::fs::read_to_string(e.path().join("SKILL.md")) else {
+        let Ok(bytes) = crate::tools::read_file(dir, &format!("skills/{folder}/SKILL.md")) else {
             continue;
         };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let (mut name, mut description) = (None, None);
         let mut lines = text.lines();
         if lines.next().map(str::trim) == Some("---") {

@@ -404,8 +404,20 @@ async fn turn_loop(
 }
 
 /// Runs one tool call under the agent's policy and tool timeout, on the
-/// blocking pool. `None` when cancelled; otherwise (ok, result text).
+/// blocking pool. `None` when cancelled; otherwise (ok, result text), cut
+/// to [`tools::MAX_OUTPUT`] whatever the tool.
 pub(crate) async fn exec_tool(
+    ctx: &AgentCtx,
+    session: &str,
+    call: &crate::store::ToolCall,
+    cancel: &CancellationToken,
+) -> Option<(bool, String)> {
+    let (ok, mut out) = exec_tool_uncapped(ctx, session, call, cancel).await?;
+    tools::truncate(&mut out);
+    Some((ok, out))
+}
+
+async fn exec_tool_uncapped(
     ctx: &AgentCtx,
     session: &str,
     call: &crate::store::ToolCall,

@@ -126,13 +126,26 @@ mod tests {
         let bus = EventBus::new(64);
         let queue = Queue::new(cfg.queue, cfg.reset, 2, store.clone(), bus.clone(), agents);
         let token = tokio_util::sync::CancellationToken::new();
+        let memory = crate::memory::service::Memory::new(
+            dir.path(),
+            cfg.memory.clone(),
+            cfg.models.clone(),
+            Some(store.clone()),
+        );
         let g = Gateway::new(
             Arc::new(cfg),
-            queue,
-            bus,
-            crate::provider::Providers::default(),
-            dir.path().into(),
-            token,
+            crate::gateway::Parts {
+                queue,
+                bus,
+                providers: crate::provider::Providers::default(),
+                state_dir: dir.path().into(),
+                memory,
+                shutdown: token,
+                token: crate::gateway::auth::Token::fixed(crate::config::Secret::new(
+                    "t0ken-for-tests",
+                )),
+                recovered: vec![],
+            },
         );
 
         let msg = Inbound {
@@ -175,6 +188,8 @@ mod tests {
         let t = store.transcript(&session_key, 10).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].text, "is the door locked?");
-        g.queue.shutdown(Duration::from_secs(1)).await;
+        g.queue
+            .shutdown(Duration::from_secs(1), Duration::from_secs(1))
+            .await;
     }
 }

@@ -1,6 +1,5 @@
 //! The gateway's methods: one `match` in [`dispatch`], one function each.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,13 +46,13 @@ pub const EVENTS: [&str; 7] = [
 
 type Res = Result<Value, ErrorShape>;
 
-/// Checks the first frame. Errors carry (request id, error, close code).
+/// Checks the first frame. Returns hello-ok and the token generation it
+/// signed in with; errors carry (request id, error, close code).
 pub fn handshake(
     g: &Gateway,
     text: &str,
     conn_id: &str,
-    peer: SocketAddr,
-) -> Result<Frame, (String, ErrorShape, u16)> {
+) -> Result<(Frame, u64), (String, ErrorShape, u16)> {
     let (id, method, params) = super::protocol::parse_request(text).map_err(|(id, _)| {
         (
             id,
@@ -85,36 +84,27 @@ pub fn handshake(
         e.details = Some(Box::new(json!({"expectedProtocol": PROTOCOL})));
         return Err((id, e, 1002));
     }
-    if let Some(want) = &g.cfg.gateway.token {
-        let got = params["auth"]["token"]
-            .as_str()
-            .or_else(|| params["auth"]["password"].as_str())
-            .unwrap_or("");
-        if !constant_time_eq(got.as_bytes(), want.expose().as_bytes()) {
-            let msg = if got.is_empty() {
-                "this gateway needs a token (auth.token)"
-            } else {
-                "gateway token mismatch"
-            };
-            return Err((id, ErrorShape::new("AUTH_TOKEN_MISMATCH", msg), 1008));
-        }
-    } else if !peer.ip().is_loopback() {
-        return Err((
-            id,
-            ErrorShape::new(
-                "AUTH_TOKEN_MISMATCH",
-                "no token configured; only loopback clients may connect",
-            ),
-            1008,
-        ));
-    }
+    // A token always: on loopback too, so a web page a browser on this
+    // machine opens cannot sign in (DNS rebinding, SPEC §5).
+    let got = params["auth"]["token"]
+        .as_str()
+        .or_else(|| params["auth"]["password"].as_str())
+        .unwrap_or("");
+    let Some(generation) = g.token.check(got) else {
+        let msg = if got.is_empty() {
+            "this gateway needs its token (auth.token); on this machine `hearth token` prints it"
+        } else {
+            "gateway token mismatch"
+        };
+        return Err((id, ErrorShape::new("AUTH_TOKEN_MISMATCH", msg), 1008));
+    };
     let role = params["role"].as_str().unwrap_or("operator").to_string();
     let scopes = params["scopes"]
         .as_array()
         .cloned()
         .unwrap_or_else(|| vec![json!("operator.admin")]);
     let (running, pending) = g.queue.load();
-    Ok(Frame::ok(
+    let hello = Frame::ok(
         &id,
         json!({
             "type": "hello-ok",
@@ -132,15 +122,8 @@ pub fn handshake(
             "auth": {"role": role, "scopes": scopes},
             "policy": {"maxPayload": MAX_PAYLOAD, "maxBufferedBytes": MAX_BUFFERED, "tickIntervalMs": g.cfg.gateway.tick_interval.as_millis() as u64},
         }),
-    ))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= (*a.get(i).unwrap_or(&0) ^ *b.get(i).unwrap_or(&0)) as usize;
-    }
-    diff == 0
+    );
+    Ok((hello, generation))
 }
 
 pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p: Value) {
@@ -211,7 +194,10 @@ fn status(g: &Gateway) -> Res {
     Ok(json!({
         "version": crate::VERSION,
         "uptimeMs": g.started.elapsed().as_millis() as u64,
-        "gateway": {"bind": cfg.gateway.bind.to_string(), "auth": if cfg.gateway.token.is_some() { "token" } else { "none (loopback only)" }},
+        "gateway": {"bind": cfg.gateway.bind.to_string(), "auth": "token", "token": g.token.source(),
+                    "connections": {"signedIn": g.connection_counts().1, "handshakes": g.connection_counts().0,
+                                    "max": cfg.gateway.max_connections, "maxHandshakes": cfg.gateway.max_handshakes}},
+        "recovered": g.recovered,
         "stateDir": g.state_dir,
         "config": cfg.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into()),
         "agents": agents,
@@ -530,6 +516,12 @@ async fn wait_run(
     run_id: &str,
     timeout: Duration,
 ) -> Result<Option<RunRecord>, ErrorShape> {
+    let Ok(_waiting) = g.waiters.clone().try_acquire_owned() else {
+        return Err(ErrorShape::unavailable(format!(
+            "{} requests are already waiting for runs; try again shortly",
+            super::MAX_WAITERS
+        )));
+    };
     let mut done = g.queue.completions();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -789,7 +781,9 @@ fn config_get(g: &Gateway) -> Value {
         "path": c.source.as_ref().map(|p| p.display().to_string()),
         "config": {
             "gateway": {"bind": c.gateway.bind.to_string(), "token": c.gateway.token.as_ref().map(|t| t.masked()),
-                        "allowedOrigins": c.gateway.allowed_origins, "maxConnections": c.gateway.max_connections},
+                        "allowedOrigins": c.gateway.allowed_origins, "hostnames": c.gateway.hostnames,
+                        "maxConnections": c.gateway.max_connections, "maxHandshakes": c.gateway.max_handshakes,
+                        "maxHandshakesPerPeer": c.gateway.max_handshakes_per_peer, "maxInflight": c.gateway.max_inflight},
             "providers": providers,
             "agents": agents,
             "defaultAgent": c.default_agent,

@@ -1,15 +1,26 @@
 //! The gateway: WebSocket (OpenClaw gateway protocol v4) and HTTP on one port.
 //!
-//! Connection life: Origin check at the upgrade → `connect.challenge` event →
-//! the first frame must be `connect` (else `INVALID_REQUEST`, close 1008;
-//! wrong token `AUTH_TOKEN_MISMATCH`, close 1008; protocol `PROTOCOL_MISMATCH`,
-//! close 1002) → `hello-ok` → requests, events and `tick`s. Frames before auth
-//! are limited to 64 KiB; after, to `policy.maxPayload`. A bad frame gets an
-//! error response; nothing a client sends can take the daemon down.
+//! Connection life: `server` accepts (pre-auth limits, header-read timeout,
+//! Host check) → Origin check at the upgrade → `connect.challenge` event →
+//! the first frame must be `connect` within [`CONNECT_TIMEOUT`] (else
+//! `INVALID_REQUEST`, close 1008; wrong or missing token
+//! `AUTH_TOKEN_MISMATCH`, close 1008; protocol `PROTOCOL_MISMATCH`, close
+//! 1002) → an authenticated slot (`max_connections`; else `UNAVAILABLE`,
+//! close 1013) → `hello-ok` → requests, events and `tick`s.
+//!
+//! Bounds: frames before auth are limited to 64 KiB, after to
+//! `policy.maxPayload`; at most `max_inflight` requests per connection run
+//! at once (more get a `retryable` error), at most [`MAX_WAITERS`] waits
+//! (`agent`, `agent.wait`) over all; a full outbound queue stops reading
+//! from that connection, and a client that takes nothing for
+//! [`WRITE_TIMEOUT`] is disconnected. A bad frame gets an error response;
+//! nothing a client sends can take the daemon down.
 
+pub mod auth;
 pub mod ingest;
 pub mod methods;
 pub mod protocol;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,10 +33,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -39,7 +50,14 @@ pub const PROTOCOL: u64 = 4;
 pub const PRE_AUTH_MAX: usize = 64 * 1024;
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
 pub const MAX_BUFFERED: usize = 4 * 1024 * 1024;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `connect` frame must arrive within this after the upgrade.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that takes no frame for this long is disconnected.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Frames queued for one connection before reading from it stops.
+const OUT_QUEUE: usize = 256;
+/// `agent` / `agent.wait` calls waiting for a run, over all connections.
+pub const MAX_WAITERS: usize = 256;
 
 /// Everything the gateway's handlers share.
 pub struct Gateway {
@@ -52,11 +70,24 @@ pub struct Gateway {
     pub memory: crate::memory::service::Memory,
     pub started: Instant,
     pub shutdown: CancellationToken,
+    /// The token every client signs in with, and its generation (bumped
+    /// when `hearth token --rotate` replaced it).
+    pub token: auth::Token,
+    token_gen: watch::Sender<u64>,
+    pub hosts: auth::HostPolicy,
+    /// Authenticated connections.
     conns: Arc<Semaphore>,
+    /// Connections that have not signed in yet (see `server`).
+    pre_auth: Arc<Semaphore>,
+    peers: Arc<server::PeerCounts>,
+    /// Requests waiting for a run to end (`agent`, `agent.wait`).
+    pub waiters: Arc<Semaphore>,
     next_conn: AtomicU64,
     pub stats: Stats,
     /// The MQTT channel, when configured (status, `devices.list`).
     pub mqtt: std::sync::OnceLock<Arc<crate::mqtt::client::Mqtt>>,
+    /// What start-up had to repair (a state file moved aside), for status.
+    pub recovered: Vec<String>,
 }
 
 #[derive(Default)]
@@ -64,49 +95,49 @@ pub struct Stats {
     pub connections: AtomicU64,
     pub requests: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// Connections closed at accept: the pre-auth limits were reached.
+    pub refused: AtomicU64,
+    /// Requests refused for their Host header.
+    pub bad_hosts: AtomicU64,
+    /// Requests refused because the connection had too many in flight.
+    pub busy: AtomicU64,
+}
+
+/// What [`Gateway::new`] needs besides the config.
+pub struct Parts {
+    pub queue: Queue,
+    pub bus: EventBus,
+    pub providers: Providers,
+    pub state_dir: PathBuf,
+    pub memory: crate::memory::service::Memory,
+    pub shutdown: CancellationToken,
+    pub token: auth::Token,
+    pub recovered: Vec<String>,
 }
 
 impl Gateway {
-    pub fn new(
-        cfg: Arc<Config>,
-        queue: Queue,
-        bus: EventBus,
-        providers: Providers,
-        state_dir: PathBuf,
-        shutdown: CancellationToken,
-    ) -> Arc<Gateway> {
-        let memory = crate::memory::service::Memory::new(
-            &state_dir,
-            cfg.memory.clone(),
-            cfg.models.clone(),
-            Some(queue.store().clone()),
-        );
-        Gateway::with_memory(cfg, queue, bus, providers, state_dir, memory, shutdown)
-    }
-
-    /// As [`new`](Self::new), sharing the agents' memory handle.
-    pub fn with_memory(
-        cfg: Arc<Config>,
-        queue: Queue,
-        bus: EventBus,
-        providers: Providers,
-        state_dir: PathBuf,
-        memory: crate::memory::service::Memory,
-        shutdown: CancellationToken,
-    ) -> Arc<Gateway> {
+    pub fn new(cfg: Arc<Config>, p: Parts) -> Arc<Gateway> {
+        let g = &cfg.gateway;
         Arc::new(Gateway {
-            memory,
-            conns: Arc::new(Semaphore::new(cfg.gateway.max_connections)),
-            cfg,
-            queue,
-            bus,
-            providers,
-            state_dir,
+            conns: Arc::new(Semaphore::new(g.max_connections)),
+            pre_auth: Arc::new(Semaphore::new(g.max_handshakes)),
+            peers: server::PeerCounts::new(g.max_handshakes_per_peer),
+            waiters: Arc::new(Semaphore::new(MAX_WAITERS)),
+            hosts: auth::HostPolicy::new(g),
+            token_gen: watch::channel(p.token.generation()).0,
+            token: p.token,
+            memory: p.memory,
+            queue: p.queue,
+            bus: p.bus,
+            providers: p.providers,
+            state_dir: p.state_dir,
             started: Instant::now(),
-            shutdown,
+            shutdown: p.shutdown,
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
             mqtt: std::sync::OnceLock::new(),
+            recovered: p.recovered,
+            cfg,
         })
     }
 
@@ -116,6 +147,35 @@ impl Gateway {
             .route("/health", get(health))
             .route("/metrics", get(metrics))
             .with_state(self.clone())
+    }
+
+    /// Re-reads a rotated token file every [`auth::WATCH_EVERY`]; the
+    /// connections signed in with the old token close.
+    pub fn spawn_token_watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let g = self.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(auth::WATCH_EVERY);
+            loop {
+                tokio::select! {
+                    _ = g.shutdown.cancelled() => return,
+                    _ = t.tick() => {}
+                }
+                g.token.refresh();
+                let now = g.token.generation();
+                g.token_gen
+                    .send_if_modified(|v| std::mem::replace(v, now) != now);
+            }
+        })
+    }
+
+    /// Connections waiting to sign in, authenticated ones (for tests and
+    /// metrics).
+    pub fn connection_counts(&self) -> (usize, usize) {
+        let g = &self.cfg.gateway;
+        (
+            g.max_handshakes - self.pre_auth.available_permits(),
+            g.max_connections - self.conns.available_permits(),
+        )
     }
 }
 
@@ -129,18 +189,27 @@ async fn health(State(g): State<Arc<Gateway>>) -> Response {
 
 async fn metrics(State(g): State<Arc<Gateway>>) -> Response {
     let (running, pending) = g.queue.load();
+    let (handshakes, authed) = g.connection_counts();
     let s = &g.stats;
     let text = format!(
         "# TYPE hearth_uptime_seconds gauge\nhearth_uptime_seconds {}\n\
 # TYPE hearth_runs_running gauge\nhearth_runs_running {running}\n\
 # TYPE hearth_messages_pending gauge\nhearth_messages_pending {pending}\n\
+# TYPE hearth_ws_connections gauge\nhearth_ws_connections {authed}\n\
+# TYPE hearth_handshakes gauge\nhearth_handshakes {handshakes}\n\
 # TYPE hearth_ws_connections_total counter\nhearth_ws_connections_total {}\n\
 # TYPE hearth_ws_requests_total counter\nhearth_ws_requests_total {}\n\
-# TYPE hearth_ws_bad_frames_total counter\nhearth_ws_bad_frames_total {}\n",
+# TYPE hearth_ws_bad_frames_total counter\nhearth_ws_bad_frames_total {}\n\
+# TYPE hearth_connections_refused_total counter\nhearth_connections_refused_total {}\n\
+# TYPE hearth_bad_host_total counter\nhearth_bad_host_total {}\n\
+# TYPE hearth_ws_busy_total counter\nhearth_ws_busy_total {}\n",
         g.started.elapsed().as_secs(),
         s.connections.load(Ordering::Relaxed),
         s.requests.load(Ordering::Relaxed),
         s.bad_frames.load(Ordering::Relaxed),
+        s.refused.load(Ordering::Relaxed),
+        s.bad_hosts.load(Ordering::Relaxed),
+        s.busy.load(Ordering::Relaxed),
     );
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
@@ -152,6 +221,7 @@ or any OpenClaw gateway-protocol v4 client on this address.</p>";
 async fn root(
     State(g): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    slot: Option<Extension<server::PreAuthSlot>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -163,95 +233,89 @@ async fn root(
             .get("host")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !origin_allowed(origin, host, &g.cfg.gateway.allowed_origins) {
+        if !auth::origin_allowed(origin, host, &g.cfg.gateway.allowed_origins) {
             tracing::warn!(%peer, origin, "refused a browser WebSocket from a foreign origin");
             return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
         }
     }
-    let Ok(permit) = g.conns.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
-    };
+    let pre = slot.and_then(|Extension(s)| s.take());
     ws.max_message_size(MAX_PAYLOAD * 2)
         .max_frame_size(MAX_PAYLOAD * 2)
-        .on_upgrade(move |socket| async move {
-            let _permit = permit;
-            connection(g, socket, peer).await
-        })
+        .on_upgrade(move |socket| async move { connection(g, socket, peer, pre).await })
 }
 
-/// A browser origin may open the socket only if it is the gateway's own
-/// origin (same host:port) or explicitly configured.
-pub fn origin_allowed(origin: &str, host: &str, extra: &[String]) -> bool {
-    if extra.iter().any(|o| o == origin) {
-        return true;
-    }
-    let rest = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    matches!(rest, Some(h) if !host.is_empty() && h.eq_ignore_ascii_case(host))
+/// What goes out on a connection: frames, then at most one close.
+pub enum Out {
+    Text(String),
+    Close(u16, String),
 }
 
 /// Per-connection context handed to method handlers.
 pub struct Conn {
-    pub out: mpsc::Sender<String>,
+    pub out: mpsc::Sender<Out>,
 }
 
 impl Conn {
     pub async fn send(&self, f: Frame) {
-        let _ = self.out.send(f.to_text()).await;
+        let _ = self.out.send(Out::Text(f.to_text())).await;
     }
 }
 
-async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
-    g.stats.connections.fetch_add(1, Ordering::Relaxed);
-    let conn_id = format!("c{}", g.next_conn.fetch_add(1, Ordering::Relaxed));
-    let (mut tx, mut rx) = socket.split();
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+/// Challenge, `connect`, token, authenticated slot. `None` when the client
+/// was refused (it has been told why and the socket closed).
+async fn sign_in(
+    g: &Gateway,
+    tx: &mut Sink,
+    rx: &mut Stream,
+    conn_id: &str,
+    peer: SocketAddr,
+) -> Option<(OwnedSemaphorePermit, u64)> {
     let nonce = crate::store::new_id();
     let challenge = Frame::event(
         "connect.challenge",
         json!({"nonce": nonce, "ts": now_ms()}),
         None,
     );
-    if tx
-        .send(Message::Text(challenge.to_text().into()))
+    tx.send(Message::Text(challenge.to_text().into()))
         .await
-        .is_err()
-    {
-        return;
-    }
-
-    // Handshake.
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, rx.next()).await;
+        .ok()?;
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, rx.next()).await;
     let text = match first {
         Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
         Ok(Some(Ok(Message::Binary(_)))) => String::from("<binary>"),
-        Ok(Some(Ok(Message::Close(_)))) | Ok(None) => return,
+        Ok(Some(Ok(Message::Close(f)))) => {
+            let _ = close(tx, f.map_or(1000, |f| f.code), "bye").await;
+            return None;
+        }
+        Ok(None) => return None,
         Ok(Some(Ok(_))) => String::from("<control>"),
         Ok(Some(Err(_))) => {
             // Over the hard frame limit or a broken stream.
-            let _ = close(&mut tx, 1009, "frame too large").await;
-            return;
+            let _ = close(tx, 1009, "frame too large").await;
+            return None;
         }
         Err(_) => {
-            let _ = close(&mut tx, 1008, "handshake timeout").await;
-            return;
+            let _ = close(tx, 1008, "handshake timeout").await;
+            return None;
         }
     };
-    if text.len() > PRE_AUTH_MAX {
-        g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-        let f = Frame::err(
-            "connect",
-            ErrorShape::invalid(format!(
+    let refuse = |shape: ErrorShape| (String::from("connect"), shape);
+    let res = if text.len() > PRE_AUTH_MAX {
+        Err((
+            refuse(ErrorShape::invalid(format!(
                 "frame exceeds the {PRE_AUTH_MAX}-byte limit before auth"
-            )),
-        );
-        let _ = tx.send(Message::Text(f.to_text().into())).await;
-        let _ = close(&mut tx, 1009, "frame too large").await;
-        return;
-    }
-    let hello = match methods::handshake(&g, &text, &conn_id, peer) {
+            ))),
+            1009,
+        ))
+    } else {
+        methods::handshake(g, &text, conn_id).map_err(|(id, shape, code)| ((id, shape), code))
+    };
+    let (hello, generation) = match res {
         Ok(h) => h,
-        Err((id, shape, code)) => {
+        Err(((id, shape), code)) => {
             g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
             tracing::info!(%peer, code = %shape.code, "refused a gateway connection");
             let _ = tx
@@ -259,47 +323,117 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
                     Frame::err(&id, shape.clone()).to_text().into(),
                 ))
                 .await;
-            let _ = close(&mut tx, code, &shape.message).await;
-            return;
+            let _ = close(tx, code, &shape.message).await;
+            return None;
         }
     };
-    if tx
-        .send(Message::Text(hello.to_text().into()))
+    let Ok(permit) = g.conns.clone().try_acquire_owned() else {
+        let e = ErrorShape::unavailable(format!(
+            "the gateway has its {} connections; close one or try again later",
+            g.cfg.gateway.max_connections
+        ));
+        let _ = tx
+            .send(Message::Text(Frame::err("connect", e).to_text().into()))
+            .await;
+        let _ = close(tx, 1013, "too many connections").await;
+        return None;
+    };
+    tx.send(Message::Text(hello.to_text().into())).await.ok()?;
+    Some((permit, generation))
+}
+
+/// Sends what the handlers queue; a client that takes nothing for
+/// [`WRITE_TIMEOUT`] is dropped. Ends after a close or when every sender
+/// is gone.
+async fn writer(mut tx: Sink, mut out: mpsc::Receiver<Out>, stop: CancellationToken) {
+    while let Some(o) = out.recv().await {
+        let r = match o {
+            Out::Text(t) => tokio::time::timeout(WRITE_TIMEOUT, tx.send(Message::Text(t.into())))
+                .await
+                .map_err(|_| ())
+                .and_then(|r| r.map_err(|_| ())),
+            Out::Close(code, reason) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), close(&mut tx, code, &reason))
+                    .await;
+                break;
+            }
+        };
+        if r.is_err() {
+            break;
+        }
+    }
+    stop.cancel();
+}
+
+async fn connection(
+    g: Arc<Gateway>,
+    socket: WebSocket,
+    peer: SocketAddr,
+    pre: Option<server::PreAuth>,
+) {
+    let conn_id = format!("c{}", g.next_conn.fetch_add(1, Ordering::Relaxed));
+    let (mut tx, mut rx) = socket.split();
+    let Some((_slot, generation)) = sign_in(&g, &mut tx, &mut rx, &conn_id, peer).await else {
+        return;
+    };
+    drop(pre);
+    g.stats.connections.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%peer, conn = %conn_id, "client connected");
+
+    let (out_tx, out_rx) = mpsc::channel::<Out>(OUT_QUEUE);
+    let conn = Arc::new(Conn { out: out_tx });
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(writer(tx, out_rx, stop.clone()));
+    let close = serve_connection(&g, &conn, &mut rx, &conn_id, generation, &stop).await;
+    if let Some((code, reason)) = close {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            conn.out.send(Out::Close(code, reason)),
+        )
+        .await;
+    }
+    drop(conn);
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(3), writer)
         .await
         .is_err()
     {
-        return;
+        abort.abort();
     }
-    tracing::debug!(%peer, conn = %conn_id, "client connected");
+    tracing::debug!(conn = %conn_id, "client disconnected");
+}
 
-    // Writer task: everything outbound goes through one bounded channel.
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
-    let conn = Arc::new(Conn { out: out_tx });
+/// The signed-in part of a connection: requests, events, ticks. Returns
+/// the close frame to send, if any.
+async fn serve_connection(
+    g: &Arc<Gateway>,
+    conn: &Arc<Conn>,
+    rx: &mut Stream,
+    conn_id: &str,
+    generation: u64,
+    stop: &CancellationToken,
+) -> Option<(u16, String)> {
     let mut events = g.bus.subscribe();
+    let mut token_gen = g.token_gen.subscribe();
     let mut tick = tokio::time::interval(g.cfg.gateway.tick_interval);
     tick.tick().await;
     let seq = AtomicU64::new(0);
+    let inflight = Arc::new(Semaphore::new(g.cfg.gateway.max_inflight));
     let tasks = tokio_util::task::TaskTracker::new();
-    let stop = CancellationToken::new();
     let closed = CancellationToken::new();
-    let writer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            while let Some(t) = out_rx.recv().await {
-                if tx.send(Message::Text(t.into())).await.is_err() {
-                    break;
-                }
-            }
-            stop.cancel();
-            tx
-        })
-    };
-    loop {
+    let send = |t: String| conn.out.send(Out::Text(t));
+    let close = loop {
         tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => break None,
             _ = g.shutdown.cancelled() => {
                 conn.send(Frame::event("shutdown", json!({"reason": "gateway stopping", "restartExpectedMs": 5000}), None)).await;
-                break;
+                break Some((1012, "gateway stopping".to_string()));
+            }
+            r = token_gen.changed() => {
+                if r.is_ok() && *token_gen.borrow() != generation {
+                    tracing::info!(conn = %conn_id, "closing a connection signed in with a rotated token");
+                    break Some((1008, "the gateway token was changed".to_string()));
+                }
             }
             _ = tick.tick() => {
                 let s = seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -308,78 +442,93 @@ async fn connection(g: Arc<Gateway>, socket: WebSocket, peer: SocketAddr) {
             ev = events.recv() => match ev {
                 Ok(e) => {
                     let s = seq.fetch_add(1, Ordering::Relaxed) + 1;
-                    let _ = conn.out.send(e.frame(s)).await;
+                    let _ = send(e.frame(s)).await;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(conn = %conn_id, skipped = n, "slow client missed events");
                 }
-                Err(_) => break,
+                Err(_) => break None,
             },
             msg = rx.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    g.stats.requests.fetch_add(1, Ordering::Relaxed);
-                    if t.len() > MAX_PAYLOAD {
-                        g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        conn.send(Frame::err(&protocol::peek_id(&t), ErrorShape::invalid(format!("frame exceeds maxPayload ({MAX_PAYLOAD} bytes)")))).await;
-                        continue;
-                    }
-                    match protocol::parse_request(&t) {
-                        Ok((id, method, params)) => {
-                            let (g2, c2, gone) = (g.clone(), conn.clone(), closed.clone());
-                            // A handler (e.g. agent.wait) ends with its connection.
-                            tasks.spawn(async move {
-                                tokio::select! {
-                                    _ = gone.cancelled() => {}
-                                    _ = methods::dispatch(&g2, &c2, id, method, params) => {}
-                                }
-                            });
-                        }
-                        Err((id, shape)) => {
-                            g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                            conn.send(Frame::err(&id, shape)).await;
-                        }
-                    }
-                }
+                Some(Ok(Message::Text(t))) => request(g, conn, &t, &inflight, &tasks, &closed).await,
                 Some(Ok(Message::Binary(_))) => {
                     g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                     conn.send(Frame::err("?", ErrorShape::invalid("binary frames are not supported; send JSON text"))).await;
                 }
-                Some(Ok(Message::Close(_))) | None => break,
+                // RFC 6455 §5.5.1: answer a close with a close.
+                Some(Ok(Message::Close(f))) => {
+                    break Some((f.map_or(1000, |f| f.code), String::new()));
+                }
+                None => break None,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     tracing::info!(conn = %conn_id, "connection error: {e}");
-                    break;
+                    break None;
                 }
             },
         }
-    }
+    };
     tasks.close();
     closed.cancel();
-    drop(conn);
     let _ = tokio::time::timeout(Duration::from_millis(200), tasks.wait()).await;
-    if let Ok(Ok(mut tx)) = tokio::time::timeout(Duration::from_secs(1), writer).await {
-        let code = if g.shutdown.is_cancelled() {
-            1012
-        } else {
-            1000
-        };
-        let _ = close(&mut tx, code, "bye").await;
-    }
-    tracing::debug!(conn = %conn_id, "client disconnected");
+    close
 }
 
-async fn close(
-    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    code: u16,
-    reason: &str,
-) -> Result<(), axum::Error> {
+/// One request frame: parsed, then run as its own task while the
+/// connection has an in-flight slot for it.
+async fn request(
+    g: &Arc<Gateway>,
+    conn: &Arc<Conn>,
+    t: &str,
+    inflight: &Arc<Semaphore>,
+    tasks: &tokio_util::task::TaskTracker,
+    closed: &CancellationToken,
+) {
+    g.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if t.len() > MAX_PAYLOAD {
+        g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+        let e = ErrorShape::invalid(format!("frame exceeds maxPayload ({MAX_PAYLOAD} bytes)"));
+        return conn.send(Frame::err(&protocol::peek_id(t), e)).await;
+    }
+    let (id, method, params) = match protocol::parse_request(t) {
+        Ok(r) => r,
+        Err((id, shape)) => {
+            g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+            return conn.send(Frame::err(&id, shape)).await;
+        }
+    };
+    let Ok(permit) = inflight.clone().try_acquire_owned() else {
+        g.stats.busy.fetch_add(1, Ordering::Relaxed);
+        let e = ErrorShape::unavailable(format!(
+            "{} requests of this connection are still running; wait for their answers",
+            g.cfg.gateway.max_inflight
+        ));
+        // Awaiting a full outbound queue here stops reading this client.
+        return conn.send(Frame::err(&id, e)).await;
+    };
+    let (g2, c2, gone) = (g.clone(), conn.clone(), closed.clone());
+    // A handler (e.g. agent.wait) ends with its connection.
+    tasks.spawn(async move {
+        let _permit = permit;
+        tokio::select! {
+            _ = gone.cancelled() => {}
+            _ = methods::dispatch(&g2, &c2, id, method, params) => {}
+        }
+    });
+}
+
+/// Sends a close frame. After the client's close, the WebSocket layer has
+/// already queued its answer and refuses another: flushing sends it.
+async fn close(tx: &mut Sink, code: u16, reason: &str) -> Result<(), axum::Error> {
     let reason: String = reason.chars().take(100).collect();
-    tx.send(Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    })))
-    .await?;
-    tx.flush().await
+    let sent = tx
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+    let flushed = tx.flush().await;
+    sent.or(flushed)
 }
 
 /// The value of a JSON field as a string, for handlers.
@@ -387,17 +536,4 @@ pub fn str_param<'a>(p: &'a Value, k: &str) -> Option<&'a str> {
     p.get(k)
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn origins() {
-        use super::origin_allowed as ok;
-        assert!(ok("http://127.0.0.1:18789", "127.0.0.1:18789", &[]));
-        assert!(!ok("https://evil.example", "127.0.0.1:18789", &[]));
-        assert!(!ok("http://localhost:3000", "127.0.0.1:18789", &[]));
-        assert!(ok("https://ha.local", "x", &["https://ha.local".into()]));
-        assert!(!ok("null", "127.0.0.1:18789", &[]));
-    }
 }

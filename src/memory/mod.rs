@@ -108,10 +108,9 @@ pub fn get(workspace: &Path, path: &str, from: usize, lines: usize) -> Result<St
             "{path:?} is not a memory file (MEMORY.md or memory/*.md)"
         )));
     }
-    let full = crate::tools::confine(workspace, path)
-        .map_err(|e| MemoryError::BadRequest(e.to_string()))?;
-    let text = std::fs::read_to_string(&full)
+    let bytes = crate::tools::read_file(workspace, path)
         .map_err(|e| MemoryError::BadRequest(format!("cannot read {path}: {e}")))?;
+    let text = String::from_utf8_lossy(&bytes);
     let from = from.max(1);
     Ok(text
         .lines()

@@ -248,7 +248,7 @@ impl Automaton {
                             buf: String::new(),
                         },
                         (Kind::Int { unsigned, min_one }, '-' | '0'..='9')
-                            if !(c == '-' && *unsigned) && !(c == '0' && *min_one) =>
+                            if !((c == '-' && *unsigned) || (c == '0' && *min_one)) =>
                         {
                             Frame::Num {
                                 int: true,

@@ -86,6 +86,9 @@ fn resolve(m: &Mqtt, q: &str, components: &[Component]) -> Result<String, String
     }
 }
 
+/// Devices in one `devices_list` answer; the model narrows with filters.
+pub const MAX_LISTED: usize = 100;
+
 /// Runs a device tool; `Err` is an error result for the model.
 pub async fn execute(m: &Mqtt, name: &str, args: &str) -> Result<String, String> {
     let v: Value = serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
@@ -101,7 +104,16 @@ pub async fn execute(m: &Mqtt, name: &str, args: &str) -> Result<String, String>
                     "No device matches these filters.".into()
                 });
             }
-            Ok(Value::Array(list).to_string())
+            let total = list.len();
+            let shown: Vec<Value> = list.into_iter().take(MAX_LISTED).collect();
+            let mut out = Value::Array(shown).to_string();
+            if total > MAX_LISTED {
+                out.push_str(&format!(
+                    "\n[{} more devices not shown; narrow the list with query, area or component]",
+                    total - MAX_LISTED
+                ));
+            }
+            Ok(out)
         }
         "device_state" => {
             let q = s("entity").ok_or("invalid arguments: entity is required")?;

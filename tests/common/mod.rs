@@ -21,6 +21,7 @@
 //!   request (so facts marked that way survive, also across compactions);
 //! - the memory-flush turn writes those markers to `memory/flush.md` with
 //!   the `write` tool, then answers `NO_REPLY`;
+//! - `[slowcompact:N]` anywhere in the request: the summary comes after N ms;
 //! - `[recall:WORD]` answers `recalled: ` and every `[keep:…]` marker with
 //!   WORD anywhere in the request (system prompt included), or `nothing`.
 #![allow(dead_code)]
@@ -120,6 +121,12 @@ async fn completions(State(log): State<FakeLog>, body: String) -> Response {
             }
         }
         if system.contains("You compact a conversation") {
+            let slow = msgs
+                .iter()
+                .find_map(|m| marker(m["content"].as_str().unwrap_or(""), "slowcompact"));
+            if let Some(ms) = slow.and_then(|v| v.parse::<u64>().ok()) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             let lines: Vec<String> = keep.iter().map(|k| format!("- {k}")).collect();
             let text = if lines.is_empty() {
                 "- nothing to keep".to_string()
@@ -403,8 +410,28 @@ impl Daemon {
         self.url.replace("ws://", "http://")
     }
 
+    /// The gateway token: `[gateway] token` from the config, else the one
+    /// the daemon made in the state dir.
+    pub fn token(&self) -> String {
+        let cfg = std::fs::read_to_string(&self.config).unwrap_or_default();
+        if let Some(t) = cfg
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token = \""))
+            .and_then(|r| r.strip_suffix('"'))
+        {
+            return t.to_string();
+        }
+        // "" for a daemon that makes none (HEARTH_BIN pointing at an older build)
+        hearth::gateway::auth::read_token_file(&self.state)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
     pub async fn client(&self) -> Client {
-        Client::connect(&self.url, None).await.expect("connect")
+        Client::connect(&self.url, Some(&self.token()))
+            .await
+            .expect("connect")
     }
 
     pub fn kill9(&mut self) {
@@ -465,6 +492,16 @@ pub fn cli_json(d: &Daemon, args: &[&str], env: &[(&str, &Path)]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A benchmark size from the environment.

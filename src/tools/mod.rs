@@ -1,31 +1,51 @@
 //! Built-in tools: `read`, `write`, `edit`, `ls`, all confined to the agent's
 //! workspace.
 //!
-//! Confinement: a tool path must be relative, must not contain `..`, and its
-//! resolved location (symlinks followed, for the deepest existing ancestor)
-//! must stay inside the canonical workspace root. Anything else is a
-//! [`ToolError`] the model sees as the tool result; it never aborts the run.
+//! Confinement ([`dir`]): a tool path must be relative without `..`, and it
+//! is opened one component at a time from the workspace's directory handle
+//! without following symbolic links, so nothing outside the workspace can
+//! be read or written, whatever the workspace holds or a concurrent rename
+//! does. Anything else is a [`ToolError`] the model sees as the tool
+//! result; it never aborts the run.
 
-use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+pub mod dir;
+
+use std::path::Path;
 
 use serde_json::{json, Value};
 
 use crate::provider::ToolSpec;
+pub use dir::{PathError, Root};
 
 /// The file tools (policy group `group:fs`).
 pub const FS_TOOLS: [&str; 4] = ["read", "write", "edit", "ls"];
 
 /// Largest tool result handed back to the model.
 pub const MAX_OUTPUT: usize = 64 * 1024;
-/// Largest file `write`/`edit` will produce.
-const MAX_FILE: usize = 4 << 20;
+
+impl From<PathError> for ToolError {
+    fn from(e: PathError) -> ToolError {
+        match e {
+            PathError::Escape(p) => ToolError::Escape(p),
+            PathError::Link(p) => ToolError::Link(p),
+            PathError::Bad(m) => ToolError::BadArgs(m),
+            PathError::Io(m) => ToolError::Io(m),
+        }
+    }
+}
+
+/// Reads a workspace file the way the tools do (no links followed).
+pub fn read_file(workspace: &Path, rel: &str) -> Result<Vec<u8>, PathError> {
+    Root::open(workspace)?.read(rel)
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
 pub enum ToolError {
     #[error("path {0:?} is outside the workspace; use a relative path inside it")]
     Escape(String),
+    #[error("{0}: is a symbolic link; the file tools do not follow links")]
+    Link(String),
     #[error("invalid arguments: {0}")]
     BadArgs(String),
     #[error("{0}")]
@@ -67,64 +87,9 @@ pub fn specs() -> Vec<ToolSpec> {
     ]
 }
 
-/// Resolves `rel` inside `root`, refusing escapes. The target need not exist.
-pub fn confine(root: &Path, rel: &str) -> Result<PathBuf, ToolError> {
-    let p = Path::new(rel);
-    if rel.is_empty() || rel.contains('\0') {
-        return Err(ToolError::BadArgs("empty path".into()));
-    }
-    if p.is_absolute() {
-        return Err(ToolError::Escape(rel.into()));
-    }
-    for c in p.components() {
-        match c {
-            Component::Normal(_) | Component::CurDir => {}
-            _ => return Err(ToolError::Escape(rel.into())),
-        }
-    }
-    let root = root
-        .canonicalize()
-        .map_err(|e| ToolError::Io(format!("workspace: {e}")))?;
-    let full = root.join(p);
-    // Canonicalize the deepest existing ancestor: catches symlinks anywhere
-    // on the way, including a final symlink pointing outside.
-    let mut existing = full.as_path();
-    let mut rest = Vec::new();
-    loop {
-        if std::fs::symlink_metadata(existing).is_ok() {
-            break;
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                existing = parent;
-            }
-            _ => return Err(ToolError::Escape(rel.into())),
-        }
-    }
-    let real = existing
-        .canonicalize()
-        .map_err(|_| ToolError::Escape(rel.into()))?;
-    if !real.starts_with(&root) {
-        return Err(ToolError::Escape(rel.into()));
-    }
-    let mut out = real;
-    for n in rest.into_iter().rev() {
-        out.push(n);
-    }
-    Ok(out)
-}
-
 fn arg<'a>(a: &'a Value, k: &str) -> Result<&'a str, ToolError> {
     a[k].as_str()
         .ok_or_else(|| ToolError::BadArgs(format!("\"{k}\" (string) is required")))
-}
-
-fn io(e: std::io::Error, rel: &str) -> ToolError {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => ToolError::Io(format!("{rel}: no such file or folder")),
-        _ => ToolError::Io(format!("{rel}: {e}")),
-    }
 }
 
 /// Runs one tool (blocking file I/O). Returns the text result for the model.
@@ -138,15 +103,14 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
     if !a.is_object() {
         return Err(ToolError::BadArgs("arguments must be a JSON object".into()));
     }
+    if !FS_TOOLS.contains(&name) {
+        return Err(ToolError::Unknown(name.into()));
+    }
+    let ws = Root::open(root)?;
     match name {
         "read" => {
             let rel = arg(&a, "path")?;
-            let p = confine(root, rel)?;
-            let f = std::fs::File::open(&p).map_err(|e| io(e, rel))?;
-            let mut buf = Vec::new();
-            f.take(MAX_FILE as u64)
-                .read_to_end(&mut buf)
-                .map_err(|e| io(e, rel))?;
+            let buf = ws.read(rel)?;
             let text = String::from_utf8_lossy(&buf);
             let offset = a["offset"].as_u64().unwrap_or(1).max(1) as usize;
             let limit = a["limit"].as_u64().map(|l| l as usize);
@@ -162,16 +126,7 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
         "write" => {
             let rel = arg(&a, "path")?;
             let content = arg(&a, "content")?;
-            if content.len() > MAX_FILE {
-                return Err(ToolError::BadArgs("content is larger than 4 MiB".into()));
-            }
-            let p = confine(root, rel)?;
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io(e, rel))?;
-                // The folders we just made cannot be symlinks, but re-check.
-                confine(root, rel)?;
-            }
-            atomic_write(&p, content.as_bytes()).map_err(|e| io(e, rel))?;
+            ws.write(rel, content.as_bytes())?;
             Ok(format!("wrote {} bytes to {rel}", content.len()))
         }
         "edit" => {
@@ -181,13 +136,13 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
             if old.is_empty() {
                 return Err(ToolError::BadArgs("old_text must not be empty".into()));
             }
-            let p = confine(root, rel)?;
-            let text = std::fs::read_to_string(&p).map_err(|e| io(e, rel))?;
+            let bytes = ws.read(rel)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| ToolError::Io(format!("{rel}: is not UTF-8 text")))?;
             match text.matches(old).count() {
                 0 => Err(ToolError::BadArgs(format!("old_text not found in {rel}"))),
                 1 => {
-                    let out = text.replacen(old, new, 1);
-                    atomic_write(&p, out.as_bytes()).map_err(|e| io(e, rel))?;
+                    ws.write(rel, text.replacen(old, new, 1).as_bytes())?;
                     Ok(format!("edited {rel}"))
                 }
                 n => Err(ToolError::BadArgs(format!(
@@ -195,22 +150,9 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
                 ))),
             }
         }
-        "ls" => {
+        _ => {
             let rel = a["path"].as_str().unwrap_or(".");
-            let p = confine(root, rel)?;
-            let mut names = Vec::new();
-            for e in std::fs::read_dir(&p).map_err(|e| io(e, rel))? {
-                let e = e.map_err(|e| io(e, rel))?;
-                let ft = e.file_type().map_err(|e| io(e, rel))?;
-                let mut n = e.file_name().to_string_lossy().into_owned();
-                if ft.is_dir() {
-                    n.push('/');
-                } else if ft.is_symlink() {
-                    n.push('@');
-                }
-                names.push(n);
-            }
-            names.sort();
+            let names = ws.list(rel)?;
             let mut out = names.join("\n");
             truncate(&mut out);
             Ok(if out.is_empty() {
@@ -219,14 +161,7 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
                 out
             })
         }
-        other => Err(ToolError::Unknown(other.into())),
     }
-}
-
-fn atomic_write(p: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = p.with_extension(format!("hearth-tmp-{}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, p)
 }
 
 /// Cuts a tool result to [`MAX_OUTPUT`] with a visible notice.
@@ -301,15 +236,68 @@ mod tests {
         ] {
             let args = format!(r#"{{"path":"{bad}"}}"#);
             assert!(
-                matches!(execute(&ws, "read", &args), Err(ToolError::Escape(_))),
+                matches!(
+                    execute(&ws, "read", &args),
+                    Err(ToolError::Escape(_) | ToolError::Link(_))
+                ),
                 "{bad} not refused"
             );
         }
         let w = r#"{"path":"out/evil.txt","content":"x"}"#;
+        assert!(matches!(execute(&ws, "write", w), Err(ToolError::Link(_))));
+        assert!(!d.path().join("evil.txt").exists());
+        // the workspace root itself (5b0ef1f wrote `<ws>.hearth-tmp-<pid>`)
+        let w = r#"{"path":".","content":"x"}"#;
         assert!(matches!(
             execute(&ws, "write", w),
-            Err(ToolError::Escape(_))
+            Err(ToolError::BadArgs(_))
         ));
-        assert!(!d.path().join("evil.txt").exists());
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    /// A folder swapped for a link while writes go on: 5b0ef1f's
+    /// check-then-open let one write in 2,000 through.
+    #[test]
+    fn a_concurrent_swap_cannot_redirect_a_write() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = d.path().join("ws");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(ws.join("sub")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (ws, outside, stop) = (ws.clone(), outside.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (sub, real, link) = (ws.join("sub"), ws.join("sub.real"), ws.join("sub.link"));
+                let _ = std::os::unix::fs::symlink(&outside, &link);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::fs::rename(&sub, &real);
+                    let _ = std::fs::rename(&link, &sub);
+                    std::thread::yield_now();
+                    let _ = std::fs::rename(&sub, &link);
+                    let _ = std::fs::rename(&real, &sub);
+                }
+            })
+        };
+        for i in 0..2000 {
+            let _ = execute(
+                &ws,
+                "write",
+                &format!(r#"{{"path":"sub/f{i}.txt","content":"x"}}"#),
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        let leaked: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(leaked.is_empty(), "writes escaped: {leaked:?}");
     }
 }
