@@ -110,7 +110,7 @@ fn registry(n: usize) {
         .collect();
     let before = rss_kb();
     let t = Instant::now();
-    let reg = Registry::open(&dir.path().join("devices.redb")).unwrap();
+    let reg = Registry::open(&dir.path().join("devices.redb"), "hearth").unwrap();
     for (topic, payload) in &configs {
         let e = discovery::parse("homeassistant", topic, payload)
             .unwrap()

@@ -403,7 +403,11 @@ fn devices(
             }
             return Ok(0);
         }
-        crate::mqtt::registry::Registry::open(&file)?.list(
+        let prefix = cfg
+            .mqtt
+            .as_ref()
+            .map_or("hearth", |m| m.topic_prefix.as_str());
+        crate::mqtt::registry::Registry::open(&file, prefix)?.list(
             query.as_deref(),
             area.as_deref(),
             component.as_deref(),

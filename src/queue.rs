@@ -528,6 +528,7 @@ impl Queue {
                             text: text.clone(),
                             run_id: it.run_id.clone(),
                             created_ms: now,
+                            wire: None,
                         });
                     }
                 }

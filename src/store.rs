@@ -149,6 +149,20 @@ pub struct OutboxItem {
     pub text: String,
     pub run_id: String,
     pub created_ms: u64,
+    /// How far the channel got with it, written before each step on the
+    /// wire (MQTT: the packet id, then "released"), so a restart repeats
+    /// the step instead of sending the reply as a new message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<Wire>,
+}
+
+/// A reply's place in a channel's delivery protocol (see [`OutboxItem`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wire {
+    /// The MQTT packet id it is published with.
+    pub id: u16,
+    /// The broker has it (PUBREC); only the release (PUBREL) is left.
+    pub released: bool,
 }
 
 impl OutboxItem {
@@ -835,6 +849,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Records a reply's delivery step. Durable; a row already gone is
+    /// left gone.
+    pub fn outbox_set_wire(&self, seq: u64, wire: Wire) -> Result<(), StoreError> {
+        self.write(true, move |w| {
+            let mut t = w.open_table(OUTBOX).map_err(db)?;
+            let row = t
+                .get(seq)
+                .map_err(db)?
+                .map(|v| dec::<OutboxItem>(v.value()));
+            if let Some(o) = row {
+                let mut o = o?;
+                o.wire = Some(wire);
+                t.insert(seq, enc(&o).as_slice()).map_err(db)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Removes delivered replies. Durable.
     pub fn outbox_done(&self, seqs: &[u64]) -> Result<(), StoreError> {
         let seqs = seqs.to_vec();
@@ -1355,6 +1387,7 @@ mod tests {
             text: "hi".into(),
             run_id: "r".into(),
             created_ms: 1,
+            wire: None,
         };
         s.finish_run(
             RunCommit {

@@ -87,7 +87,7 @@ async fn sign_in(ws: &mut Ws, token: Option<&str>) -> Value {
 #[tokio::test]
 async fn dns_rebinding_host_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), "[gateway]\nhostnames = [\"hearth.example\"]\n");
+    let d = Daemon::start(dir.path(), "");
     let p = port(&d);
     let evil = format!("rebind.evil.example:{p}");
     assert_eq!(http_status(p, "/", &evil, ""), 403);
@@ -97,7 +97,7 @@ async fn dns_rebinding_host_is_refused() {
     assert_eq!(http_status(p, "/health", &evil, ""), 200);
     assert_eq!(http_status(p, "/", &format!("localhost:{p}"), ""), 200);
     assert_eq!(http_status(p, "/", &format!("127.0.0.1:{p}"), ""), 200);
-    assert_eq!(http_status(p, "/", &format!("hearth.example:{p}"), ""), 200);
+    // (`gateway.hostnames` adds names: the unit tests in gateway::auth)
     // The WebSocket upgrade of the rebinding page: Origin = http:// + Host.
     let origin = format!("http://{evil}");
     let r = ws_upgrade(&d.url, &[("host", &evil), ("origin", &origin)]).await;

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::broker::{Broker, TestClient};
+use common::broker::{config, status, wait_status, Broker, TestClient};
 use serde_json::{json, Value};
 
 fn fixtures() -> Vec<Value> {
@@ -22,35 +22,6 @@ fn fixtures() -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
-}
-
-fn config(fake: &str, broker: &Broker, extra: &str) -> String {
-    common::config_with(
-        fake,
-        &format!(
-            "[channels.mqtt]\nurl = \"{}\"\nclient_id = \"hearth-test\"\nkeep_alive_secs = 5\nconfirm_timeout_ms = 1500\n{extra}\n",
-            broker.url()
-        ),
-    )
-}
-
-async fn status(c: &common::Client) -> Value {
-    c.request("status", json!({})).await.unwrap()["mqtt"].clone()
-}
-
-async fn wait_status(c: &common::Client, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = status(c).await;
-        if f(&s) {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 async fn chat(c: &common::Client, text: &str, key: &str) -> String {

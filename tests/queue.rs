@@ -407,7 +407,10 @@ async fn tools_work_inside_and_refuse_escapes() {
         let k = format!("w{}", i + 1);
         send(&c, "main", &format!("[tool:read:{p}] go"), &k).await;
         let t = text_of(&terminal(&c, &k).await);
-        assert!(t.contains("outside the workspace"), "{p}: {t}");
+        assert!(
+            t.contains("outside the workspace") || t.contains("symbolic link"),
+            "{p}: {t}"
+        );
         assert!(!t.contains("TOP-SECRET"));
     }
     // Every step is in the transcript: tool call and tool result.

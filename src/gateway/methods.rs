@@ -46,13 +46,19 @@ pub const EVENTS: [&str; 7] = [
 
 type Res = Result<Value, ErrorShape>;
 
-/// Checks the first frame. Returns hello-ok and the token generation it
-/// signed in with; errors carry (request id, error, close code).
-pub fn handshake(
-    g: &Gateway,
-    text: &str,
-    conn_id: &str,
-) -> Result<(Frame, u64), (String, ErrorShape, u16)> {
+/// What a `connect` frame asks for, once its shape is checked.
+#[derive(Debug)]
+pub struct Connect {
+    pub id: String,
+    /// `auth.token` (or `auth.password`), "" when absent.
+    pub token: String,
+    pub role: String,
+    pub scopes: Vec<Value>,
+}
+
+/// Checks the first frame's shape and protocol range (no token check).
+/// Errors carry (request id, error, close code).
+pub fn parse_connect(text: &str) -> Result<Connect, (String, ErrorShape, u16)> {
     let (id, method, params) = super::protocol::parse_request(text).map_err(|(id, _)| {
         (
             id,
@@ -84,25 +90,58 @@ pub fn handshake(
         e.details = Some(Box::new(json!({"expectedProtocol": PROTOCOL})));
         return Err((id, e, 1002));
     }
-    // A token always: on loopback too, so a web page a browser on this
-    // machine opens cannot sign in (DNS rebinding, SPEC §5).
-    let got = params["auth"]["token"]
+    let token = params["auth"]["token"]
         .as_str()
         .or_else(|| params["auth"]["password"].as_str())
-        .unwrap_or("");
-    let Some(generation) = g.token.check(got) else {
-        let msg = if got.is_empty() {
+        .unwrap_or("")
+        .to_string();
+    let role: String = params["role"]
+        .as_str()
+        .unwrap_or("operator")
+        .chars()
+        .take(64)
+        .collect();
+    let scopes: Vec<Value> = params["scopes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|v| v.is_string())
+                .take(32)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_else(|| vec![json!("operator.admin")]);
+    Ok(Connect {
+        id,
+        token,
+        role,
+        scopes,
+    })
+}
+
+/// Checks the first frame. Returns hello-ok and the token generation it
+/// signed in with; errors carry (request id, error, close code).
+pub fn handshake(
+    g: &Gateway,
+    text: &str,
+    conn_id: &str,
+) -> Result<(Frame, u64), (String, ErrorShape, u16)> {
+    let Connect {
+        id,
+        token,
+        role,
+        scopes,
+    } = parse_connect(text)?;
+    // A token always: on loopback too, so a web page a browser on this
+    // machine opens cannot sign in (DNS rebinding, SPEC §5).
+    let Some(generation) = g.token.check(&token) else {
+        let msg = if token.is_empty() {
             "this gateway needs its token (auth.token); on this machine `hearth token` prints it"
         } else {
             "gateway token mismatch"
         };
         return Err((id, ErrorShape::new("AUTH_TOKEN_MISMATCH", msg), 1008));
     };
-    let role = params["role"].as_str().unwrap_or("operator").to_string();
-    let scopes = params["scopes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_else(|| vec![json!("operator.admin")]);
     let (running, pending) = g.queue.load();
     let hello = Frame::ok(
         &id,
@@ -129,7 +168,7 @@ pub fn handshake(
 pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p: Value) {
     let r = match method.as_str() {
         "health" => health(g),
-        "status" => status(g),
+        "status" => status(g).await,
         "chat.send" => chat_send(g, &p).await,
         "chat.history" => chat_history(g, &p).await,
         "chat.abort" => chat_abort(g, &p),
@@ -177,7 +216,7 @@ fn health(g: &Gateway) -> Res {
     )
 }
 
-fn status(g: &Gateway) -> Res {
+async fn status(g: &Gateway) -> Res {
     let (running, pending) = g.queue.load();
     let cfg = &g.cfg;
     let agents: Vec<Value> = cfg
@@ -205,7 +244,16 @@ fn status(g: &Gateway) -> Res {
         "queue": {"mode": format!("{:?}", cfg.queue.mode).to_lowercase(), "running": running, "pending": pending,
                   "maxConcurrent": cfg.max_concurrent, "cap": cfg.queue.cap},
         "memory": g.memory.describe(),
-        "mqtt": g.mqtt.get().map(|m| m.status_json()),
+        "mqtt": match g.mqtt.get() {
+            Some(m) => {
+                let store = g.queue.store().clone();
+                let waiting = blocking(move || Ok(store.outbox("mqtt")?.len())).await?;
+                let mut v = m.status_json();
+                v["outbox"] = json!(waiting);
+                Some(v)
+            }
+            None => None,
+        },
     }))
 }
 

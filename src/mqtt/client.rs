@@ -11,14 +11,15 @@
 //!   database; while Hearth shuts down it stays unacknowledged and the
 //!   broker delivers it again.
 //! - Replies: a run's reply for `mqtt:<device>` is in the durable outbox
-//!   (committed with the run). This task publishes it (QoS 1) and deletes
-//!   it when the broker's PUBACK arrives, mapping packet ids to outbox
-//!   rows ([`Tracker`]); after a reconnect without a session, everything
-//!   unacknowledged is published again.
+//!   (committed with the run); `outbox` puts it on the wire, exactly once
+//!   at QoS 2 (the default) as long as the broker keeps the session.
+//! - Topics: every filter is checked before it is subscribed, so one bad
+//!   topic cannot make a SUBSCRIBE malformed (the broker would drop the
+//!   connection), and refused filters are logged from the SUBACK.
 //! - Discovery configs, state topics and triggers: see `discovery`,
 //!   `registry`, [`Mqtt::on_message`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,11 +34,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{valid_device, MqttConfig, TriggerOn};
 use super::discovery::{self, Expect};
+use super::outbox::Tracker;
 use super::registry::{Registry, STATE_FLUSH};
 use crate::gateway::Gateway;
 use crate::routing::{Inbound, PeerKind};
 use crate::store::{now_ms, Store};
 
+/// At a clean stop, how long the last replies get to be acknowledged
+/// (within the daemon's `MQTT_STOP`).
+const STOP_ACKS: Duration = Duration::from_secs(2);
 /// Longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Largest packet either way (discovery configs of big devices are a few
@@ -46,57 +51,29 @@ const MAX_PACKET: usize = 256 * 1024;
 
 /// Connection facts for `status`.
 #[derive(Debug, Default, Clone)]
-struct Status {
+pub(super) struct Status {
     connected: bool,
     since_ms: u64,
     last_error: Option<String>,
     reconnects: u64,
     inbound: u64,
-    replies: u64,
+    pub(super) replies: u64,
 }
 
-/// Packet ids of our QoS 1 publishes → outbox rows, so a reply leaves the
-/// outbox only when the broker has it. rumqttc assigns packet ids in the
-/// order publish requests are taken, and reports each as
-/// `Outgoing::Publish(pkid)`; a retransmission reuses an id in flight.
-#[derive(Default)]
-struct Tracker {
-    fifo: VecDeque<Option<u64>>,
-    inflight: HashMap<u16, Option<u64>>,
-    /// Outbox rows published and not acknowledged yet.
-    outstanding: HashSet<u64>,
-}
-
-impl Tracker {
-    fn sent(&mut self, pkid: u16) {
-        if pkid == 0 || self.inflight.contains_key(&pkid) {
-            return;
-        }
-        let seq = self.fifo.pop_front().flatten();
-        self.inflight.insert(pkid, seq);
-    }
-
-    fn acked(&mut self, pkid: u16) -> Option<u64> {
-        let seq = self.inflight.remove(&pkid).flatten()?;
-        self.outstanding.remove(&seq);
-        Some(seq)
-    }
-
-    /// The broker had no session: rumqttc dropped what was in flight.
-    fn reset(&mut self) {
-        self.fifo.clear();
-        self.inflight.clear();
-        self.outstanding.clear();
-    }
-}
+/// SUBSCRIBE filter lists waiting for their packet id, and by packet id
+/// waiting for the SUBACK.
+type Subs = (VecDeque<Vec<String>>, HashMap<u16, Vec<String>>);
 
 /// The shared MQTT handle: publishing, the registry, status.
 pub struct Mqtt {
     pub cfg: MqttConfig,
     pub registry: Arc<Registry>,
     client: AsyncClient,
-    tracker: Mutex<Tracker>,
+    pub(super) tracker: Mutex<Tracker>,
     status: Mutex<Status>,
+    /// Filters of the SUBSCRIBEs not acknowledged yet, in request order
+    /// (for naming the ones a SUBACK refuses).
+    subs: Mutex<Subs>,
     /// Last firing of each trigger (cooldown).
     fired: Mutex<HashMap<String, Instant>>,
 }
@@ -139,11 +116,15 @@ impl Mqtt {
     /// The handle and its event loop (not connected yet: [`run`](Self::run)
     /// drives it). The registry is `<state>/devices.redb`.
     pub fn new(cfg: MqttConfig, state_dir: &Path) -> anyhow::Result<(Arc<Mqtt>, EventLoop)> {
-        let registry = Arc::new(Registry::open(&state_dir.join("devices.redb"))?);
+        let registry = Arc::new(Registry::open(
+            &state_dir.join("devices.redb"),
+            &cfg.topic_prefix,
+        )?);
         let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
         o.set_keep_alive(cfg.keep_alive)
             .set_clean_session(false)
             .set_manual_acks(true)
+            .set_inflight(super::outbox::INFLIGHT)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET)
             .set_last_will(LastWill::new(
                 status_topic(&cfg),
@@ -166,6 +147,8 @@ impl Mqtt {
             )));
         }
         let (client, mut eventloop) = AsyncClient::new(o, 1024);
+        // ids above INFLIGHT are the outbox's own (vendor/README.md)
+        eventloop.state.reserve_pkids(super::outbox::PKIDS);
         // small packets (a reply, an ack) must not wait for Nagle: with the
         // peer's delayed acks that costs ~40 ms per hop
         let mut net = rumqttc::NetworkOptions::new();
@@ -178,6 +161,7 @@ impl Mqtt {
                 registry,
                 client,
                 tracker: Mutex::new(Tracker::default()),
+                subs: Mutex::new(Default::default()),
                 status: Mutex::new(Status::default()),
                 fired: Mutex::new(HashMap::new()),
             }),
@@ -186,7 +170,7 @@ impl Mqtt {
     }
 
     /// Queues a QoS 1 publish; `seq` is the outbox row it delivers.
-    fn publish(
+    pub(super) fn publish(
         &self,
         topic: &str,
         payload: String,
@@ -197,10 +181,7 @@ impl Mqtt {
         self.client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
             .map_err(|e| format!("cannot publish to {topic}: {e}"))?;
-        t.fifo.push_back(seq);
-        if let Some(s) = seq {
-            t.outstanding.insert(s);
-        }
+        t.queued(seq);
         Ok(())
     }
 
@@ -294,7 +275,7 @@ impl Mqtt {
         }))
     }
 
-    fn set_status(&self, f: impl FnOnce(&mut Status)) {
+    pub(super) fn set_status(&self, f: impl FnOnce(&mut Status)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
@@ -315,55 +296,40 @@ impl Mqtt {
     }
 
     fn subscribe(&self, topics: Vec<String>) {
+        let topics: Vec<String> = topics
+            .into_iter()
+            .filter(|t| match super::topic::check_filter(t) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("mqtt: not subscribing to a bad topic: {e}");
+                    false
+                }
+            })
+            .collect();
         for chunk in topics.chunks(64) {
             let filters = chunk
                 .iter()
                 .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
-            if let Err(e) = self.client.try_subscribe_many(filters) {
-                tracing::warn!("mqtt: cannot subscribe: {e}");
+            match self.client.try_subscribe_many(filters) {
+                Ok(()) => self.subs().0.push_back(chunk.to_vec()),
+                Err(e) => tracing::warn!("mqtt: cannot subscribe: {e}"),
             }
         }
     }
 
-    /// Publishes outbox replies not yet in flight.
-    async fn deliver_outbox(&self, store: &Store) {
-        if !self.connected() {
+    fn subs(&self) -> std::sync::MutexGuard<'_, Subs> {
+        self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A SUBACK: names the filters the broker refused (the others hold).
+    fn on_suback(&self, a: &rumqttc::SubAck) {
+        let Some(filters) = self.subs().1.remove(&a.pkid) else {
             return;
-        }
-        let s = store.clone();
-        let rows = match tokio::task::spawn_blocking(move || s.outbox("mqtt")).await {
-            Ok(Ok(r)) => r,
-            other => {
-                tracing::error!("mqtt: cannot read the outbox: {other:?}");
-                return;
-            }
         };
-        let mut drop_rows = Vec::new();
-        for (seq, item) in rows {
-            let pending = self
-                .tracker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .outstanding
-                .contains(&seq);
-            if pending {
-                continue;
+        for (f, code) in filters.iter().zip(&a.return_codes) {
+            if matches!(code, rumqttc::SubscribeReasonCode::Failure) {
+                tracing::warn!(filter = %f, "mqtt: the broker refused a subscription");
             }
-            let dev = item.address();
-            if !valid_device(dev) {
-                tracing::warn!(to = %item.to, "mqtt: dropping a reply to an invalid device id");
-                drop_rows.push(seq);
-                continue;
-            }
-            let topic = format!("{}/out/{dev}", self.cfg.topic_prefix);
-            if let Err(e) = self.publish(&topic, item.text.clone(), false, Some(seq)) {
-                tracing::warn!("mqtt: {e}; will retry");
-                break;
-            }
-        }
-        if !drop_rows.is_empty() {
-            let s = store.clone();
-            let _ = tokio::task::spawn_blocking(move || s.outbox_done(&drop_rows)).await;
         }
     }
 
@@ -385,17 +351,18 @@ impl Mqtt {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = outbox.notified() => self.deliver_outbox(&store).await,
+                _ = outbox.notified() => self.deliver_outbox(&mut ev, &store, true).await,
                 _ = flush.tick() => {
                     self.flush_states().await;
                     // also a safety net for the outbox (one read per tick)
-                    self.deliver_outbox(&store).await;
+                    self.deliver_outbox(&mut ev, &store, true).await;
                 }
                 r = ev.poll() => match r {
                     Ok(Event::Incoming(Packet::ConnAck(ca))) => {
                         backoff = Duration::from_secs(1);
                         if !ca.session_present {
                             self.tracker.lock().unwrap_or_else(|p| p.into_inner()).reset();
+                            self.subs().1.clear();
                         }
                         self.set_status(|s| {
                             s.connected = true;
@@ -405,19 +372,19 @@ impl Mqtt {
                         tracing::info!(url = %self.cfg.url, session = ca.session_present, "mqtt: connected");
                         let _ = self.publish(&status_topic(&self.cfg), "online".into(), true, None);
                         self.subscribe_all();
-                        self.deliver_outbox(&store).await;
+                        self.deliver_outbox(&mut ev, &store, ca.session_present).await;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         self.on_message(&gw, &p).await;
                     }
-                    Ok(Event::Incoming(Packet::PubAck(a))) => {
-                        let seq = self.tracker.lock().unwrap_or_else(|p| p.into_inner()).acked(a.pkid);
-                        if let Some(seq) = seq {
-                            self.set_status(|s| s.replies += 1);
-                            let s = store.clone();
-                            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.outbox_done(&[seq])).await {
-                                tracing::error!("mqtt: cannot clear a delivered reply: {e}");
-                            }
+                    Ok(Event::Incoming(p @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)))) => {
+                        self.on_ack(&mut ev, &store, &p).await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(a))) => self.on_suback(&a),
+                    Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => {
+                        let mut s = self.subs();
+                        if let Some(f) = s.0.pop_front() {
+                            s.1.insert(pkid, f);
                         }
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -447,37 +414,47 @@ impl Mqtt {
         }
         // a clean stop: the last replies, offline, disconnect
         if self.connected() {
-            self.deliver_outbox(&store).await;
-            let _ = self.publish(&status_topic(&self.cfg), "offline".into(), true, None);
-            let _ = self.client.try_disconnect();
-            let until = tokio::time::Instant::now() + Duration::from_secs(2);
-            loop {
-                match tokio::time::timeout_at(until, ev.poll()).await {
-                    Ok(Ok(Event::Incoming(Packet::PubAck(a)))) => {
-                        let seq = self
-                            .tracker
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .acked(a.pkid);
-                        if let Some(seq) = seq {
-                            let s = store.clone();
-                            let _ =
-                                tokio::task::spawn_blocking(move || s.outbox_done(&[seq])).await;
-                        }
-                    }
-                    Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                        self.tracker
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .sent(pkid);
-                    }
-                    Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
-                    Ok(Ok(_)) => {}
-                }
-            }
+            self.finish(&mut ev, &store).await;
         }
         self.flush_states().await;
         tracing::info!("mqtt: stopped");
+    }
+
+    /// At a clean stop: the replies still in the outbox go out (waiting
+    /// for their acknowledgements up to [`STOP_ACKS`]), then `offline`
+    /// and DISCONNECT. A reply cut off here is completed on the next start.
+    async fn finish(&self, ev: &mut EventLoop, store: &Store) {
+        self.deliver_outbox(ev, store, true).await;
+        let _ = self.publish(&status_topic(&self.cfg), "offline".into(), true, None);
+        let until = tokio::time::Instant::now() + STOP_ACKS;
+        let mut disconnecting = false;
+        loop {
+            let pending = self
+                .tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .busy();
+            if !disconnecting && (!pending || tokio::time::Instant::now() >= until) {
+                let _ = self.client.try_disconnect();
+                disconnecting = true;
+            }
+            let deadline = until + Duration::from_millis(500);
+            match tokio::time::timeout_at(deadline, ev.poll()).await {
+                Ok(Ok(Event::Incoming(
+                    p @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)),
+                ))) => {
+                    self.on_ack(ev, store, &p).await;
+                }
+                Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                    self.tracker
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .sent(pkid);
+                }
+                Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(_)) => {}
+            }
+        }
     }
 
     async fn flush_states(&self) {
@@ -536,28 +513,13 @@ impl Mqtt {
             tracing::warn!(device = %dev, "mqtt: ignoring a message for an invalid device id");
             return true;
         }
-        let Ok(text) = std::str::from_utf8(payload) else {
-            tracing::warn!(device = %dev, bytes = payload.len(), "mqtt: ignoring a message that is not UTF-8 text");
-            return true;
+        let (text, from, id) = match parse_device_text(payload) {
+            Ok(t) => t,
+            Err(why) => {
+                tracing::warn!(device = %dev, bytes = payload.len(), "mqtt: ignoring a message: {why}");
+                return true;
+            }
         };
-        let (text, from, id) = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(o)) => match o.get("text").and_then(|t| t.as_str()) {
-                Some(t) => (
-                    t.to_string(),
-                    o.get("from").and_then(|f| f.as_str()).map(str::to_string),
-                    o.get("id").and_then(|f| f.as_str()).map(str::to_string),
-                ),
-                None => {
-                    tracing::warn!(device = %dev, "mqtt: ignoring a JSON message without \"text\"");
-                    return true;
-                }
-            },
-            _ => (text.to_string(), None, None),
-        };
-        if text.trim().is_empty() {
-            tracing::warn!(device = %dev, "mqtt: ignoring an empty message");
-            return true;
-        }
         let m = Inbound {
             channel: "mqtt".into(),
             account: None,
@@ -595,12 +557,19 @@ impl Mqtt {
     }
 
     async fn on_discovery(&self, prefix: &str, topic: &str, payload: &[u8]) {
-        match discovery::parse(prefix, topic, payload) {
+        let parsed = discovery::parse(prefix, topic, payload).and_then(|e| match e {
+            Some(e) => discovery::check_topics(&e, &self.cfg.topic_prefix).map(|()| Some(e)),
+            None => Ok(None),
+        });
+        match parsed {
             Ok(Some(e)) => {
                 let id = e.id.clone();
                 let topics: Vec<String> = e.state_topics().into_iter().map(|(t, _)| t).collect();
                 let r = self.registry.clone();
                 match tokio::task::spawn_blocking(move || r.upsert(e)).await {
+                    Ok(Ok(super::registry::Upsert::Refused(why))) => {
+                        tracing::warn!(topic, "mqtt: refused a discovery config: {why}");
+                    }
                     Ok(Ok(u)) => {
                         if u != super::registry::Upsert::Unchanged {
                             tracing::info!(entity = %id, change = ?u, "mqtt: discovered");
@@ -654,8 +623,9 @@ impl Mqtt {
                 TriggerOn::Topic {
                     topic: f,
                     payload: want,
-                } => (topic_matches(f, topic) && want.as_ref().is_none_or(|w| w.as_str() == text))
-                    .then(|| format!("[device event] {topic}: {text}")),
+                } => (super::topic::matches(f, topic)
+                    && want.as_ref().is_none_or(|w| w.as_str() == text))
+                .then(|| format!("[device event] {topic}: {text}")),
             };
             let Some(event) = hit else { continue };
             {
@@ -697,49 +667,43 @@ impl Mqtt {
     }
 }
 
-/// MQTT topic filter matching (`+` one level, `#` the rest).
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
+/// A device's message: plain UTF-8 text, or JSON `{"text", "from"?,
+/// "id"?}`. Returns (text, from, id), or why it is ignored.
+pub fn parse_device_text(
+    payload: &[u8],
+) -> Result<(String, Option<String>, Option<String>), &'static str> {
+    let text = std::str::from_utf8(payload).map_err(|_| "it is not UTF-8 text")?;
+    let (text, from, id) = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(o)) => match o.get("text").and_then(|t| t.as_str()) {
+            Some(t) => (
+                t.to_string(),
+                o.get("from").and_then(|f| f.as_str()).map(str::to_string),
+                o.get("id").and_then(|f| f.as_str()).map(str::to_string),
+            ),
+            None => return Err("JSON without \"text\""),
+        },
+        _ => (text.to_string(), None, None),
+    };
+    if text.trim().is_empty() {
+        return Err("it is empty");
     }
+    let id = id.filter(|i| i.len() <= 200);
+    Ok((text, from, id))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn filters_match_like_a_broker() {
-        assert!(topic_matches("a/+/c", "a/b/c"));
-        assert!(topic_matches("a/#", "a/b/c"));
-        assert!(topic_matches("a/b", "a/b"));
-        assert!(!topic_matches("a/+", "a/b/c"));
-        assert!(!topic_matches("a/b/c", "a/b"));
-    }
-
-    #[test]
-    fn tracker_maps_acks_to_outbox_rows() {
-        let mut t = Tracker::default();
-        t.fifo.extend([Some(7), None, Some(9)]);
-        t.outstanding.extend([7, 9]);
-        t.sent(1);
-        t.sent(2);
-        t.sent(1); // a retransmission
-        t.sent(3);
-        assert_eq!(t.acked(2), None);
-        assert_eq!(t.acked(3), Some(9));
-        assert_eq!(t.acked(1), Some(7));
-        assert!(t.outstanding.is_empty());
-        t.fifo.push_back(Some(11));
-        t.reset();
-        assert!(t.fifo.is_empty());
+    fn device_texts() {
+        use super::parse_device_text as p;
+        assert_eq!(p(b"hi").unwrap().0, "hi");
+        let (t, f, i) = p(br#"{"text":"x","from":"kid","id":"7"}"#).unwrap();
+        assert_eq!(
+            (t.as_str(), f.as_deref(), i.as_deref()),
+            ("x", Some("kid"), Some("7"))
+        );
+        assert!(p(b"\xff").is_err());
+        assert!(p(br#"{"nope":1}"#).is_err());
+        assert!(p(b"  ").is_err());
     }
 }

@@ -26,6 +26,8 @@ pub(crate) struct RawMqtt {
     topic_prefix: Option<String>,
     discovery_prefix: Option<String>,
     confirm_timeout_ms: Option<u64>,
+    reply_qos: Option<u8>,
+    reply_format: Option<ReplyFormat>,
     #[serde(default)]
     allow_high_risk: Vec<String>,
     #[serde(default)]
@@ -46,6 +48,17 @@ struct RawTrigger {
     cooldown_secs: Option<u64>,
 }
 
+/// How a reply is put on `<prefix>/out/<device>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyFormat {
+    /// The reply text as it is.
+    Text,
+    /// `{"text", "id", "runId"}`: `id` is the same on every copy of one
+    /// reply, for devices that deduplicate.
+    Json,
+}
+
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
     pub host: String,
@@ -64,6 +77,10 @@ pub struct MqttConfig {
     pub discovery_prefix: Option<String>,
     /// How long `device_set` waits for the state topic to confirm.
     pub confirm_timeout: Duration,
+    /// 2 (default): exactly once across crashes while the broker keeps
+    /// Hearth's session; 1: at least once.
+    pub reply_qos: u8,
+    pub reply_format: ReplyFormat,
     /// High-risk entities (locks, alarms, door covers) the agent may operate.
     pub allow_high_risk: Vec<String>,
     pub triggers: Vec<Trigger>,
@@ -156,7 +173,7 @@ pub(crate) fn parse(raw: RawChannels, add: &mut dyn FnMut(String, String)) -> Op
         add(key("password"), "needs a username".into());
     }
     let prefix = m.topic_prefix.unwrap_or_else(|| "hearth".into());
-    let bad_topic = |t: &str| t.is_empty() || t.contains(['+', '#']) || t.ends_with('/');
+    let bad_topic = |t: &str| super::topic::check_name(t).is_err() || t.ends_with('/');
     if bad_topic(&prefix) {
         add(
             key("topic_prefix"),
@@ -181,6 +198,10 @@ pub(crate) fn parse(raw: RawChannels, add: &mut dyn FnMut(String, String)) -> Op
             "must be between 100 and 60000".into(),
         );
     }
+    let reply_qos = m.reply_qos.unwrap_or(2);
+    if !matches!(reply_qos, 1 | 2) {
+        add(key("reply_qos"), "must be 1 or 2".into());
+    }
     let client_id = m.client_id.unwrap_or_else(default_client_id);
     if client_id.is_empty() || client_id.len() > 128 {
         add(key("client_id"), "must be 1-128 characters".into());
@@ -202,10 +223,16 @@ pub(crate) fn parse(raw: RawChannels, add: &mut dyn FnMut(String, String)) -> Op
                     continue;
                 }
             },
-            (None, Some(topic)) => TriggerOn::Topic {
-                topic,
-                payload: t.payload,
-            },
+            (None, Some(topic)) => {
+                if let Err(e) = super::topic::check_filter(&topic) {
+                    add(format!("{k}.topic"), e);
+                    continue;
+                }
+                TriggerOn::Topic {
+                    topic,
+                    payload: t.payload,
+                }
+            }
             _ => {
                 add(k.clone(), "set either entity (with state) or topic".into());
                 continue;
@@ -225,7 +252,13 @@ pub(crate) fn parse(raw: RawChannels, add: &mut dyn FnMut(String, String)) -> Op
             agent: t.agent,
             message: t.message,
             reply_to: t.reply_to,
-            cooldown: Duration::from_secs(t.cooldown_secs.unwrap_or(30)),
+            cooldown: Duration::from_secs(match t.cooldown_secs {
+                Some(c) if c > 86_400 => {
+                    add(format!("{k}.cooldown_secs"), "must be at most 86400".into());
+                    30
+                }
+                c => c.unwrap_or(30),
+            }),
         });
     }
     Some(MqttConfig {
@@ -241,6 +274,8 @@ pub(crate) fn parse(raw: RawChannels, add: &mut dyn FnMut(String, String)) -> Op
         topic_prefix: prefix,
         discovery_prefix: (!discovery.is_empty()).then_some(discovery),
         confirm_timeout: Duration::from_millis(confirm_ms),
+        reply_qos,
+        reply_format: m.reply_format.unwrap_or(ReplyFormat::Text),
         allow_high_risk: m.allow_high_risk,
         triggers,
     })

@@ -275,6 +275,34 @@ pub struct Entity {
     pub state: State,
 }
 
+/// The config keys whose topic `device_set` publishes to.
+pub const COMMAND_KEYS: [&str; 6] = [
+    "command_topic",
+    "brightness_command_topic",
+    "percentage_command_topic",
+    "set_position_topic",
+    "mode_command_topic",
+    "temperature_command_topic",
+];
+
+/// Checks every topic of a discovered entity before Hearth subscribes to
+/// or publishes on it: a valid topic name each (no NUL, no wildcard, not
+/// too long), and no command topic under Hearth's own `own_prefix` (the
+/// agent's commands would come back in as device text).
+pub fn check_topics(e: &Entity, own_prefix: &str) -> Result<(), DiscoveryError> {
+    for (k, t) in e.topics() {
+        super::topic::check_name(&t).map_err(|m| DiscoveryError::Invalid(format!("{k}: {m}")))?;
+    }
+    for t in e.command_topics() {
+        if super::topic::under(&t, own_prefix) {
+            return Err(DiscoveryError::Invalid(format!(
+                "command topic {t:?} is under Hearth's own topics ({own_prefix}/...)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Why a discovery message was not taken.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DiscoveryError {
@@ -449,8 +477,36 @@ impl Entity {
         self.s("schema") == Some("json")
     }
 
+    /// Every topic in its config as (key, topic): the `*_topic` keys and
+    /// the `availability` list.
+    pub fn topics(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .config
+            .iter()
+            .filter(|(k, _)| k.ends_with("_topic"))
+            .filter_map(|(k, v)| v.as_str().map(|t| (k.clone(), t.to_string())))
+            .collect();
+        if let Some(Value::Array(list)) = self.config.get("availability") {
+            for (i, a) in list.iter().enumerate() {
+                if let Some(t) = a.get("topic").and_then(|t| t.as_str()) {
+                    out.push((format!("availability[{i}].topic"), t.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The topics `device_set` publishes to.
+    pub fn command_topics(&self) -> Vec<String> {
+        COMMAND_KEYS
+            .iter()
+            .filter_map(|k| self.s(k).map(str::to_string))
+            .collect()
+    }
+
     /// Whether operating it needs approval: locks, alarm panels, and
-    /// covers of doors, garages and gates.
+    /// covers of doors, garages and gates. (The registry also counts an
+    /// entity that shares a command topic with one of these.)
     pub fn is_high_risk(&self) -> bool {
         match self.component {
             Component::Lock | Component::AlarmControlPanel => true,

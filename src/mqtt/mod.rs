@@ -9,6 +9,9 @@
 //! - [`registry`]: the entities in memory and in `<state>/devices.redb`,
 //!   the topic index, fuzzy name resolution.
 //! - [`tools`]: `devices_list`, `device_state`, `device_set` for agents.
+//! - [`outbox`]: replies from the durable outbox onto the wire, exactly
+//!   once at QoS 2.
+//! - [`topic`]: which topic names and filters are acceptable.
 //! - [`client`]: the connection task: reconnects, subscriptions, manual
 //!   QoS 1 acks after the inbound message is in the state database, the
 //!   durable outbox for replies, birth and last will, triggers.
@@ -16,6 +19,8 @@
 pub mod client;
 pub mod config;
 pub mod discovery;
+pub mod outbox;
 pub mod registry;
 pub mod template;
 pub mod tools;
+pub mod topic;

@@ -55,6 +55,78 @@ pub enum Upsert {
     Added,
     Updated,
     Unchanged,
+    /// Not taken: it would replace an entity announced from another
+    /// discovery topic or by another device (the first one stays).
+    Refused(String),
+}
+
+/// Who a config says it is: the device's identifiers (or connections, or
+/// name). A config for a known entity must come from the same one.
+fn device_key(e: &Entity) -> Option<String> {
+    let d = e.config.get("device")?;
+    d.get("identifiers")
+        .or_else(|| d.get("connections"))
+        .map(|v| v.to_string())
+        .or_else(|| {
+            d.get("name")
+                .and_then(|n| n.as_str())
+                .map(|n| format!("name:{n}"))
+        })
+}
+
+impl Inner {
+    /// Why `e` may not replace what the registry holds, if it may not.
+    fn takeover(&self, e: &Entity) -> Option<String> {
+        if let Some(old) = self.entities.get(&e.id) {
+            if old.config_topic != e.config_topic {
+                return Some(format!(
+                    "{} is already announced on {}; the config on {} would take it over",
+                    e.id, old.config_topic, e.config_topic
+                ));
+            }
+            if device_key(old) != device_key(e) {
+                return Some(format!(
+                    "the config for {} now names another device ({} instead of {})",
+                    e.id,
+                    device_key(e).unwrap_or_else(|| "none".into()),
+                    device_key(old).unwrap_or_else(|| "none".into())
+                ));
+            }
+        }
+        let renamed = self
+            .by_config
+            .get(&e.config_topic)
+            .filter(|id| **id != e.id);
+        if let Some(old) = renamed.and_then(|id| self.entities.get(id)) {
+            if device_key(old) != device_key(e) {
+                return Some(format!(
+                    "the config on {} described {} of another device",
+                    e.config_topic, old.id
+                ));
+            }
+        }
+        None
+    }
+
+    /// High-risk itself, or sharing a command topic with a high-risk
+    /// entity (or publishing below one: Zigbee2MQTT takes
+    /// `<device>/set/<attribute>` too). A "switch" whose `payload_on` is
+    /// UNLOCK on a lock's topic is a lock.
+    fn high_risk(&self, e: &Entity) -> bool {
+        if e.is_high_risk() {
+            return true;
+        }
+        let mine = e.command_topics();
+        self.entities
+            .values()
+            .filter(|o| o.id != e.id && o.is_high_risk())
+            .any(|o| {
+                o.command_topics().iter().any(|t| {
+                    mine.iter()
+                        .any(|m| super::topic::under(m, t) || super::topic::under(t, m))
+                })
+            })
+    }
 }
 
 /// How a name resolved.
@@ -78,7 +150,7 @@ impl Registry {
     /// Opens (or creates) `devices.redb` and loads the entities. A file
     /// that is not a readable registry is moved aside and started anew:
     /// discovery fills it again from the broker's retained configs.
-    pub fn open(path: &Path) -> Result<Registry, RegistryError> {
+    pub fn open(path: &Path, own_prefix: &str) -> Result<Registry, RegistryError> {
         let err = |e: &dyn std::fmt::Display| RegistryError::Db {
             path: path.to_path_buf(),
             why: e.to_string(),
@@ -116,6 +188,29 @@ impl Registry {
                     Err(e) => tracing::warn!("device registry: skipping {}: {e}", k.value()),
                 }
             }
+        }
+        // entities a bad discovery config left here (a NUL or a wildcard in
+        // a topic broke every SUBSCRIBE, for good): dropped now
+        let bad: Vec<(String, String)> = inner
+            .entities
+            .values()
+            .filter_map(|e| {
+                super::discovery::check_topics(e, own_prefix)
+                    .err()
+                    .map(|why| (e.id.clone(), why.to_string()))
+            })
+            .collect();
+        if !bad.is_empty() {
+            let w = db.begin_write().map_err(|e| err(&e))?;
+            {
+                let mut t = w.open_table(ENTITIES).map_err(|e| err(&e))?;
+                for (id, why) in &bad {
+                    tracing::warn!(entity = %id, "device registry: dropping an entity with a bad topic: {why}");
+                    t.remove(id.as_str()).map_err(|e| err(&e))?;
+                    inner.entities.remove(id);
+                }
+            }
+            w.commit().map_err(|e| err(&e))?;
         }
         inner.reindex();
         Ok(Registry {
@@ -155,6 +250,9 @@ impl Registry {
     pub fn upsert(&self, mut e: Entity) -> Result<Upsert, RegistryError> {
         let (result, removed) = {
             let mut g = self.lock();
+            if let Some(why) = g.takeover(&e) {
+                return Ok(Upsert::Refused(why));
+            }
             // the same config topic may now describe another id
             let removed = g
                 .by_config
@@ -286,6 +384,20 @@ impl Registry {
         self.lock().entities.get(id).cloned()
     }
 
+    /// Whether operating `id` needs approval (see [`Inner::high_risk`]).
+    pub fn is_high_risk(&self, id: &str) -> bool {
+        let g = self.lock();
+        g.entities.get(id).is_some_and(|e| g.high_risk(e))
+    }
+
+    fn describe(g: &Inner, e: &Entity) -> Value {
+        let mut v = e.describe();
+        if g.high_risk(e) {
+            v["high_risk"] = Value::Bool(true);
+        }
+        v
+    }
+
     /// Entities matching all given filters, as the tools show them.
     /// `query` is matched loosely (words of the name, area, id).
     pub fn list(
@@ -305,7 +417,7 @@ impl Registry {
                     .is_none_or(|a| e.area.as_deref().map(norm).is_some_and(|x| x == *a))
             })
             .filter(|e| qwords.is_empty() || score(&qwords, e) >= 0.5)
-            .map(Entity::describe)
+            .map(|e| Registry::describe(&g, e))
             .collect()
     }
 
@@ -470,7 +582,7 @@ mod tests {
 
     fn reg(entities: &[(&str, Value)]) -> (tempfile::TempDir, Registry) {
         let d = tempfile::tempdir().unwrap();
-        let r = Registry::open(&d.path().join("devices.redb")).unwrap();
+        let r = Registry::open(&d.path().join("devices.redb"), "hearth").unwrap();
         for (t, p) in entities {
             let e = parse("homeassistant", t, p.to_string().as_bytes())
                 .unwrap()
@@ -563,7 +675,7 @@ mod tests {
             Some("switch.kettle")
         );
         drop(r);
-        let r = Registry::open(&path).unwrap();
+        let r = Registry::open(&path, "hearth").unwrap();
         assert_eq!(r.len(), 4);
         assert_eq!(
             r.get("light.kitchen_ceiling")
@@ -576,7 +688,7 @@ mod tests {
         assert!(r.state_topics().contains(&"a/s".to_string()));
         drop(r);
         std::fs::write(&path, vec![7u8; 9000]).unwrap();
-        let r = Registry::open(&path).unwrap();
+        let r = Registry::open(&path, "hearth").unwrap();
         assert!(r.is_empty(), "a damaged file starts a new registry");
     }
 }

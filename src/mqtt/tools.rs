@@ -145,7 +145,9 @@ pub async fn execute(m: &Mqtt, name: &str, args: &str) -> Result<String, String>
             }
             let id = resolve(m, q, &comps)?;
             let e = m.registry.get(&id).ok_or("the device went away")?;
-            if e.is_high_risk() && !m.cfg.allow_high_risk.iter().any(|a| a == &id || a == "*") {
+            if m.registry.is_high_risk(&id)
+                && !m.cfg.allow_high_risk.iter().any(|a| a == &id || a == "*")
+            {
                 tracing::warn!(entity = %id, action, "device_set refused: high-risk entity not approved");
                 return Err(format!(
                     "{id} ({}) is a high-risk device (locks, alarms and doors need approval) and is \

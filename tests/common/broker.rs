@@ -114,6 +114,43 @@ impl Drop for Broker {
     }
 }
 
+/// A config with the fake provider and `[channels.mqtt]` on `broker`,
+/// plus `extra` lines for that section.
+pub fn config(fake: &str, broker: &Broker, extra: &str) -> String {
+    super::config_with(
+        fake,
+        &format!(
+            "[channels.mqtt]\nurl = \"{}\"\nclient_id = \"hearth-test\"\nkeep_alive_secs = 5\nconfirm_timeout_ms = 1500\n{extra}\n",
+            broker.url()
+        ),
+    )
+}
+
+/// The `mqtt` part of `status`.
+pub async fn status(c: &super::Client) -> serde_json::Value {
+    c.request("status", serde_json::json!({})).await.unwrap()["mqtt"].clone()
+}
+
+/// Polls `status` until `f` holds (20 s at most).
+pub async fn wait_status(
+    c: &super::Client,
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(c).await;
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// A test client: publishes, and records every message on its
 /// subscriptions as (topic, payload, retained).
 pub struct TestClient {
@@ -126,6 +163,11 @@ impl TestClient {
     /// A client with a persistent session (the broker queues its QoS 1
     /// messages while it is away) that re-subscribes on every connect.
     pub async fn connect(port: u16, id: &str, subscribe: &[&str]) -> TestClient {
+        TestClient::connect_qos(port, id, subscribe, QoS::AtLeastOnce).await
+    }
+
+    /// [`connect`](Self::connect) subscribing at `qos`.
+    pub async fn connect_qos(port: u16, id: &str, subscribe: &[&str], qos: QoS) -> TestClient {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(5));
         o.set_clean_session(false);
@@ -162,7 +204,7 @@ impl TestClient {
                     }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         for t in &topics {
-                            let _ = c2.try_subscribe(t.clone(), QoS::AtLeastOnce);
+                            let _ = c2.try_subscribe(t.clone(), qos);
                         }
                         if subs == 0 {
                             if let Some(r) = ready.take() {

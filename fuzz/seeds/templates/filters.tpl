@@ -1,0 +1,1 @@
+{{ value | int | round(1) }}2
