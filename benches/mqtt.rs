@@ -3,7 +3,8 @@
 //! - inbound MQTT message → reply published: a device publishes to
 //!   `hearth/in/<device>` (QoS 1) and waits for `hearth/out/<device>`, one
 //!   message at a time, through a real mosquitto and the real daemon, with
-//!   the fake provider answering at once; p50/p99.
+//!   the fake provider answering at once; p50/p99, with replies at QoS 2
+//!   (the default, exactly once) and at QoS 1.
 //! - a registry of 1,000 discovered entities: memory it adds (RSS of this
 //!   process before and after), and `devices_list` / name resolution
 //!   latency.
@@ -30,7 +31,8 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-fn round_trip(n: usize) {
+/// One device at `qos` (the subscription) and Hearth at `reply_qos`.
+fn round_trip(n: usize, reply_qos: u8) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let broker = Broker::start();
@@ -38,7 +40,10 @@ fn round_trip(n: usize) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = common::config_with(
             &fake.url,
-            &format!("[channels.mqtt]\nurl = \"{}\"\ndiscovery_prefix = \"\"\n", broker.url()),
+            &format!(
+                "[channels.mqtt]\nurl = \"{}\"\ndiscovery_prefix = \"\"\nreply_qos = {reply_qos}\n",
+                broker.url()
+            ),
         );
         let d = common::Daemon::start_env(dir.path(), &cfg, &[("HEARTH_LOG", "warn")]);
         let c = d.client().await;
@@ -47,7 +52,12 @@ fn round_trip(n: usize) {
             assert!(t0.elapsed() < Duration::from_secs(20), "no MQTT connection");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let dev = TestClient::connect(broker.port, "bench-dev", &["hearth/out/bench"]).await;
+        let qos = if reply_qos == 2 {
+            rumqttc::QoS::ExactlyOnce
+        } else {
+            rumqttc::QoS::AtLeastOnce
+        };
+        let dev = TestClient::connect_qos(broker.port, "bench-dev", &["hearth/out/bench"], qos).await;
         let mut lat = Vec::with_capacity(n);
         for i in 0..n + 20 {
             let before = dev.on("hearth/out/bench").len();
@@ -64,7 +74,7 @@ fn round_trip(n: usize) {
             }
         }
         println!(
-            "mqtt in -> reply out ({n} messages, sequential): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "mqtt in -> reply out, reply_qos {reply_qos} ({n} messages, sequential): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             percentile(&mut lat, 0.5),
             percentile(&mut lat, 0.99),
             percentile(&mut lat, 1.0)
@@ -164,5 +174,6 @@ fn registry(n: usize) {
 
 fn main() {
     registry(env_n("BENCH_ENTITIES", 1000));
-    round_trip(env_n("BENCH_MQTT_MESSAGES", 1000));
+    round_trip(env_n("BENCH_MQTT_MESSAGES", 1000), 2);
+    round_trip(env_n("BENCH_MQTT_MESSAGES", 1000), 1);
 }

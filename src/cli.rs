@@ -80,6 +80,11 @@ pub enum Cmd {
         /// Print one JSON array
         #[arg(long)]
         json: bool,
+        /// Forget this entity id (and its high-risk pin) so that its next
+        /// announcement is taken as new: for a lock or door whose config
+        /// really changed
+        #[arg(long, value_name = "ENTITY")]
+        forget: Option<String>,
         #[arg(long, short)]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -245,7 +250,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             session,
             message,
         } => {
-            let token = client_token(token, state_dir.as_deref());
+            let token = client_token(token, state_dir.as_deref(), &url);
             runtime()?.block_on(chat(url, token, session, message))
         }
         Cmd::Status {
@@ -254,7 +259,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             state_dir,
             json,
         } => {
-            let token = client_token(token, state_dir.as_deref());
+            let token = client_token(token, state_dir.as_deref(), &url);
             runtime()?.block_on(status(url, token, json))
         }
         Cmd::Token {
@@ -265,10 +270,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Models { cmd } => models(cmd),
         Cmd::Memory { cmd } => memory(cmd),
         Cmd::Devices {
+            json,
+            forget: Some(id),
+            config,
+            state_dir,
+            ..
+        } => forget_device(&id, json, config, state_dir),
+        Cmd::Devices {
             query,
             area,
             component,
             json,
+            forget: None,
             config,
             state_dir,
         } => devices(query, area, component, json, config, state_dir),
@@ -277,39 +290,64 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 
 /// The state dir a client command looks in: the flag, else the first of
 /// `hearth serve`'s default and /var/lib/hearth (a packaged install) that
-/// holds a token or a lock file.
+/// holds a token or a lock file (or cannot be read: reading says so).
 fn client_state_dir(flag: Option<&std::path::Path>) -> PathBuf {
     if let Some(f) = flag {
         return f.to_path_buf();
     }
     let first = daemon::state_dir(None);
-    [first.clone(), PathBuf::from(PACKAGED_STATE)]
-        .into_iter()
-        .find(|d| d.join(TOKEN_FILE).exists() || d.join("hearth.lock").exists())
-        .unwrap_or(first)
+    for d in [first.clone(), PathBuf::from(PACKAGED_STATE)] {
+        for f in [TOKEN_FILE, "hearth.lock"] {
+            match d.join(f).try_exists() {
+                Ok(false) => {}
+                Ok(true) | Err(_) => return d,
+            }
+        }
+    }
+    first
 }
 
 const PACKAGED_STATE: &str = "/var/lib/hearth";
 use crate::gateway::auth::TOKEN_FILE;
 
+/// Whether a gateway URL names this machine (`ws://127.0.0.1:…`,
+/// `ws://localhost:…`, `ws://[::1]:…`): only then is the local token sent
+/// without being asked for.
+fn loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    crate::gateway::auth::host_name(authority).is_some_and(|h| {
+        h == "localhost"
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
 /// The token a client command signs in with: the flag or
-/// `$HEARTH_GATEWAY_TOKEN`, else the state dir's file, else the config's
-/// `[gateway] token`. `None` when none can be read (the gateway then says
-/// it needs one, and the caller explains where to get it).
-fn client_token(flag: Option<String>, state_dir: Option<&std::path::Path>) -> Option<String> {
-    if flag.is_some() {
+/// `$HEARTH_GATEWAY_TOKEN`; for a gateway on this machine also, in the
+/// daemon's order, the config's `[gateway] token`, else the state dir's
+/// file. `None` when there is none to read (the gateway then says it needs
+/// one).
+fn client_token(
+    flag: Option<String>,
+    state_dir: Option<&std::path::Path>,
+    url: &str,
+) -> Option<String> {
+    if flag.is_some() || !loopback_url(url) {
         return flag;
     }
-    let dir = client_state_dir(state_dir);
-    match crate::gateway::auth::read_token_file(&dir) {
-        Ok(Some(t)) => return Some(t),
-        Ok(None) => {}
-        Err(e) => {
-            eprintln!("note: {e} (run as the user hearth runs as, with sudo, or pass --token)")
+    if let Ok(cfg) = Config::load(daemon::config_path(None).as_deref()) {
+        if let Some(t) = cfg.gateway.token {
+            return Some(t.expose().to_string());
         }
     }
-    let cfg = Config::load(daemon::config_path(None).as_deref()).ok()?;
-    cfg.gateway.token.map(|t| t.expose().to_string())
+    match crate::gateway::auth::read_token_file(&client_state_dir(state_dir)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("note: {e} (run as the user hearth runs as, with sudo, or pass --token)");
+            None
+        }
+    }
 }
 
 /// `hearth token [--rotate]`.
@@ -335,6 +373,13 @@ fn token_cmd(
         return Ok(0);
     }
     let dir = client_state_dir(state_dir.as_deref());
+    if let Err(e) = dir.join(TOKEN_FILE).try_exists() {
+        eprintln!(
+            "cannot read {}: {e}; run it as the user hearth runs as (sudo on a packaged install)",
+            dir.display()
+        );
+        return Ok(1);
+    }
     if !dir.exists() {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -372,6 +417,39 @@ fn config_and_state(
             None
         }
     }
+}
+
+/// `hearth devices --forget ID`: through the running daemon, or in
+/// `<state>/devices.redb` without one.
+fn forget_device(
+    id: &str,
+    json: bool,
+    config: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<i32> {
+    let Some((cfg, state)) = config_and_state(config.as_deref(), state_dir.as_deref()) else {
+        return Ok(2);
+    };
+    let forgotten = if daemon::running(&state) {
+        let p = json!({"entity": id});
+        let r = runtime()?.block_on(memory_via_gateway(&cfg, &state, "devices.forget", p))?;
+        r["forgotten"] == true
+    } else {
+        let file = state.join("devices.redb");
+        let prefix = cfg
+            .mqtt
+            .as_ref()
+            .map_or("hearth", |m| m.topic_prefix.as_str());
+        file.is_file() && crate::mqtt::registry::Registry::open(&file, prefix)?.forget(id)?
+    };
+    if json {
+        println!("{}", json!({"entity": id, "forgotten": forgotten}));
+    } else if forgotten {
+        println!("forgot {id}: its next announcement is taken as new");
+    } else {
+        println!("no entity {id} in the registry");
+    }
+    Ok(if forgotten { 0 } else { 1 })
 }
 
 /// `hearth devices`: the registry, from the running daemon or, without
@@ -1024,4 +1102,18 @@ async fn chat(
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_local_token_goes_to_this_machine_only() {
+        use super::loopback_url as l;
+        assert!(l("ws://127.0.0.1:18789"));
+        assert!(l("ws://localhost:18789/"));
+        assert!(l("ws://[::1]:18789"));
+        assert!(!l("ws://192.168.1.20:18789"));
+        assert!(!l("wss://hearth.example.net"));
+        assert!(!l("ws://localhost.evil.example:18789"));
+    }
 }

@@ -757,6 +757,15 @@ impl Config {
             }
         };
         let token = gateway.token.filter(|t| !t.is_empty()).map(Secret);
+        if let Some(t) = &token {
+            let n = t.expose().chars().count();
+            if !(16..=512).contains(&n) || !t.expose().bytes().all(|b| b.is_ascii_graphic()) {
+                probs.add(
+                    "gateway.token",
+                    "must be 16-512 printable characters without spaces (e.g. from `openssl rand -hex 24`)",
+                );
+            }
+        }
         if !bind.ip().is_loopback() && token.is_none() {
             probs.add(
                 "gateway.token",
@@ -1319,7 +1328,7 @@ mod tests {
     use super::*;
 
     fn env(k: &str) -> Option<String> {
-        (k == "TOKEN").then(|| "s3cret-token".to_string())
+        (k == "TOKEN").then(|| "s3cret-token-0123456789".to_string())
     }
 
     #[test]
@@ -1333,7 +1342,7 @@ mod tests {
 
     #[test]
     fn interpolation() {
-        assert_eq!(expand("a${TOKEN}b", &env).unwrap(), "as3cret-tokenb");
+        assert_eq!(expand("a${TOKEN}b", &env).unwrap(), "as3cret-token-0123456789b");
         assert_eq!(expand("$${TOKEN}", &env).unwrap(), "${TOKEN}");
         assert_eq!(expand("${NOPE:-x}", &env).unwrap(), "x");
         assert!(expand("${NOPE}", &env).unwrap_err().contains("NOPE"));
@@ -1425,7 +1434,7 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert_eq!(c.gateway.token.as_ref().unwrap().expose(), "s3cret-token");
+        assert_eq!(c.gateway.token.as_ref().unwrap().expose(), "s3cret-token-0123456789");
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 

@@ -63,7 +63,7 @@ fn connect_frame(min: u64, max: u64, token: Option<&str>) -> String {
 async fn handshake_and_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = "[gateway]\ntoken = \"${TEST_TOKEN}\"\n";
-    let d = Daemon::start_env(dir.path(), cfg, &[("TEST_TOKEN", "tok-123")]);
+    let d = Daemon::start_env(dir.path(), cfg, &[("TEST_TOKEN", "tok-123-4567890abcdef")]);
 
     // Good handshake.
     let mut ws = raw(&d.url).await;
@@ -71,9 +71,11 @@ async fn handshake_and_refusals() {
     assert_eq!(ch["event"], "connect.challenge");
     assert!(ch["payload"]["nonce"].as_str().unwrap().len() >= 16);
     assert!(ch["payload"]["ts"].as_u64().unwrap() > 0);
-    ws.send(Message::Text(connect_frame(3, 4, Some("tok-123")).into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text(
+        connect_frame(3, 4, Some("tok-123-4567890abcdef")).into(),
+    ))
+    .await
+    .unwrap();
     let hello = next_text(&mut ws).await;
     assert_eq!(hello["type"], "res");
     assert_eq!(hello["ok"], true, "{hello}");
@@ -152,9 +154,11 @@ async fn handshake_and_refusals() {
     // Protocol mismatch → PROTOCOL_MISMATCH, 1002.
     let mut ws = raw(&d.url).await;
     next_text(&mut ws).await;
-    ws.send(Message::Text(connect_frame(5, 6, Some("tok-123")).into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text(
+        connect_frame(5, 6, Some("tok-123-4567890abcdef")).into(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         next_text(&mut ws).await["error"]["code"],
         "PROTOCOL_MISMATCH"
@@ -185,9 +189,11 @@ async fn handshake_and_refusals() {
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 
     // The token was never logged.
-    let c = Client::connect(&d.url, Some("tok-123")).await.unwrap();
+    let c = Client::connect(&d.url, Some("tok-123-4567890abcdef"))
+        .await
+        .unwrap();
     c.request("status", json!({})).await.unwrap();
-    assert!(!d.log().contains("tok-123"));
+    assert!(!d.log().contains("tok-123-4567890abcdef"));
 }
 
 #[tokio::test]

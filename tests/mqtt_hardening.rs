@@ -53,6 +53,11 @@ async fn bad_discovery_topics_do_not_break_the_channel() {
             "homeassistant/sensor/huge/config",
             json!({"name": "Huge", "stat_t": "x".repeat(70_000)}),
         ),
+        // mosquitto drops a connection for a non-character too
+        (
+            "homeassistant/sensor/nonchar/config",
+            json!({"name": "Nonchar", "stat_t": "a\u{FFFF}"}),
+        ),
         (
             "homeassistant/switch/wild/config",
             json!({"name": "Wild", "cmd_t": "x/#"}),
@@ -404,6 +409,120 @@ async fn discovery_cannot_defeat_the_high_risk_gate() {
     let log = d.log();
     assert!(log.contains("refused a discovery config"), "{log}");
     assert!(log.contains("under Hearth's own topics"), "{log}");
+
+    // The approved lock re-announced on its own topic by the same device,
+    // with its payloads swapped: refused, the first config stays.
+    let mut swapped = lock.clone();
+    swapped["payload_lock"] = json!("UNLOCK");
+    swapped["payload_unlock"] = json!("LOCK");
+    sim.publish(
+        "homeassistant/lock/front_door/config",
+        swapped.to_string(),
+        true,
+    )
+    .await;
+    common::until("the refusal", Duration::from_secs(10), || {
+        d.log().contains("changes how it is commanded")
+    })
+    .await;
+    let r = chat(
+        &c,
+        "[call:device_set:{\"entity\":\"lock.front_door\",\"action\":\"lock\"}]",
+        "l2",
+    )
+    .await;
+    assert!(!r.contains("error"), "{r}");
+    sim.wait_for("zigbee2mqtt/Front door/set", Duration::from_secs(5), |p| {
+        p == "LOCK"
+    })
+    .await;
+    // The lock removed (an empty config), then a switch on its topic: the
+    // topic is still a lock's.
+    sim.publish("homeassistant/lock/front_door/config", "", true)
+        .await;
+    sim.publish(
+        "homeassistant/switch/later/config",
+        json!({"name": "Later", "cmd_t": "zigbee2mqtt/Front door/set", "payload_on": "UNLOCK"})
+            .to_string(),
+        true,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !devices(&c)
+        .await
+        .iter()
+        .any(|e| e["entity"] == "switch.later")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "switch.later not discovered"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let r = chat(
+        &c,
+        "[call:device_set:{\"entity\":\"switch.later\",\"action\":\"turn_on\"}]",
+        "l3",
+    )
+    .await;
+    assert!(r.contains("high-risk"), "{r}");
+    // The owner forgets the lock: its new config is taken.
+    let f = c
+        .request("devices.forget", json!({"entity": "lock.front_door"}))
+        .await
+        .unwrap();
+    assert_eq!(f["forgotten"], true, "{f}");
+    sim.publish(
+        "homeassistant/lock/front_door/config",
+        swapped.to_string(),
+        true,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !devices(&c)
+        .await
+        .iter()
+        .any(|e| e["entity"] == "lock.front_door")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A garage door re-announced without its device class stays high-risk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_door_cannot_shed_its_class() {
+    let broker = Broker::start();
+    let fake = common::FakeOpenAi::start().await;
+    let sim = TestClient::connect(broker.port, "sim", &["garage/set"]).await;
+    let door = json!({"name": "Garage", "cmd_t": "garage/set", "device_class": "garage",
+                      "dev": {"ids": ["g1"], "name": "Garage"}});
+    sim.publish("homeassistant/cover/garage/config", door.to_string(), true)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::Daemon::start(dir.path(), &config(&fake.url, &broker, ""));
+    let c = d.client().await;
+    wait_status(&c, "discovery", |s| s["entities"] == 1).await;
+    let mut plain = door.clone();
+    plain.as_object_mut().unwrap().remove("device_class");
+    sim.publish("homeassistant/cover/garage/config", plain.to_string(), true)
+        .await;
+    common::until("the refusal", Duration::from_secs(10), || {
+        d.log().contains("changes how it is commanded")
+    })
+    .await;
+    let r = chat(
+        &c,
+        "[call:device_set:{\"entity\":\"cover.garage\",\"action\":\"open\"}]",
+        "g1",
+    )
+    .await;
+    assert!(r.contains("high-risk"), "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sim.on("garage/set").is_empty());
 }
 
 /// Item 9: `devices_list` output is capped like every tool's.
@@ -448,5 +567,35 @@ async fn devices_list_output_is_capped() {
         text.contains("more devices not shown"),
         "{}",
         &text[text.len().saturating_sub(200)..]
+    );
+}
+
+/// A reply longer than one MQTT packet holds is cut to fit (a packet over
+/// the limit would fail on every reconnect and take the channel down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reply_is_cut_to_one_message() {
+    let broker = Broker::start();
+    let fake = common::FakeOpenAi::start().await;
+    let panel = TestClient::connect(broker.port, "panel", &["hearth/out/panel"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&fake.url, &broker, "reply_format = \"json\"\n");
+    let d = common::Daemon::start(dir.path(), &cfg);
+    let c = d.client().await;
+    wait_status(&c, "connected", |s| s["connected"] == true).await;
+    // control characters: six bytes each once escaped in JSON
+    let long = "\u{1}".repeat(200_000);
+    panel.publish("hearth/in/panel", long, false).await;
+    let p = panel
+        .wait_for("hearth/out/panel", Duration::from_secs(20), |p| {
+            p.contains("reply cut")
+        })
+        .await;
+    assert!(p.len() <= 256 * 1024, "{} bytes", p.len());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = status(&c).await;
+    assert_eq!(
+        (s["connected"].as_bool(), s["reconnects"].as_u64()),
+        (Some(true), Some(0)),
+        "{s}"
     );
 }

@@ -150,6 +150,9 @@ impl Token {
             return Ok(Token::fixed(t.clone()));
         }
         let path = state_dir.join(TOKEN_FILE);
+        if path.exists() && read_token_file(state_dir)?.is_none() {
+            tracing::warn!(path = %path.display(), "the gateway token file holds no usable token (16-512 printable characters); replacing it");
+        }
         let (t, made) = ensure_token_file(state_dir)?;
         if made {
             tracing::info!(path = %path.display(), "made a gateway token; clients on this machine read it from there, others need it (`hearth token` prints it)");
@@ -259,10 +262,12 @@ impl HostPolicy {
         if self.names.contains(&name) {
             return true;
         }
-        match name.parse::<IpAddr>() {
+        // an IPv4 client of a dual-stack socket is ::ffff:a.b.c.d there
+        let local = local.map(|l| l.to_canonical());
+        match name.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) => {
                 ip.is_loopback()
-                    || (!self.bind.is_unspecified() && ip == self.bind)
+                    || (!self.bind.is_unspecified() && ip == self.bind.to_canonical())
                     || Some(ip) == local
             }
             Err(_) => false,
@@ -351,6 +356,8 @@ mod tests {
         assert!(!p.allows(Some("192.168.1.9:18789"), None));
         let local = "192.168.1.9".parse().ok();
         assert!(p.allows(Some("192.168.1.9:18789"), local));
+        let mapped = "::ffff:192.168.1.9".parse().ok();
+        assert!(p.allows(Some("192.168.1.9:18789"), mapped));
         let lan = policy("10.0.0.5:18789", &[]);
         assert!(lan.allows(Some("10.0.0.5:18789"), None));
         if let Some(h) = hostname() {

@@ -14,7 +14,7 @@ use crate::store::{
     new_id, now_ms, Entry, IdemRecord, InboxItem, Role, RunRecord, RunStatus, StoreError,
 };
 
-pub const METHODS: [&str; 18] = [
+pub const METHODS: [&str; 19] = [
     "connect",
     "health",
     "status",
@@ -29,6 +29,7 @@ pub const METHODS: [&str; 18] = [
     "sessions.delete",
     "sessions.compact",
     "devices.list",
+    "devices.forget",
     "models.list",
     "config.get",
     "memory.search",
@@ -180,6 +181,7 @@ pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p:
         "sessions.delete" => sessions_delete(g, &p).await,
         "sessions.compact" => sessions_compact(g, &p).await,
         "devices.list" => devices_list(g, &p),
+        "devices.forget" => devices_forget(g, &p).await,
         "models.list" => Ok(models_list(g)),
         "config.get" => Ok(config_get(g)),
         "memory.search" => memory_search(g, &p).await,
@@ -270,6 +272,29 @@ fn devices_list(g: &Gateway, p: &Value) -> Res {
         str_param(p, "component"),
     );
     Ok(json!({"devices": devices, "connected": m.connected()}))
+}
+
+/// `devices.forget {entity}`: the owner lets a device be announced anew
+/// (its high-risk pin goes too; docs/smart-home.md).
+async fn devices_forget(g: &Gateway, p: &Value) -> Res {
+    let Some(m) = g.mqtt.get() else {
+        return Err(ErrorShape::invalid(
+            "no MQTT channel is configured ([channels.mqtt])",
+        ));
+    };
+    let id = str_param(p, "entity")
+        .ok_or_else(|| ErrorShape::invalid("entity is required"))?
+        .to_string();
+    let (r, i) = (m.registry.clone(), id.clone());
+    let had = tokio::task::spawn_blocking(move || r.forget(&i))
+        .await
+        .map_err(blocking_err)?
+        .map_err(blocking_err)?;
+    if had {
+        tracing::info!(entity = %id, "device forgotten by the owner; its next announcement is taken as new");
+        m.rediscover();
+    }
+    Ok(json!({"entity": id, "forgotten": had}))
 }
 
 fn memory_agent(g: &Gateway, p: &Value) -> Result<crate::config::AgentConfig, ErrorShape> {

@@ -52,6 +52,8 @@ pub const MAX_PAYLOAD: usize = 1024 * 1024;
 pub const MAX_BUFFERED: usize = 4 * 1024 * 1024;
 /// The `connect` frame must arrive within this after the upgrade.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A wrong token is answered after this.
+pub const AUTH_DELAY: Duration = Duration::from_secs(1);
 /// A client that takes no frame for this long is disconnected.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames queued for one connection before reading from it stops.
@@ -78,7 +80,7 @@ pub struct Gateway {
     /// Authenticated connections.
     conns: Arc<Semaphore>,
     /// Connections that have not signed in yet (see `server`).
-    pre_auth: Arc<Semaphore>,
+    pre_auth: Arc<server::PreAuthPool>,
     peers: Arc<server::PeerCounts>,
     /// Requests waiting for a run to end (`agent`, `agent.wait`).
     pub waiters: Arc<Semaphore>,
@@ -101,6 +103,10 @@ pub struct Stats {
     pub bad_hosts: AtomicU64,
     /// Requests refused because the connection had too many in flight.
     pub busy: AtomicU64,
+    /// Unauthenticated connections closed to make room for newer ones.
+    pub evicted: AtomicU64,
+    /// Browser WebSockets refused for their Origin.
+    pub bad_origins: AtomicU64,
 }
 
 /// What [`Gateway::new`] needs besides the config.
@@ -120,7 +126,7 @@ impl Gateway {
         let g = &cfg.gateway;
         Arc::new(Gateway {
             conns: Arc::new(Semaphore::new(g.max_connections)),
-            pre_auth: Arc::new(Semaphore::new(g.max_handshakes)),
+            pre_auth: server::PreAuthPool::new(g.max_handshakes),
             peers: server::PeerCounts::new(g.max_handshakes_per_peer),
             waiters: Arc::new(Semaphore::new(MAX_WAITERS)),
             hosts: auth::HostPolicy::new(g),
@@ -173,7 +179,7 @@ impl Gateway {
     pub fn connection_counts(&self) -> (usize, usize) {
         let g = &self.cfg.gateway;
         (
-            g.max_handshakes - self.pre_auth.available_permits(),
+            self.pre_auth.len(),
             g.max_connections - self.conns.available_permits(),
         )
     }
@@ -202,7 +208,8 @@ async fn metrics(State(g): State<Arc<Gateway>>) -> Response {
 # TYPE hearth_ws_bad_frames_total counter\nhearth_ws_bad_frames_total {}\n\
 # TYPE hearth_connections_refused_total counter\nhearth_connections_refused_total {}\n\
 # TYPE hearth_bad_host_total counter\nhearth_bad_host_total {}\n\
-# TYPE hearth_ws_busy_total counter\nhearth_ws_busy_total {}\n",
+# TYPE hearth_ws_busy_total counter\nhearth_ws_busy_total {}\n\
+# TYPE hearth_handshakes_evicted_total counter\nhearth_handshakes_evicted_total {}\n",
         g.started.elapsed().as_secs(),
         s.connections.load(Ordering::Relaxed),
         s.requests.load(Ordering::Relaxed),
@@ -210,6 +217,7 @@ async fn metrics(State(g): State<Arc<Gateway>>) -> Response {
         s.refused.load(Ordering::Relaxed),
         s.bad_hosts.load(Ordering::Relaxed),
         s.busy.load(Ordering::Relaxed),
+        s.evicted.load(Ordering::Relaxed),
     );
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
@@ -234,7 +242,10 @@ async fn root(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !auth::origin_allowed(origin, host, &g.cfg.gateway.allowed_origins) {
-            tracing::warn!(%peer, origin, "refused a browser WebSocket from a foreign origin");
+            let n = g.stats.bad_origins.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(%peer, origin, refused = n, "refused a browser WebSocket from a foreign origin");
+            }
             return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
         }
     }
@@ -272,6 +283,7 @@ async fn sign_in(
     rx: &mut Stream,
     conn_id: &str,
     peer: SocketAddr,
+    evicted: CancellationToken,
 ) -> Option<(OwnedSemaphorePermit, u64)> {
     let nonce = crate::store::new_id();
     let challenge = Frame::event(
@@ -282,7 +294,13 @@ async fn sign_in(
     tx.send(Message::Text(challenge.to_text().into()))
         .await
         .ok()?;
-    let first = tokio::time::timeout(CONNECT_TIMEOUT, rx.next()).await;
+    let first = tokio::select! {
+        f = tokio::time::timeout(CONNECT_TIMEOUT, rx.next()) => f,
+        _ = evicted.cancelled() => {
+            let _ = close(tx, 1013, "too many connections are signing in; try again").await;
+            return None;
+        }
+    };
     let text = match first {
         Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
         Ok(Some(Ok(Message::Binary(_)))) => String::from("<binary>"),
@@ -318,6 +336,11 @@ async fn sign_in(
         Err(((id, shape), code)) => {
             g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
             tracing::info!(%peer, code = %shape.code, "refused a gateway connection");
+            if shape.code == "AUTH_TOKEN_MISMATCH" {
+                // a guesser gets one try a second per connection (and
+                // `max_handshakes_per_peer` connections)
+                tokio::time::sleep(AUTH_DELAY).await;
+            }
             let _ = tx
                 .send(Message::Text(
                     Frame::err(&id, shape.clone()).to_text().into(),
@@ -373,7 +396,11 @@ async fn connection(
 ) {
     let conn_id = format!("c{}", g.next_conn.fetch_add(1, Ordering::Relaxed));
     let (mut tx, mut rx) = socket.split();
-    let Some((_slot, generation)) = sign_in(&g, &mut tx, &mut rx, &conn_id, peer).await else {
+    let evicted = pre
+        .as_ref()
+        .map_or_else(CancellationToken::new, |p| p.evicted());
+    let Some((_slot, generation)) = sign_in(&g, &mut tx, &mut rx, &conn_id, peer, evicted).await
+    else {
         return;
     };
     drop(pre);
@@ -415,6 +442,11 @@ async fn serve_connection(
 ) -> Option<(u16, String)> {
     let mut events = g.bus.subscribe();
     let mut token_gen = g.token_gen.subscribe();
+    // rotated between the sign-in and this subscription: `changed` would
+    // not fire for it
+    if *token_gen.borrow_and_update() != generation {
+        return Some((1008, "the gateway token was changed".to_string()));
+    }
     let mut tick = tokio::time::interval(g.cfg.gateway.tick_interval);
     tick.tick().await;
     let seq = AtomicU64::new(0);

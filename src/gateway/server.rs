@@ -3,11 +3,14 @@
 //!
 //! A connection holds a *pre-auth slot* from accept until its WebSocket
 //! `connect` succeeds (then it takes an authenticated slot instead) or it
-//! closes. Pre-auth slots are limited over all (`max_handshakes`) and, for
-//! peers off loopback, per address (`max_handshakes_per_peer`); a connection
-//! over either limit is closed at once. Together with the header-read and
-//! `connect` timeouts this bounds what an unauthenticated peer can hold,
-//! and a signed-in client never waits for a slot strangers are using.
+//! closes. Peers off loopback get at most `max_handshakes_per_peer` (per
+//! address; IPv6 per /64): more are closed at once. Over all there are
+//! `max_handshakes` slots; when they are full, the oldest unauthenticated
+//! connection is closed to make room, so a newcomer (the owner) always gets
+//! its turn. HTTP requests close their connection after the response (no
+//! keep-alive before sign-in), headers must arrive within
+//! [`HEADER_TIMEOUT`] and `connect` within the gateway's connect timeout:
+//! a stranger holds a slot for seconds, and never a signed-in client's.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,7 +23,6 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,6 +48,7 @@ impl PeerCounts {
     }
 
     fn take(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        let ip = peer_key(ip);
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(ip).or_insert(0);
         if *n >= self.max {
@@ -85,10 +88,93 @@ impl Drop for PeerSlot {
     }
 }
 
+/// The address a per-peer limit counts: IPv4 as it is, IPv6 by its /64
+/// (one home network hands out many addresses per host).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// The unauthenticated connections, oldest first.
+pub struct PreAuthPool {
+    inner: Mutex<(u64, std::collections::VecDeque<(u64, CancellationToken)>)>,
+    max: usize,
+}
+
+impl PreAuthPool {
+    pub fn new(max: usize) -> Arc<PreAuthPool> {
+        Arc::new(PreAuthPool {
+            inner: Mutex::new((0, Default::default())),
+            max,
+        })
+    }
+
+    /// A slot for a new connection; when all are taken, the oldest holder
+    /// is told to go (its token is cancelled). Returns whether one was.
+    fn admit(self: &Arc<Self>) -> (PoolSlot, CancellationToken, bool) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut evicted = false;
+        while g.1.len() >= self.max {
+            if let Some((_, t)) = g.1.pop_front() {
+                t.cancel();
+                evicted = true;
+            }
+        }
+        g.0 += 1;
+        let id = g.0;
+        let t = CancellationToken::new();
+        g.1.push_back((id, t.clone()));
+        (
+            PoolSlot {
+                pool: self.clone(),
+                id,
+            },
+            t,
+            evicted,
+        )
+    }
+
+    /// Connections holding a slot now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct PoolSlot {
+    pool: Arc<PreAuthPool>,
+    id: u64,
+}
+
+impl Drop for PoolSlot {
+    fn drop(&mut self) {
+        let mut g = self.pool.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = g.1.iter().position(|(id, _)| *id == self.id) {
+            g.1.remove(i);
+        }
+    }
+}
+
 /// What an unauthenticated connection holds.
 pub struct PreAuth {
-    _global: OwnedSemaphorePermit,
+    _slot: PoolSlot,
     _peer: Option<PeerSlot>,
+    evicted: CancellationToken,
+}
+
+impl PreAuth {
+    /// Cancelled when the connection must make room for a newer one.
+    pub fn evicted(&self) -> CancellationToken {
+        self.evicted.clone()
+    }
 }
 
 /// The pre-auth slot of a connection, handed to the WebSocket upgrade in
@@ -110,15 +196,21 @@ impl Gateway {
     /// A pre-auth slot for a new connection from `ip`, or `None` when the
     /// limits are reached.
     fn admit(&self, ip: IpAddr) -> Option<PreAuth> {
-        let global = self.pre_auth.clone().try_acquire_owned().ok()?;
-        let peer = if ip.is_loopback() {
+        let peer = if ip.to_canonical().is_loopback() {
             None
         } else {
             Some(self.peers.take(ip)?)
         };
+        let (slot, evicted, made_room) = self.pre_auth.admit();
+        if made_room {
+            self.stats
+                .evicted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Some(PreAuth {
-            _global: global,
+            _slot: slot,
             _peer: peer,
+            evicted,
         })
     }
 }
@@ -177,6 +269,7 @@ async fn http_connection(
     router: axum::Router,
     stop: CancellationToken,
 ) {
+    let evicted = slot.evicted();
     let slot = PreAuthSlot(Arc::new(Mutex::new(Some(slot))));
     let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -188,7 +281,16 @@ async fn http_connection(
             if let Some(r) = refused {
                 return Ok::<_, Infallible>(r);
             }
-            tower_service::Service::call(&mut router, req).await
+            let mut r = tower_service::Service::call(&mut router, req).await?;
+            // no keep-alive before sign-in: one request per connection
+            // (an upgrade answers 101 and keeps it)
+            if r.status() != StatusCode::SWITCHING_PROTOCOLS {
+                r.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(r)
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -199,6 +301,8 @@ async fn http_connection(
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
+        // the WebSocket handshake has its own copy of the token
+        _ = evicted.cancelled() => {}
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(HTTP_DRAIN, conn).await;
@@ -219,16 +323,26 @@ fn host_refused<B>(gw: &Gateway, req: &Request<B>, local: LocalAddr) -> Option<R
     if gw.hosts.allows(host, local.0.map(|a| a.ip())) {
         return None;
     }
-    gw.stats
+    let n = gw
+        .stats
         .bad_hosts
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::warn!(
-        host = host.unwrap_or("<none>"),
-        "refused a request whose Host header does not name this gateway (DNS rebinding?); add the name to [gateway] hostnames if it is yours"
-    );
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    // 1, 2, 4, 8 ...: a flood does not flood the log
+    if n.is_power_of_two() {
+        tracing::warn!(
+            host = host.unwrap_or("<none>"),
+            refused = n,
+            "refused a request whose Host header does not name this gateway (DNS rebinding?); add the name to [gateway] hostnames if it is yours"
+        );
+    }
     let mut r = Response::new(Body::from(
         "403: the Host header does not name this gateway; add it to [gateway] hostnames\n",
     ));
     *r.status_mut() = StatusCode::FORBIDDEN;
+    r.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
     Some(r)
 }

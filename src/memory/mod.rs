@@ -92,7 +92,11 @@ pub fn memory_files(workspace: &Path) -> Vec<String> {
             }
         }
     }
-    walk(&workspace.join("memory"), "memory", &mut out, 0);
+    let dir = workspace.join("memory");
+    // a `memory` link is not followed either
+    if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        walk(&dir, "memory", &mut out, 0);
+    }
     out.sort();
     out
 }

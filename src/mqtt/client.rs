@@ -47,7 +47,7 @@ const STOP_ACKS: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Largest packet either way (discovery configs of big devices are a few
 /// KiB; rumqttc's default of 10 KiB is too tight).
-const MAX_PACKET: usize = 256 * 1024;
+pub const MAX_PACKET: usize = 256 * 1024;
 
 /// Connection facts for `status`.
 #[derive(Debug, Default, Clone)]
@@ -295,6 +295,19 @@ impl Mqtt {
         self.subscribe(topics);
     }
 
+    /// Reads the retained discovery configs again (subscribing anew makes
+    /// the broker send them).
+    pub fn rediscover(&self) {
+        let Some(d) = &self.cfg.discovery_prefix else {
+            return;
+        };
+        let topics = vec![format!("{d}/+/+/config"), format!("{d}/+/+/+/config")];
+        for t in &topics {
+            let _ = self.client.try_unsubscribe(t.clone());
+        }
+        self.subscribe(topics);
+    }
+
     fn subscribe(&self, topics: Vec<String>) {
         let topics: Vec<String> = topics
             .into_iter()
@@ -362,7 +375,7 @@ impl Mqtt {
                         backoff = Duration::from_secs(1);
                         if !ca.session_present {
                             self.tracker.lock().unwrap_or_else(|p| p.into_inner()).reset();
-                            self.subs().1.clear();
+                            *self.subs() = Subs::default();
                         }
                         self.set_status(|s| {
                             s.connected = true;
@@ -486,11 +499,7 @@ impl Mqtt {
                     // Home Assistant restarted and devices re-announce:
                     // read the retained configs again
                     tracing::info!("mqtt: {topic} = online; re-reading discovery configs");
-                    let topics = vec![format!("{d}/+/+/config"), format!("{d}/+/+/+/config")];
-                    for t in &topics {
-                        let _ = self.client.try_unsubscribe(t.clone());
-                    }
-                    self.subscribe(topics);
+                    self.rediscover();
                 }
             } else if topic.ends_with("/config") {
                 self.on_discovery(d, topic, &p.payload).await;

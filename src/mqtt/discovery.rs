@@ -290,6 +290,13 @@ pub const COMMAND_KEYS: [&str; 6] = [
 /// too long), and no command topic under Hearth's own `own_prefix` (the
 /// agent's commands would come back in as device text).
 pub fn check_topics(e: &Entity, own_prefix: &str) -> Result<(), DiscoveryError> {
+    if let Some(Value::Array(a)) = e.config.get("availability") {
+        if a.len() > 16 {
+            return Err(DiscoveryError::Invalid(
+                "more than 16 availability topics".into(),
+            ));
+        }
+    }
     for (k, t) in e.topics() {
         super::topic::check_name(&t).map_err(|m| DiscoveryError::Invalid(format!("{k}: {m}")))?;
     }

@@ -4,17 +4,17 @@
 //!   long as the broker keeps Hearth's persistent session. Each reply gets
 //!   a packet id from a range rumqttc leaves to Hearth ([`PKIDS`]), and
 //!   the id is committed to the outbox row *before* the PUBLISH. On PUBREC
-//!   (the broker has it and has delivered it) "released" is committed,
-//!   then PUBREL goes out; on PUBCOMP the row is deleted. After a crash at
-//!   any point the next start repeats the step the row records: the same
-//!   PUBLISH with DUP and the same id (the broker recognizes the id and
-//!   does not deliver it again), or the PUBREL.
+//!   (the broker has it; mosquitto hands it to subscribers at the PUBREL)
+//!   "released" is committed, then PUBREL goes out; on PUBCOMP the row is
+//!   deleted. After a crash at any point the next start repeats the step
+//!   the row records: the same PUBLISH with DUP and the same id (the broker
+//!   recognizes the id and does not take it again), or the PUBREL.
 //! - **QoS 1**: at least once. Deleted on PUBACK; a crash between the
 //!   PUBACK and the delete sends the reply again as a new message.
 //!
-//! If the broker lost the session (it restarted without persistence), a
-//! released row is simply deleted (it was delivered), and one that was
-//! published but not acknowledged is published again, which may repeat it.
+//! If the broker lost the session (it restarted without persistence), every
+//! row still in the outbox is published again as a new message: nothing is
+//! lost, but a reply the broker had already passed on arrives twice.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -29,6 +29,9 @@ use crate::store::{OutboxItem, Store, Wire};
 pub const INFLIGHT: u16 = 100;
 /// Replies at QoS 2 in flight at once; their ids are `INFLIGHT+1..`.
 pub const PKIDS: u16 = 64;
+/// Largest reply packet: the client's packet limit less room for the
+/// header.
+pub const MAX_REPLY: usize = super::client::MAX_PACKET - 1024;
 
 fn reserved(pkid: u16) -> bool {
     pkid > INFLIGHT && pkid <= INFLIGHT + PKIDS
@@ -91,9 +94,21 @@ impl Mqtt {
     /// The topic and payload of a reply (`reply_format`).
     fn reply(&self, seq: u64, item: &OutboxItem) -> (String, Vec<u8>) {
         let topic = format!("{}/out/{}", self.cfg.topic_prefix, item.address());
+        // cut to fit one packet (one over the limit would fail on every
+        // reconnect); JSON escaping can take 6 bytes per character
+        let mut text = item.text.clone();
+        let room = (MAX_REPLY - topic.len()) / 6;
+        if text.len() > room {
+            let mut cut = room;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("\n[reply cut to fit one MQTT message]");
+        }
         let body = match self.cfg.reply_format {
-            ReplyFormat::Text => item.text.clone(),
-            ReplyFormat::Json => json!({"text": item.text, "id": format!("{}:{seq}", item.run_id),
+            ReplyFormat::Text => text,
+            ReplyFormat::Json => json!({"text": text, "id": format!("{}:{seq}", item.run_id),
                                         "runId": item.run_id})
             .to_string(),
         };
@@ -133,17 +148,13 @@ impl Mqtt {
             let (topic, payload) = self.reply(seq, &item);
             // an id from another range (a changed build) is not usable
             let step = match item.wire.filter(|w| reserved(w.id)) {
-                // delivered before the broker lost the session
-                Some(w) if w.released && !session => {
-                    drop_rows.push(seq);
-                    continue;
-                }
-                Some(w) if w.released => Request::PubRel(PubRel::new(w.id)),
+                Some(w) if w.released && session => Request::PubRel(PubRel::new(w.id)),
+                // without a session the broker forgot it: published again
                 Some(w) => publish(&topic, payload, w.id, session),
                 None if self.cfg.reply_qos == 2 => {
                     let Some(id) = (INFLIGHT + 1..=INFLIGHT + PKIDS).find(|i| !used.contains(i))
                     else {
-                        break; // all ids in flight: the next PUBCOMP makes room
+                        continue; // all ids in flight: the next PUBCOMP makes room
                     };
                     let wire = Wire {
                         id,
@@ -217,7 +228,13 @@ impl Mqtt {
                 if let Err(e) =
                     flatten(tokio::task::spawn_blocking(move || s.outbox_set_wire(seq, wire)).await)
                 {
-                    tracing::error!("mqtt: cannot record a delivered reply ({e})");
+                    // no PUBREL before the commit: the next pass publishes
+                    // it again (DUP) and the broker answers PUBREC again
+                    tracing::error!("mqtt: cannot record a delivered reply ({e}); will retry");
+                    let mut t = self.tracker();
+                    t.q2.remove(&r.pkid);
+                    t.outstanding.remove(&seq);
+                    return true;
                 }
                 ev.pending.push_back(Request::PubRel(PubRel::new(r.pkid)));
             }

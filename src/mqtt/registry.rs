@@ -17,6 +17,48 @@ use tokio::sync::broadcast;
 use super::discovery::{Component, Entity, Field, State};
 
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
+/// High-risk entities as first seen (see [`Pin`]), kept after removal.
+const PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("high_risk");
+
+/// Entities the registry takes at most (a broker flooding discovery
+/// configs cannot grow it without bound).
+pub const MAX_ENTITIES: usize = 4096;
+
+/// How a high-risk entity (a lock, an alarm panel, a door) is commanded,
+/// as first announced. Its command side cannot be changed or taken over
+/// through discovery afterwards, and its command topics stay high-risk
+/// after the entity is removed; only the owner lifts a pin
+/// (`hearth devices --forget`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pin {
+    pub command_topics: Vec<String>,
+    /// Component, device class, command topics, payloads and command
+    /// templates, as canonical JSON.
+    pub fingerprint: String,
+}
+
+/// The pin of `e` (whether or not it is high-risk).
+pub fn pin_of(e: &Entity) -> Pin {
+    let mut m = BTreeMap::new();
+    m.insert("component".to_string(), Value::from(e.component.as_str()));
+    for (k, v) in &e.config {
+        let commands = k == "device_class"
+            || k == "schema"
+            || k.starts_with("payload_")
+            || k.starts_with("position_")
+            || k.starts_with("code")
+            || k.ends_with("command_template")
+            || k == "set_position_template"
+            || super::discovery::COMMAND_KEYS.contains(&k.as_str());
+        if commands {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    Pin {
+        command_topics: e.command_topics(),
+        fingerprint: serde_json::to_string(&m).expect("json"),
+    }
+}
 
 /// How often changed states are written to `devices.redb`.
 pub const STATE_FLUSH: Duration = Duration::from_secs(30);
@@ -34,6 +76,7 @@ struct Inner {
     by_topic: HashMap<String, Vec<(String, Field)>>,
     /// Entities whose state changed since the last flush.
     dirty: HashSet<String>,
+    pins: HashMap<String, Pin>,
 }
 
 impl Inner {
@@ -77,6 +120,21 @@ fn device_key(e: &Entity) -> Option<String> {
 impl Inner {
     /// Why `e` may not replace what the registry holds, if it may not.
     fn takeover(&self, e: &Entity) -> Option<String> {
+        if let Some(p) = self.pins.get(&e.id) {
+            if pin_of(e).fingerprint != p.fingerprint {
+                return Some(format!(
+                    "the config for the high-risk {id} changes how it is commanded (class, command \
+                     topics or payloads); the first one stays. If the change is yours, run \
+                     `hearth devices --forget {id}`, then announce it again",
+                    id = e.id
+                ));
+            }
+        }
+        if !self.entities.contains_key(&e.id) && self.entities.len() >= MAX_ENTITIES {
+            return Some(format!(
+                "the registry holds {MAX_ENTITIES} entities already"
+            ));
+        }
         if let Some(old) = self.entities.get(&e.id) {
             if old.config_topic != e.config_topic {
                 return Some(format!(
@@ -113,19 +171,31 @@ impl Inner {
     /// `<device>/set/<attribute>` too). A "switch" whose `payload_on` is
     /// UNLOCK on a lock's topic is a lock.
     fn high_risk(&self, e: &Entity) -> bool {
-        if e.is_high_risk() {
+        self.high_risk_in(e, &self.risky_topics())
+    }
+
+    /// (entity id, command topic) of every pinned high-risk entity, live
+    /// or removed.
+    fn risky_topics(&self) -> Vec<(&str, &str)> {
+        self.pins
+            .iter()
+            .flat_map(|(id, p)| {
+                p.command_topics
+                    .iter()
+                    .map(move |t| (id.as_str(), t.as_str()))
+            })
+            .collect()
+    }
+
+    fn high_risk_in(&self, e: &Entity, risky: &[(&str, &str)]) -> bool {
+        if e.is_high_risk() || self.pins.contains_key(&e.id) {
             return true;
         }
         let mine = e.command_topics();
-        self.entities
-            .values()
-            .filter(|o| o.id != e.id && o.is_high_risk())
-            .any(|o| {
-                o.command_topics().iter().any(|t| {
-                    mine.iter()
-                        .any(|m| super::topic::under(m, t) || super::topic::under(t, m))
-                })
-            })
+        risky.iter().filter(|(id, _)| *id != e.id).any(|(_, t)| {
+            mine.iter()
+                .any(|m| super::topic::under(m, t) || super::topic::under(t, m))
+        })
     }
 }
 
@@ -174,10 +244,23 @@ impl Registry {
         };
         let w = db.begin_write().map_err(|e| err(&e))?;
         w.open_table(ENTITIES).map_err(|e| err(&e))?;
+        w.open_table(PINS).map_err(|e| err(&e))?;
         w.commit().map_err(|e| err(&e))?;
         let mut inner = Inner::default();
         {
             let r = db.begin_read().map_err(|e| err(&e))?;
+            let pins = r.open_table(PINS).map_err(|e| err(&e))?;
+            for row in pins.iter().map_err(|e| err(&e))? {
+                let (k, v) = row.map_err(|e| err(&e))?;
+                match serde_json::from_slice::<Pin>(v.value()) {
+                    Ok(p) => {
+                        inner.pins.insert(k.value().to_string(), p);
+                    }
+                    Err(e) => {
+                        tracing::warn!("device registry: unreadable pin of {}: {e}", k.value())
+                    }
+                }
+            }
             let t = r.open_table(ENTITIES).map_err(|e| err(&e))?;
             for row in t.iter().map_err(|e| err(&e))? {
                 let (k, v) = row.map_err(|e| err(&e))?;
@@ -211,6 +294,25 @@ impl Registry {
                 }
             }
             w.commit().map_err(|e| err(&e))?;
+        }
+        // high-risk entities from before pins existed
+        let unpinned: Vec<(String, Pin)> = inner
+            .entities
+            .values()
+            .filter(|e| e.is_high_risk() && !inner.pins.contains_key(&e.id))
+            .map(|e| (e.id.clone(), pin_of(e)))
+            .collect();
+        if !unpinned.is_empty() {
+            let w = db.begin_write().map_err(|e| err(&e))?;
+            {
+                let mut t = w.open_table(PINS).map_err(|e| err(&e))?;
+                for (id, p) in &unpinned {
+                    let b = serde_json::to_vec(p).expect("json");
+                    t.insert(id.as_str(), b.as_slice()).map_err(|e| err(&e))?;
+                }
+            }
+            w.commit().map_err(|e| err(&e))?;
+            inner.pins.extend(unpinned);
         }
         inner.reindex();
         Ok(Registry {
@@ -248,7 +350,7 @@ impl Registry {
     /// Adds or replaces an entity from its discovery config (keeping the
     /// known state when the id stays). Blocking (a redb commit on change).
     pub fn upsert(&self, mut e: Entity) -> Result<Upsert, RegistryError> {
-        let (result, removed) = {
+        let (result, removed, pin) = {
             let mut g = self.lock();
             if let Some(why) = g.takeover(&e) {
                 return Ok(Upsert::Refused(why));
@@ -272,14 +374,25 @@ impl Registry {
                 }
                 None => Upsert::Added,
             };
+            let pin = (e.is_high_risk() && !g.pins.contains_key(&e.id)).then(|| pin_of(&e));
+            if let Some(p) = &pin {
+                g.pins.insert(e.id.clone(), p.clone());
+            }
             if result != Upsert::Unchanged {
                 g.entities.insert(e.id.clone(), e.clone());
                 g.reindex();
             }
-            (result, removed)
+            (result, removed, pin)
         };
-        if result != Upsert::Unchanged || removed.is_some() {
+        if result != Upsert::Unchanged || removed.is_some() || pin.is_some() {
             let w = self.db.begin_write().map_err(|x| self.err(x))?;
+            if let Some(p) = &pin {
+                let b = serde_json::to_vec(p).expect("json");
+                w.open_table(PINS)
+                    .map_err(|x| self.err(x))?
+                    .insert(e.id.as_str(), b.as_slice())
+                    .map_err(|x| self.err(x))?;
+            }
             {
                 let mut t = w.open_table(ENTITIES).map_err(|x| self.err(x))?;
                 if let Some(old) = &removed {
@@ -313,6 +426,33 @@ impl Registry {
             .map_err(|x| self.err(x))?;
         w.commit().map_err(|x| self.err(x))?;
         Ok(Some(id))
+    }
+
+    /// The owner's word that `id` may be announced anew: the entity and its
+    /// high-risk pin go (the next announcement is taken as new). Durable.
+    /// Returns whether there was anything to forget.
+    pub fn forget(&self, id: &str) -> Result<bool, RegistryError> {
+        let had = {
+            let mut g = self.lock();
+            let a = g.entities.remove(id).is_some();
+            let b = g.pins.remove(id).is_some();
+            g.dirty.remove(id);
+            g.reindex();
+            a || b
+        };
+        if had {
+            let w = self.db.begin_write().map_err(|x| self.err(x))?;
+            w.open_table(ENTITIES)
+                .map_err(|x| self.err(x))?
+                .remove(id)
+                .map_err(|x| self.err(x))?;
+            w.open_table(PINS)
+                .map_err(|x| self.err(x))?
+                .remove(id)
+                .map_err(|x| self.err(x))?;
+            w.commit().map_err(|x| self.err(x))?;
+        }
+        Ok(had)
     }
 
     /// Every state and availability topic to subscribe to.
@@ -390,9 +530,9 @@ impl Registry {
         g.entities.get(id).is_some_and(|e| g.high_risk(e))
     }
 
-    fn describe(g: &Inner, e: &Entity) -> Value {
+    fn describe(g: &Inner, e: &Entity, risky: &[(&str, &str)]) -> Value {
         let mut v = e.describe();
-        if g.high_risk(e) {
+        if g.high_risk_in(e, risky) {
             v["high_risk"] = Value::Bool(true);
         }
         v
@@ -409,6 +549,7 @@ impl Registry {
         let g = self.lock();
         let area = area.map(norm);
         let qwords = query.map(words).unwrap_or_default();
+        let risky = g.risky_topics();
         g.entities
             .values()
             .filter(|e| component.is_none_or(|c| e.component.as_str() == c))
@@ -417,7 +558,7 @@ impl Registry {
                     .is_none_or(|a| e.area.as_deref().map(norm).is_some_and(|x| x == *a))
             })
             .filter(|e| qwords.is_empty() || score(&qwords, e) >= 0.5)
-            .map(|e| Registry::describe(&g, e))
+            .map(|e| Registry::describe(&g, e, &risky))
             .collect()
     }
 

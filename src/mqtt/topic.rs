@@ -14,11 +14,18 @@ fn check_chars(t: &str) -> Result<(), String> {
     if t.len() > MAX_TOPIC {
         return Err(format!("the topic is longer than {MAX_TOPIC} bytes"));
     }
-    // U+0000 is forbidden (MQTT 3.1.1 §1.5.3); the other controls too here
-    if t.chars().any(|c| c.is_control()) {
-        return Err("the topic contains a control character".into());
+    // U+0000 is forbidden (MQTT 3.1.1 §1.5.3); the other controls and the
+    // non-characters too: mosquitto drops a connection for those
+    if t.chars().any(|c| c.is_control() || noncharacter(c)) {
+        return Err("the topic contains a control character or a non-character".into());
     }
     Ok(())
+}
+
+/// U+FDD0..U+FDEF and U+xFFFE / U+xFFFF of every plane.
+fn noncharacter(c: char) -> bool {
+    let u = c as u32;
+    (0xFDD0..=0xFDEF).contains(&u) || (u & 0xFFFE) == 0xFFFE
 }
 
 /// A topic name to publish to or to read one device's state from: no
@@ -83,7 +90,17 @@ mod tests {
     #[test]
     fn names_and_filters() {
         assert!(check_name("zigbee2mqtt/kitchen/set").is_ok());
-        for bad in ["", "a/+/b", "a/#", "$SYS/x", "a\0b", "a\nb"] {
+        for bad in [
+            "",
+            "a/+/b",
+            "a/#",
+            "$SYS/x",
+            "a\0b",
+            "a\nb",
+            "a\u{FFFF}",
+            "a\u{FDD0}",
+            "a\u{1FFFE}",
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_name(&"x".repeat(MAX_TOPIC + 1)).is_err());

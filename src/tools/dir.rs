@@ -192,7 +192,8 @@ impl Root {
         for e in it {
             let e = e.map_err(|e| io_err(rel, e))?;
             let n = e.file_name().to_bytes();
-            if n == b"." || n == b".." {
+            // a temporary file a crash left behind is not the agent's
+            if n == b"." || n == b".." || n.windows(12).any(|w| w == b".hearth-tmp-") {
                 continue;
             }
             let ft = match e.file_type() {

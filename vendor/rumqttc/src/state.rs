@@ -273,6 +273,13 @@ impl MqttState {
     }
 
     fn handle_incoming_pubrec(&mut self, pubrec: &PubRec) -> Result<Option<Packet>, StateError> {
+        // Hearth patch: the caller handles a PUBREC for one of its ids it
+        // has not (re)sent yet, instead of the connection failing
+        if self.is_reserved(pubrec.pkid)
+            && self.outgoing_pub.get(pubrec.pkid as usize).is_some_and(|p| p.is_none())
+        {
+            return Ok(None);
+        }
         let publish = self
             .outgoing_pub
             .get_mut(pubrec.pkid as usize)
@@ -314,6 +321,11 @@ impl MqttState {
     }
 
     fn handle_incoming_pubcomp(&mut self, pubcomp: &PubComp) -> Result<Option<Packet>, StateError> {
+        // Hearth patch: as for PUBREC, an unknown PUBCOMP for a caller's id
+        // goes to the caller
+        if self.is_reserved(pubcomp.pkid) && !self.outgoing_rel.contains(pubcomp.pkid as usize) {
+            return Ok(None);
+        }
         if !self.outgoing_rel.contains(pubcomp.pkid as usize) {
             error!("Unsolicited pubcomp packet: {:?}", pubcomp.pkid);
             return Err(StateError::Unsolicited(pubcomp.pkid));
