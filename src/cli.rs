@@ -419,6 +419,19 @@ fn config_and_state(
     }
 }
 
+/// `devices.redb` opened without a daemon (its topic checks need the
+/// configured prefix).
+fn open_registry(
+    cfg: &Config,
+    file: &std::path::Path,
+) -> anyhow::Result<crate::mqtt::registry::Registry> {
+    let prefix = cfg
+        .mqtt
+        .as_ref()
+        .map_or("hearth", |m| m.topic_prefix.as_str());
+    Ok(crate::mqtt::registry::Registry::open(file, prefix)?)
+}
+
 /// `hearth devices --forget ID`: through the running daemon, or in
 /// `<state>/devices.redb` without one.
 fn forget_device(
@@ -436,11 +449,7 @@ fn forget_device(
         r["forgotten"] == true
     } else {
         let file = state.join("devices.redb");
-        let prefix = cfg
-            .mqtt
-            .as_ref()
-            .map_or("hearth", |m| m.topic_prefix.as_str());
-        file.is_file() && crate::mqtt::registry::Registry::open(&file, prefix)?.forget(id)?
+        file.is_file() && open_registry(&cfg, &file)?.forget(id)?
     };
     if json {
         println!("{}", json!({"entity": id, "forgotten": forgotten}));
@@ -481,15 +490,7 @@ fn devices(
             }
             return Ok(0);
         }
-        let prefix = cfg
-            .mqtt
-            .as_ref()
-            .map_or("hearth", |m| m.topic_prefix.as_str());
-        crate::mqtt::registry::Registry::open(&file, prefix)?.list(
-            query.as_deref(),
-            area.as_deref(),
-            component.as_deref(),
-        )
+        open_registry(&cfg, &file)?.list(query.as_deref(), area.as_deref(), component.as_deref())
     };
     if json {
         println!("{}", Value::Array(list));

@@ -1342,7 +1342,10 @@ mod tests {
 
     #[test]
     fn interpolation() {
-        assert_eq!(expand("a${TOKEN}b", &env).unwrap(), "as3cret-token-0123456789b");
+        assert_eq!(
+            expand("a${TOKEN}b", &env).unwrap(),
+            "as3cret-token-0123456789b"
+        );
         assert_eq!(expand("$${TOKEN}", &env).unwrap(), "${TOKEN}");
         assert_eq!(expand("${NOPE:-x}", &env).unwrap(), "x");
         assert!(expand("${NOPE}", &env).unwrap_err().contains("NOPE"));
@@ -1434,7 +1437,10 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert_eq!(c.gateway.token.as_ref().unwrap().expose(), "s3cret-token-0123456789");
+        assert_eq!(
+            c.gateway.token.as_ref().unwrap().expose(),
+            "s3cret-token-0123456789"
+        );
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 

@@ -869,8 +869,19 @@ impl Store {
 
     /// Removes delivered replies. Durable.
     pub fn outbox_done(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        self.outbox_remove(seqs, true)
+    }
+
+    /// Removes delivered replies without waiting for the disk: for a step
+    /// whose loss in a crash is harmless (MQTT QoS 2 after PUBCOMP: the row
+    /// comes back as "released" and only its PUBREL is sent again).
+    pub fn outbox_done_lazy(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        self.outbox_remove(seqs, false)
+    }
+
+    fn outbox_remove(&self, seqs: &[u64], durable: bool) -> Result<(), StoreError> {
         let seqs = seqs.to_vec();
-        self.write(true, move |w| {
+        self.write(durable, move |w| {
             let mut t = w.open_table(OUTBOX).map_err(db)?;
             for s in &seqs {
                 t.remove(*s).map_err(db)?;

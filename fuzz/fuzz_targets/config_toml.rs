@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
         for p in c.providers.values() {
             assert!(p.timeout.as_secs() <= 3600);
             // what the first chat does with it (5b0ef1f panicked here)
-            let _ = std::time::Instant::now().checked_add(p.timeout).expect("timeout fits");
+            let _ = std::time::Instant::now()
+                .checked_add(p.timeout)
+                .expect("timeout fits");
         }
         for a in &c.agents {
             assert!(a.max_steps >= 1);

@@ -26,10 +26,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     for (k, t) in e.topics() {
-        assert!(!t.contains('\0') && !t.contains('#') && !t.contains('+'), "{k}");
+        assert!(
+            !t.contains('\0') && !t.contains('#') && !t.contains('+'),
+            "{k}"
+        );
     }
     for action in e.component.actions() {
-        for v in [None, Some(serde_json::json!(50)), Some(serde_json::json!("heat"))] {
+        for v in [
+            None,
+            Some(serde_json::json!(50)),
+            Some(serde_json::json!("heat")),
+        ] {
             if let Ok(cmd) = e.command(action, v.as_ref()) {
                 for (t, _) in &cmd.publish {
                     assert!(!t.is_empty());

@@ -20,7 +20,8 @@ fn entities() -> &'static Vec<Entity> {
             .iter()
             .filter_map(|e| {
                 let topic = e["topic"].as_str()?;
-                discovery::parse("homeassistant", topic, e["payload"].to_string().as_bytes()).ok()?
+                discovery::parse("homeassistant", topic, e["payload"].to_string().as_bytes())
+                    .ok()?
             })
             .collect()
     })

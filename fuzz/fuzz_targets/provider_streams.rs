@@ -14,5 +14,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = openai::parse_sse(std::io::Cursor::new(data), &mut on, &cancel);
     let _ = anthropic::parse_sse(std::io::Cursor::new(data), &mut on, &cancel);
     let _ = gemini::parse_sse(std::io::Cursor::new(data), &mut on, &cancel);
-    assert!(deltas <= data.len() * 3 + 16, "deltas larger than the input");
+    assert!(
+        deltas <= data.len() * 3 + 16,
+        "deltas larger than the input"
+    );
 });

@@ -210,7 +210,7 @@ impl Mqtt {
             Packet::PubAck(a) => {
                 let seq = self.tracker().acked(a.pkid);
                 if let Some(seq) = seq {
-                    self.delivered(store, seq).await;
+                    self.delivered(store, seq, true).await;
                 }
             }
             Packet::PubRec(r) if reserved(r.pkid) => {
@@ -249,7 +249,7 @@ impl Mqtt {
                 };
                 crash_hook("mqtt-after-pubcomp");
                 if let Some(seq) = seq {
-                    self.delivered(store, seq).await;
+                    self.delivered(store, seq, false).await;
                 }
             }
             _ => return false,
@@ -257,10 +257,20 @@ impl Mqtt {
         true
     }
 
-    async fn delivered(&self, store: &Store, seq: u64) {
+    /// The row of a delivered reply goes. At QoS 1 durably (a lost delete
+    /// would send it again); at QoS 2 without waiting for the disk (a lost
+    /// delete only repeats the PUBREL).
+    async fn delivered(&self, store: &Store, seq: u64, durable: bool) {
         self.set_status(|s| s.replies += 1);
         let s = store.clone();
-        if let Err(e) = flatten(tokio::task::spawn_blocking(move || s.outbox_done(&[seq])).await) {
+        let job = move || {
+            if durable {
+                s.outbox_done(&[seq])
+            } else {
+                s.outbox_done_lazy(&[seq])
+            }
+        };
+        if let Err(e) = flatten(tokio::task::spawn_blocking(job).await) {
             tracing::error!("mqtt: cannot clear a delivered reply: {e}");
         }
     }

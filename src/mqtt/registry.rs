@@ -174,29 +174,41 @@ impl Inner {
         self.high_risk_in(e, &self.risky_topics())
     }
 
-    /// (entity id, command topic) of every pinned high-risk entity, live
-    /// or removed.
-    fn risky_topics(&self) -> Vec<(&str, &str)> {
-        self.pins
-            .iter()
-            .flat_map(|(id, p)| {
-                p.command_topics
-                    .iter()
-                    .map(move |t| (id.as_str(), t.as_str()))
-            })
-            .collect()
+    /// The command topics of every pinned high-risk entity, live or
+    /// removed, for [`high_risk_in`](Self::high_risk_in).
+    fn risky_topics(&self) -> Risky {
+        let mut r = Risky::default();
+        for t in self.pins.values().flat_map(|p| &p.command_topics) {
+            r.topics.insert(t.clone());
+            for a in ancestors(t) {
+                r.above.insert(a.to_string());
+            }
+        }
+        r
     }
 
-    fn high_risk_in(&self, e: &Entity, risky: &[(&str, &str)]) -> bool {
+    fn high_risk_in(&self, e: &Entity, risky: &Risky) -> bool {
         if e.is_high_risk() || self.pins.contains_key(&e.id) {
             return true;
         }
-        let mine = e.command_topics();
-        risky.iter().filter(|(id, _)| *id != e.id).any(|(_, t)| {
-            mine.iter()
-                .any(|m| super::topic::under(m, t) || super::topic::under(t, m))
+        e.command_topics().iter().any(|m| {
+            // m is a risky topic or below one, or above one
+            ancestors(m).any(|a| risky.topics.contains(a)) || risky.above.contains(m)
         })
     }
+}
+
+/// Risky command topics, and every topic they are below (themselves
+/// included): two set lookups per level instead of a scan of all pins.
+#[derive(Default)]
+struct Risky {
+    topics: HashSet<String>,
+    above: HashSet<String>,
+}
+
+/// `a/b/c`, `a/b`, `a`.
+fn ancestors(t: &str) -> impl Iterator<Item = &str> {
+    std::iter::once(t).chain(t.rmatch_indices('/').map(move |(i, _)| &t[..i]))
 }
 
 /// How a name resolved.
@@ -530,7 +542,7 @@ impl Registry {
         g.entities.get(id).is_some_and(|e| g.high_risk(e))
     }
 
-    fn describe(g: &Inner, e: &Entity, risky: &[(&str, &str)]) -> Value {
+    fn describe(g: &Inner, e: &Entity, risky: &Risky) -> Value {
         let mut v = e.describe();
         if g.high_risk_in(e, risky) {
             v["high_risk"] = Value::Bool(true);
