@@ -1,6 +1,5 @@
 //! The command line: clap definitions and the thin glue that calls the library.
 
-use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
+
+mod chat;
 use crate::config::Config;
 use crate::daemon;
 
@@ -18,8 +19,21 @@ use crate::daemon;
           long_about = "Hearth runs one small daemon (`hearth serve`) that connects chat channels to AI models.\n\
 Start it with no flags to run on the embedded defaults (gateway on 127.0.0.1:18789), then talk to it with `hearth chat`.")]
 pub struct Cli {
+    /// Print error codes and more detail with errors
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
+}
+
+/// An error for the person at the terminal: the message; with --verbose
+/// also the gateway's error code.
+pub fn describe(e: &anyhow::Error, verbose: bool) -> String {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Rpc { code, message }) if verbose => format!("{code}: {message}"),
+        _ if verbose => format!("{e:?}"),
+        _ => format!("{e:#}"),
+    }
 }
 
 #[derive(Subcommand)]
@@ -72,6 +86,7 @@ pub enum Cmd {
     Devices {
         /// Words of the name, e.g. kitchen
         query: Option<String>,
+        /// Only devices in this area (as named in Home Assistant, e.g. "kitchen")
         #[arg(long)]
         area: Option<String>,
         /// light, switch, fan, cover, lock, climate, sensor, binary_sensor, button, scene
@@ -85,13 +100,16 @@ pub enum Cmd {
         /// really changed
         #[arg(long, value_name = "ENTITY")]
         forget: Option<String>,
+        /// Config file (default: $HEARTH_CONFIG, /etc/hearth/hearth.toml if present, else embedded defaults)
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// State directory (default: as `hearth serve`: $STATE_DIRECTORY, ~/.local/state/hearth, /var/lib/hearth)
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
     /// Show the state of a running gateway
     Status {
+        /// Gateway WebSocket URL
         #[arg(long, env = "HEARTH_URL", default_value = "ws://127.0.0.1:18789")]
         url: String,
         /// Gateway token (default: the state dir's gateway.token)
@@ -114,8 +132,10 @@ connections signed in with the old one within seconds. On a packaged install run
         /// Replace the token with a new random one
         #[arg(long)]
         rotate: bool,
+        /// Config file (default: $HEARTH_CONFIG, /etc/hearth/hearth.toml if present, else embedded defaults)
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// State directory (default: as `hearth serve`: $STATE_DIRECTORY, ~/.local/state/hearth, /var/lib/hearth)
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
@@ -132,35 +152,48 @@ pub enum ModelsCmd {
     },
     /// Print the embedding of TEXT as a JSON array (384 numbers, unit length)
     Embed {
+        /// The text to embed
         text: String,
+        /// Models directory (default: as `hearth models check`)
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// Measure one model (used by scripts/bench-models): embed | chat
     #[command(hide = true)]
     Bench {
+        /// embed or chat
         what: String,
+        /// Models directory (default: as `hearth models check`)
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Inference threads
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
     /// Rewrite a GGUF model's Q4 tensors as Q8_0 (used by scripts/fetch-models)
     #[command(hide = true)]
-    Requantize { input: PathBuf, output: PathBuf },
+    Requantize {
+        /// The Q4 GGUF file
+        input: PathBuf,
+        /// Where the Q8_0 file is written
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum MemoryCmd {
     /// Bring every agent's memory index up to date with its workspace files, then exit
     Reindex {
+        /// Config file (default: $HEARTH_CONFIG, /etc/hearth/hearth.toml if present, else embedded defaults)
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// State directory (default: as `hearth serve`: $STATE_DIRECTORY, ~/.local/state/hearth, /var/lib/hearth)
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
     /// Search an agent's memory: ranked results with path, lines, score and snippet
     Search {
+        /// What to look for, in plain words
         query: String,
         /// Agent id (default: the default agent)
         #[arg(long)]
@@ -171,18 +204,23 @@ pub enum MemoryCmd {
         /// Print one JSON array
         #[arg(long)]
         json: bool,
+        /// Config file (default: $HEARTH_CONFIG, /etc/hearth/hearth.toml if present, else embedded defaults)
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// State directory (default: as `hearth serve`: $STATE_DIRECTORY, ~/.local/state/hearth, /var/lib/hearth)
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
     /// Measure the index on a synthetic corpus (used by scripts/bench-memory)
     #[command(hide = true)]
     Bench {
+        /// Chunks in the synthetic corpus
         #[arg(long)]
         chunks: usize,
+        /// Where the corpus and index are built
         #[arg(long)]
         dir: PathBuf,
+        /// Search queries to time
         #[arg(long, default_value_t = 200)]
         queries: usize,
         /// Build the corpus and index (else: measure search on the built one)
@@ -195,6 +233,7 @@ pub enum MemoryCmd {
 pub enum ConfigCmd {
     /// Report every problem in the config at once; exit 1 if there is any
     Validate {
+        /// Config file (default: $HEARTH_CONFIG, /etc/hearth/hearth.toml if present, else embedded defaults)
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -225,6 +264,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let path = daemon::config_path(config.as_deref());
             match Config::load(path.as_deref()) {
+                Ok(c) if !c.check_paths().is_empty() => {
+                    eprintln!("{}", crate::config::ConfigErrors(c.check_paths()));
+                    Ok(1)
+                }
                 Ok(c) => {
                     let what = path
                         .map(|p| p.display().to_string())
@@ -251,7 +294,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             message,
         } => {
             let token = client_token(token, state_dir.as_deref(), &url);
-            runtime()?.block_on(chat(url, token, session, message))
+            runtime()?.block_on(chat::chat(url, token, session, message))
         }
         Cmd::Status {
             url,
@@ -561,7 +604,9 @@ async fn memory_via_gateway(
     let c = crate::client::Client::connect(&url, token.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("the memory index is in use by a daemon, and its gateway at {url} is not reachable: {e}"))?;
-    Ok(c.request(method, params).await?)
+    let r = c.request(method, params).await;
+    c.close().await;
+    Ok(r?)
 }
 
 /// Opens agent `id`'s memory index, then loads the embedder for it (not
@@ -742,7 +787,10 @@ fn memory(cmd: MemoryCmd) -> anyhow::Result<i32> {
                 println!("no results");
             } else {
                 for h in &hits {
-                    println!("{}:{}-{}  score {:.3}", h.path, h.from, h.to, h.score);
+                    println!(
+                        "{} (lines {}-{})  score {:.3}",
+                        h.path, h.from, h.to, h.score
+                    );
                     for l in h.snippet.lines().take(6) {
                         println!("    {l}");
                     }
@@ -824,13 +872,19 @@ fn models(cmd: ModelsCmd) -> anyhow::Result<i32> {
                         &mut |_| {},
                         &cancel,
                     )?;
+                    let reply = match out {
+                        models::chat::Output::Text(t) => t,
+                        models::chat::Output::Call { name, arguments } => {
+                            format!("(a call of {name} {arguments})")
+                        }
+                    };
                     println!(
-                        "chat      {} ok: loaded in {} ms, {} tokens in {} ms: {:?}",
+                        "chat      {} ok: loaded in {} ms, {} tokens in {} ms: \"{}\"",
                         models::CHAT_DIR,
                         loaded.as_millis(),
                         n.generated,
                         (t.elapsed() - loaded).as_millis(),
-                        out
+                        reply
                     );
                 }
                 Err(e) => {
@@ -860,7 +914,9 @@ async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result
             return Ok(1);
         }
     };
-    let s = c.request("status", json!({})).await?;
+    let s = c.request("status", json!({})).await;
+    c.close().await;
+    let s = s?;
     if raw {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(0);
@@ -902,6 +958,18 @@ async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     );
+    let lm = &s["localModel"];
+    if !lm.is_null() {
+        match lm["problem"].as_str() {
+            None => println!(
+                "local     {} ({}, replies up to {} tokens)",
+                lm["model"].as_str().unwrap_or("?"),
+                lm["path"].as_str().unwrap_or("?"),
+                lm["maxTokens"]
+            ),
+            Some(p) => println!("local     NOT available: {p}"),
+        }
+    }
     let mq = &s["mqtt"];
     if !mq.is_null() {
         println!(
@@ -973,140 +1041,28 @@ fn human_wait(ms: u64) -> String {
     }
 }
 
-/// Sends one message and streams the reply to stdout. Returns true on success.
-async fn one_turn(c: &Client, session: &str, text: &str) -> anyhow::Result<bool> {
-    let idem = crate::store::new_id();
-    let r = c
-        .request(
-            "chat.send",
-            json!({"sessionKey": session, "message": text, "idempotencyKey": idem}),
-        )
-        .await?;
-    let run_id = r["runId"].as_str().unwrap_or(&idem).to_string();
-    if r["reset"] == true {
-        println!("Started a new session.");
-        return Ok(true);
-    }
-    if r.get("aborted").is_some() {
-        println!(
-            "{}",
-            if r["aborted"] == true {
-                "Stopped."
-            } else {
-                "Nothing to stop."
-            }
-        );
-        return Ok(true);
-    }
-    let mut shown = 0usize;
-    let mut out = std::io::stdout();
-    loop {
-        let Some(p) = c
-            .wait_event("chat", Duration::from_secs(3600), |p| {
-                p["runId"] == run_id.as_str()
-            })
-            .await
-        else {
-            anyhow::bail!("the gateway closed the connection before the reply was complete");
-        };
-        let text = message_text(&p);
-        match p["state"].as_str() {
-            Some("delta") if text.len() > shown && text.is_char_boundary(shown) => {
-                print!("{}", &text[shown..]);
-                shown = text.len();
-                out.flush().ok();
-            }
-            Some("final") => {
-                if text.len() >= shown && text.is_char_boundary(shown) {
-                    print!("{}", &text[shown..]);
-                } else {
-                    print!("\n{text}");
-                }
-                println!();
-                return Ok(true);
-            }
-            Some("aborted") => {
-                println!("\n[stopped]");
-                return Ok(false);
-            }
-            Some("error") => {
-                if shown > 0 {
-                    println!();
-                }
-                eprintln!(
-                    "{}",
-                    p["errorMessage"].as_str().unwrap_or("the reply failed")
-                );
-                return Ok(false);
-            }
-            _ => {}
-        }
-    }
-}
-
-fn message_text(p: &Value) -> String {
-    p["message"]["content"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("")
-        })
-        .unwrap_or_default()
-}
-
-async fn chat(
-    url: String,
-    token: Option<String>,
-    session: String,
-    message: Option<String>,
-) -> anyhow::Result<i32> {
-    let c = match Client::connect(&url, token.as_deref()).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}\nIs `hearth serve` running? Use --url to point at another gateway.");
-            return Ok(1);
-        }
-    };
-    if let Some(m) = message {
-        return Ok(if one_turn(&c, &session, &m).await? {
-            0
-        } else {
-            1
-        });
-    }
-    eprintln!("Connected to {url} (session {session}). Type a message; /new starts over, /quit or Ctrl-D leaves.");
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        for line in stdin.lock().lines() {
-            let Ok(l) = line else { break };
-            if tx.blocking_send(l).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        eprint!("> ");
-        let Some(line) = rx.recv().await else { break };
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line == "/quit" || line == "/exit" {
-            break;
-        }
-        if let Err(e) = one_turn(&c, &session, line).await {
-            eprintln!("{e}");
-            return Ok(1);
-        }
-    }
-    Ok(0)
-}
-
 #[cfg(test)]
 mod tests {
+    /// Issue 14: several options had no help text.
+    #[test]
+    fn every_option_and_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.get_help().is_none() && id != "help" && id != "version" {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "hearth", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
     #[test]
     fn the_local_token_goes_to_this_machine_only() {
         use super::loopback_url as l;

@@ -18,7 +18,9 @@ pub enum ClientError {
     Connect { url: String, reason: String },
     #[error("the gateway refused the connection: {code}: {message}")]
     Refused { code: String, message: String },
-    #[error("{code}: {message}")]
+    /// The gateway's message; its code (`INVALID_REQUEST`, ...) is for
+    /// programs (`hearth --verbose` prints it too).
+    #[error("{}", if message.is_empty() { code } else { message })]
     Rpc { code: String, message: String },
     #[error("the connection to the gateway closed")]
     Closed,
@@ -37,7 +39,7 @@ pub struct Client {
     pub hello: Value,
     /// Events a `wait_event` call skipped, kept for later calls (bounded).
     backlog: Mutex<std::collections::VecDeque<Value>>,
-    _closed: oneshot::Receiver<()>,
+    closed: oneshot::Receiver<()>,
 }
 
 impl Client {
@@ -125,8 +127,16 @@ impl Client {
             events: tokio::sync::Mutex::new(ev_rx),
             hello: hello["payload"].clone(),
             backlog: Mutex::default(),
-            _closed: closed_rx,
+            closed: closed_rx,
         })
+    }
+
+    /// Says goodbye with a close frame and waits (at most 2 s) for the
+    /// gateway's close, so that neither side sees a reset connection.
+    pub async fn close(self) {
+        if self.out.send(Message::Close(None)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.closed).await;
+        }
     }
 
     /// Sends a request; the receiver yields every response with its id

@@ -17,6 +17,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+mod lenient;
+
 pub const DEFAULT_BIND: &str = "127.0.0.1:18789";
 pub const DEFAULT_AGENT: &str = "main";
 
@@ -178,6 +180,7 @@ struct RawModels {
     memory_mb: Option<u64>,
     context_tokens: Option<u64>,
     max_tokens: Option<u64>,
+    history_tokens: Option<u64>,
     local_fallback: Option<bool>,
     reply_note: Option<String>,
 }
@@ -363,8 +366,10 @@ pub struct ModelsConfig {
     pub memory_mb: u64,
     /// Prompt plus reply, in tokens, for the local chat model.
     pub context_tokens: usize,
-    /// Longest local reply, in tokens.
+    /// Longest local reply, in tokens (a longer one is cut, and says so).
     pub max_tokens: usize,
+    /// Most tokens of conversation the local model sees (newest turns).
+    pub history_tokens: usize,
     /// Append `local/smollm2-135m` to every agent's chain when the file is there.
     pub local_fallback: bool,
     /// Added to replies the local model gave as a fallback ("" = nothing).
@@ -575,6 +580,32 @@ impl Config {
         }
     }
 
+    /// What only this machine can show: a configured path that is not
+    /// there. `hearth config validate` reports these with the rest; `serve`
+    /// logs them and runs without what they name (`status` says so).
+    pub fn check_paths(&self) -> Vec<ConfigProblem> {
+        let file = self
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<embedded defaults>".into());
+        let mut out = Vec::new();
+        if let Some(d) = &self.models.dir {
+            if !d.is_dir() {
+                out.push(ConfigProblem {
+                    file,
+                    key: "models.dir".into(),
+                    message: format!(
+                        "{} is not a directory, so the local models are not available (put them there with `scripts/fetch-models {}`, or remove the key to search the usual places)",
+                        d.display(),
+                        d.display()
+                    ),
+                });
+            }
+        }
+        out
+    }
+
     /// [`load`](Self::load) with `hearth serve --bind` applied and checked
     /// as `gateway.bind` is, so what validates is what starts.
     pub fn load_for_serve(
@@ -635,7 +666,11 @@ impl Config {
         ];
         for k in table.keys() {
             if !KNOWN.contains(&k.as_str()) {
-                probs.add(k, format!("unknown section (known: {})", KNOWN.join(", ")));
+                let hint = match lenient::closest(k, &KNOWN) {
+                    Some(c) => format!("did you mean [{c}]?"),
+                    None => format!("known: {}", KNOWN.join(", ")),
+                };
+                probs.add(k, format!("unknown section ({hint})"));
             }
         }
         let gateway: RawGateway = section(&table, "gateway", &mut probs).unwrap_or_default();
@@ -664,6 +699,8 @@ impl Config {
                 2048,
             ) as usize,
             max_tokens: probs.range("models.max_tokens", rm.max_tokens, 1..=4096, 256) as usize,
+            history_tokens: probs.range("models.history_tokens", rm.history_tokens, 64..=4096, 768)
+                as usize,
             local_fallback: rm.local_fallback.unwrap_or(true),
             reply_note: rm
                 .reply_note
@@ -737,7 +774,10 @@ impl Config {
             ) as usize,
             memory_flush: rmem.memory_flush.unwrap_or(d.memory_flush),
         };
-        if memory.chunk_overlap * 2 > memory.chunk_tokens {
+        if memory.chunk_overlap * 2 > memory.chunk_tokens
+            && !probs.under("memory.chunk_tokens")
+            && !probs.under("memory.chunk_overlap")
+        {
             probs.add(
                 "memory.chunk_overlap",
                 "must be at most half of chunk_tokens",
@@ -766,7 +806,7 @@ impl Config {
                 );
             }
         }
-        if !bind.ip().is_loopback() && token.is_none() {
+        if !bind.ip().is_loopback() && token.is_none() && !probs.under("gateway.token") {
             probs.add(
                 "gateway.token",
                 format!("required because gateway.bind ({bind}) is not a loopback address; set token = \"${{HEARTH_GATEWAY_TOKEN}}\""),
@@ -816,110 +856,107 @@ impl Config {
             if !valid_id(&name) {
                 probs.add(&key, "provider names may use a-z, 0-9, '-' and '_' only");
             }
-            match RawProvider::deserialize(v) {
-                Ok(p) => {
-                    let base_url = p
-                        .base_url
-                        .unwrap_or_else(|| p.kind.default_base_url().to_string());
-                    if p.kind != ProviderKind::Local
-                        && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
-                    {
+            if let Some(p) = lenient::deserialize::<RawProvider>(v, &key, &mut probs) {
+                let base_url = p
+                    .base_url
+                    .unwrap_or_else(|| p.kind.default_base_url().to_string());
+                if p.kind != ProviderKind::Local
+                    && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+                {
+                    probs.add(
+                        format!("{key}.base_url"),
+                        format!("{base_url:?} must start with http:// or https://"),
+                    );
+                }
+                let mut credentials = Vec::new();
+                if let Some(k) = p.api_key.filter(|k| !k.is_empty()) {
+                    credentials.push(Credential {
+                        id: "default".into(),
+                        key: Secret(k),
+                    });
+                }
+                for (i, k) in p.api_keys.into_iter().enumerate() {
+                    if k.is_empty() {
+                        probs.add(format!("{key}.api_keys"), format!("key {} is empty", i + 1));
+                        continue;
+                    }
+                    credentials.push(Credential {
+                        id: format!("key{}", i + 1),
+                        key: Secret(k),
+                    });
+                }
+                for (i, pr) in p.profiles.into_iter().enumerate() {
+                    let pk = format!("{key}.profiles[{i}]");
+                    if !valid_id(&pr.name) {
                         probs.add(
-                            format!("{key}.base_url"),
-                            format!("{base_url:?} must start with http:// or https://"),
+                            format!("{pk}.name"),
+                            "profile names may use a-z, 0-9, '-' and '_' only",
                         );
                     }
-                    let mut credentials = Vec::new();
-                    if let Some(k) = p.api_key.filter(|k| !k.is_empty()) {
-                        credentials.push(Credential {
-                            id: "default".into(),
-                            key: Secret(k),
-                        });
+                    if pr.api_key.is_empty() {
+                        probs.add(format!("{pk}.api_key"), "is empty");
+                        continue;
                     }
-                    for (i, k) in p.api_keys.into_iter().enumerate() {
-                        if k.is_empty() {
-                            probs.add(format!("{key}.api_keys"), format!("key {} is empty", i + 1));
-                            continue;
-                        }
-                        credentials.push(Credential {
-                            id: format!("key{}", i + 1),
-                            key: Secret(k),
-                        });
-                    }
-                    for (i, pr) in p.profiles.into_iter().enumerate() {
-                        let pk = format!("{key}.profiles[{i}]");
-                        if !valid_id(&pr.name) {
-                            probs.add(
-                                format!("{pk}.name"),
-                                "profile names may use a-z, 0-9, '-' and '_' only",
-                            );
-                        }
-                        if pr.api_key.is_empty() {
-                            probs.add(format!("{pk}.api_key"), "is empty");
-                            continue;
-                        }
-                        credentials.push(Credential {
-                            id: pr.name,
-                            key: Secret(pr.api_key),
-                        });
-                    }
-                    let mut ids = std::collections::BTreeSet::new();
-                    for c in &credentials {
-                        if !ids.insert(c.id.clone()) {
-                            probs.add(
+                    credentials.push(Credential {
+                        id: pr.name,
+                        key: Secret(pr.api_key),
+                    });
+                }
+                let mut ids = std::collections::BTreeSet::new();
+                for c in &credentials {
+                    if !ids.insert(c.id.clone()) {
+                        probs.add(
                                 &key,
                                 format!("two credentials are named {:?}; profile names must be unique and not default/keyN", c.id),
                             );
-                        }
                     }
-                    if credentials.is_empty()
-                        && !matches!(p.kind, ProviderKind::Openai | ProviderKind::Local)
-                    {
-                        probs.add(
+                }
+                if credentials.is_empty()
+                    && !matches!(p.kind, ProviderKind::Openai | ProviderKind::Local)
+                {
+                    probs.add(
                             &key,
                             format!(
                                 "a {} provider needs an API key: set api_key, api_keys or [[{key}.profiles]]",
                                 p.kind.as_str()
                             ),
                         );
-                    }
-                    let timeout_secs =
-                        probs.range(format!("{key}.timeout_secs"), p.timeout_secs, 1..=3600, 120);
-                    let max_tokens = probs.range(
-                        format!("{key}.max_tokens"),
-                        p.max_tokens,
-                        1..=1_000_000,
-                        4096,
-                    ) as u32;
-                    let context_window = p.context_window.map(|w| {
-                        probs.range(
-                            format!("{key}.context_window"),
-                            Some(w),
-                            1024..=100_000_000,
-                            1024,
-                        ) as usize
-                    });
-                    prov.insert(
-                        name.clone(),
-                        ProviderConfig {
-                            name,
-                            kind: p.kind,
-                            base_url: base_url.trim_end_matches('/').to_string(),
-                            credentials,
-                            timeout: Duration::from_secs(timeout_secs),
-                            max_tokens,
-                            context_window,
-                        },
-                    );
                 }
-                Err(e) => probs.add(&key, clean_de(&e.to_string())),
+                let timeout_secs =
+                    probs.range(format!("{key}.timeout_secs"), p.timeout_secs, 1..=3600, 120);
+                let max_tokens = probs.range(
+                    format!("{key}.max_tokens"),
+                    p.max_tokens,
+                    1..=1_000_000,
+                    4096,
+                ) as u32;
+                let context_window = p.context_window.map(|w| {
+                    probs.range(
+                        format!("{key}.context_window"),
+                        Some(w),
+                        1024..=100_000_000,
+                        1024,
+                    ) as usize
+                });
+                prov.insert(
+                    name.clone(),
+                    ProviderConfig {
+                        name,
+                        kind: p.kind,
+                        base_url: base_url.trim_end_matches('/').to_string(),
+                        credentials,
+                        timeout: Duration::from_secs(timeout_secs),
+                        max_tokens,
+                        context_window,
+                    },
+                );
             }
         }
 
         // agents
         let d = &agents.defaults;
         let default_model = d.model.as_ref().map(chain);
-        if default_model.is_none() && !prov.is_empty() {
+        if default_model.is_none() && !prov.is_empty() && !probs.under("agents.defaults.model") {
             let p = prov.keys().next().expect("non-empty");
             probs.add(
                 "agents.defaults.model",
@@ -1036,7 +1073,8 @@ impl Config {
                 for r in m.refs() {
                     match r.split_once('/') {
                         Some((p, model)) if !model.is_empty() => {
-                            if !prov.contains_key(p) {
+                            // (a provider left out for its own problem is not missing)
+                            if !prov.contains_key(p) && !probs.under(&format!("providers.{p}")) {
                                 probs.add(
                                     format!("agents[{}].model", a.id),
                                     format!("{r:?} names provider {p:?}, which is not configured under [providers]"),
@@ -1062,29 +1100,27 @@ impl Config {
         let mut binds = Vec::new();
         for (i, v) in bindings.into_iter().enumerate() {
             let key = format!("bindings[{i}]");
-            match RawBinding::deserialize(v) {
-                Ok(b) => {
-                    if !list.iter().any(|a| a.id == b.agent) {
-                        probs.add(
-                            format!("{key}.agent"),
-                            format!("unknown agent {:?}", b.agent),
-                        );
-                    }
-                    let m = b.matches;
-                    if m.peer.is_some() && m.group.is_some() {
-                        probs.add(format!("{key}.match"), "set peer or group, not both");
-                    }
-                    binds.push(Binding {
-                        agent: b.agent,
-                        matches: BindingMatch {
-                            channel: m.channel,
-                            account: m.account,
-                            peer: m.peer,
-                            group: m.group,
-                        },
-                    });
+            if let Some(b) = lenient::deserialize::<RawBinding>(v, &key, &mut probs) {
+                // (an agent left out for its own problem is not unknown)
+                if !list.iter().any(|a| a.id == b.agent) && !probs.under("agents.list") {
+                    probs.add(
+                        format!("{key}.agent"),
+                        format!("unknown agent {:?}", b.agent),
+                    );
                 }
-                Err(e) => probs.add(&key, clean_de(&e.to_string())),
+                let m = b.matches;
+                if m.peer.is_some() && m.group.is_some() {
+                    probs.add(format!("{key}.match"), "set peer or group, not both");
+                }
+                binds.push(Binding {
+                    agent: b.agent,
+                    matches: BindingMatch {
+                        channel: m.channel,
+                        account: m.account,
+                        peer: m.peer,
+                        group: m.group,
+                    },
+                });
             }
         }
 
@@ -1199,6 +1235,20 @@ impl Problems {
         }
     }
 
+    /// Whether a problem was reported for `key`, a key inside it or a table
+    /// that holds it (then a check that would only repeat its consequence
+    /// stays quiet).
+    fn under(&self, key: &str) -> bool {
+        let inside = |a: &str, b: &str| {
+            a == b
+                || a.strip_prefix(b)
+                    .is_some_and(|r| r.starts_with('.') || r.starts_with('['))
+        };
+        self.list
+            .iter()
+            .any(|p| inside(&p.key, key) || (!p.key.is_empty() && inside(key, &p.key)))
+    }
+
     fn add(&mut self, key: impl AsRef<str>, message: impl Into<String>) {
         self.list.push(ConfigProblem {
             file: self.file.clone(),
@@ -1209,14 +1259,7 @@ impl Problems {
 }
 
 fn section<T: DeserializeOwned>(t: &toml::Table, key: &str, p: &mut Problems) -> Option<T> {
-    let v = t.get(key)?.clone();
-    match T::deserialize(v) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            p.add(key, clean_de(&e.to_string()));
-            None
-        }
-    }
+    lenient::deserialize(t.get(key)?.clone(), key, p)
 }
 
 fn clean_de(s: &str) -> String {
@@ -1375,7 +1418,7 @@ mod tests {
             "providers.fake.api_key",
             "providers.fake.base_url",
             "agents[main].model",
-            "messages",
+            "messages.queue.mode",
         ] {
             assert!(keys.contains(&want), "missing {want} in {keys:?}");
         }

@@ -159,7 +159,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let mut cfg = Config::load_for_serve(cfg_path.as_deref(), opts.bind)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = state_dir(opts.state_dir.as_deref());
-    let local = local_model(&mut cfg, &dir);
+    for p in cfg.check_paths() {
+        tracing::warn!("{p}");
+    }
+    let (local, local_status) = local_model(&mut cfg, &dir);
     let cfg = Arc::new(cfg);
     create_private_dir(&dir)?;
     let _lock = lock_state_dir(&dir)?;
@@ -275,6 +278,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             shutdown: shutdown.clone(),
             token,
             recovered,
+            local_model: local_status,
         },
     );
     let server = tokio::spawn(crate::gateway::server::serve(
@@ -475,8 +479,27 @@ fn spawn_pruner(
 /// The local chat model: every `kind = "local"` provider, plus (with
 /// `[models] local_fallback`, the default) a provider `local` appended as
 /// the last fallback of every agent when the model file is present, so the
-/// house still answers without the internet. Returns (name, model path).
-fn local_model(cfg: &mut Config, state: &Path) -> Vec<(String, PathBuf)> {
+/// house still answers without the internet. Returns (name, model path) and
+/// what `status` says about it.
+fn local_model(cfg: &mut Config, state: &Path) -> (Vec<(String, PathBuf)>, serde_json::Value) {
+    let (out, path) = local_model_refs(cfg, state);
+    let problem = if path.is_file() {
+        None
+    } else if let Some(d) = cfg.models.dir.as_ref().filter(|d| !d.is_dir()) {
+        Some(format!("[models] dir {} does not exist", d.display()))
+    } else {
+        Some(format!(
+            "{} is missing (run scripts/fetch-models, or install hearth-models)",
+            path.display()
+        ))
+    };
+    let status = serde_json::json!({"model": crate::provider::local::MODEL_ID, "path": path,
+        "available": problem.is_none(), "problem": problem,
+        "maxTokens": cfg.models.max_tokens, "contextTokens": cfg.models.context_tokens});
+    (out, status)
+}
+
+fn local_model_refs(cfg: &mut Config, state: &Path) -> (Vec<(String, PathBuf)>, PathBuf) {
     let dir = models::find_dir(cfg.models.dir.as_deref(), state);
     let path = dir
         .as_ref()
@@ -496,11 +519,11 @@ fn local_model(cfg: &mut Config, state: &Path) -> Vec<(String, PathBuf)> {
         if !out.is_empty() {
             tracing::warn!(path = %path.display(), "a local provider is configured but the model file is missing (run scripts/fetch-models, or install hearth-models)");
         }
-        return out;
+        return (out, path);
     }
     tracing::info!(path = %path.display(), "local chat model available");
     if !cfg.models.local_fallback {
-        return out;
+        return (out, path);
     }
     let name = match out.first() {
         Some((n, _)) => n.clone(),
@@ -522,7 +545,7 @@ fn local_model(cfg: &mut Config, state: &Path) -> Vec<(String, PathBuf)> {
             }
         }
     }
-    out
+    (out, path)
 }
 
 /// Credential health from redb, written back on every change, so cooldowns

@@ -181,6 +181,7 @@ fn constrained_tool_calls_always_parse() {
             max_new_tokens: 200,
             temperature: 0.8,
             seed: i as u64,
+            ..Default::default()
         };
         let t = std::time::Instant::now();
         let (out, n) = m
@@ -218,6 +219,7 @@ fn constrained_tool_calls_always_parse() {
             max_new_tokens: 64,
             temperature: 0.8,
             seed: 100 + i as u64,
+            ..Default::default()
         };
         let (out, _) = m
             .generate(&msgs, &tools, ToolMode::Auto, &opts, &mut |_| {}, &cancel)
@@ -226,6 +228,93 @@ fn constrained_tool_calls_always_parse() {
             valid_call(&tools, &name, &arguments).unwrap_or_else(|e| panic!("{p}: {e}"));
         }
     }
+}
+
+/// Issue 14: a session that outgrew the window made the local model loop
+/// on an old story and take 19-40 s a turn. However long the session, the
+/// prompt is the whole system message plus at most `history_tokens` of the
+/// newest whole turns, starting with a user message, ending with the
+/// newest one, and leaves room for the reply.
+#[test]
+fn a_long_session_fits_the_window_with_the_newest_turns() {
+    let m = chat_model(); // a 1024-token window
+    let system = "You are Hearth, the household's assistant. ".repeat(12);
+    let mut msgs = vec![Msg {
+        role: "system",
+        content: system.clone(),
+    }];
+    for i in 0..60 {
+        msgs.push(Msg {
+            role: "user",
+            content: format!("Message {i}: tell me more about the dragon of the valley."),
+        });
+        msgs.push(Msg {
+            role: "assistant",
+            content: format!("Story part {i}: the dragon flew over the hills and the river. ")
+                .repeat(4),
+        });
+    }
+    msgs.push(Msg {
+        role: "user",
+        content: "NEWEST: what time is it?".into(),
+    });
+    let short = m.prompt(&msgs[..3], "", 256, 768).unwrap().len();
+    for history in [64, 300, 768] {
+        let ids = m.prompt(&msgs, "", 256, history).unwrap();
+        assert!(ids.len() <= 1024 - 256, "{} tokens", ids.len());
+        let text = m.detokenize(&ids);
+        assert!(text.contains(&system), "the system message is kept whole");
+        assert!(text.contains("NEWEST: what time is it?"));
+        assert!(
+            !text.contains("Message 0:"),
+            "the oldest turns are left out"
+        );
+        // whole turns from a user message on
+        let first = text.split("<|im_start|>").nth(2).unwrap_or("");
+        assert!(first.starts_with("user"), "{first}");
+        let sys_len = m.prompt(&msgs[..1], "", 256, history).unwrap().len();
+        assert!(
+            ids.len() <= sys_len + history + 8,
+            "{} > {sys_len} + {history}",
+            ids.len()
+        );
+    }
+    assert!(short < 400);
+    // and the model still answers, within its limit, from that prompt
+    let cancel = AtomicBool::new(false);
+    let opts = GenOptions {
+        max_new_tokens: 16,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let (out, n) = m
+        .generate(&msgs, &[], ToolMode::None, &opts, &mut |_| {}, &cancel)
+        .unwrap();
+    assert!(n.prompt <= 1024 - 16);
+    assert!(matches!(out, Output::Text(t) if !t.is_empty()));
+}
+
+/// A reply that reaches `max_tokens` says it was cut (5b0ef1f stopped
+/// mid-sentence with no sign), through the daemon.
+#[tokio::test]
+async fn a_cut_local_reply_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = local_daemon(dir.path(), "[models]\nthreads = 2\nmax_tokens = 6\n");
+    let c = d.client().await;
+    send(
+        &c,
+        "main",
+        "Tell me a long story about a dragon and a knight.",
+        "cut1",
+    )
+    .await;
+    let t = terminal_within(&c, "cut1", Duration::from_secs(120)).await;
+    assert_eq!(t["state"], "final", "{t}");
+    let text = text_of(&t);
+    assert!(
+        text.ends_with(&hearth::provider::local::cut_note(6)),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -239,6 +328,7 @@ fn chat_template_tokens_are_single_specials() {
             }],
             "",
             16,
+            768,
         )
         .unwrap();
     // <|im_start|> = 1, <|im_end|> = 2 in SmolLM2's vocabulary.

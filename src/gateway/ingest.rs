@@ -145,6 +145,7 @@ mod tests {
                     "t0ken-for-tests",
                 )),
                 recovered: vec![],
+                local_model: serde_json::Value::Null,
             },
         );
 

@@ -246,6 +246,7 @@ async fn status(g: &Gateway) -> Res {
         "queue": {"mode": format!("{:?}", cfg.queue.mode).to_lowercase(), "running": running, "pending": pending,
                   "maxConcurrent": cfg.max_concurrent, "cap": cfg.queue.cap},
         "memory": g.memory.describe(),
+        "localModel": g.local_model,
         "mqtt": match g.mqtt.get() {
             Some(m) => {
                 let store = g.queue.store().clone();

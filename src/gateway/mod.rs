@@ -90,6 +90,8 @@ pub struct Gateway {
     pub mqtt: std::sync::OnceLock<Arc<crate::mqtt::client::Mqtt>>,
     /// What start-up had to repair (a state file moved aside), for status.
     pub recovered: Vec<String>,
+    /// The local chat model: where, whether it is there, and if not why.
+    pub local_model: serde_json::Value,
 }
 
 #[derive(Default)]
@@ -119,6 +121,7 @@ pub struct Parts {
     pub shutdown: CancellationToken,
     pub token: auth::Token,
     pub recovered: Vec<String>,
+    pub local_model: serde_json::Value,
 }
 
 impl Gateway {
@@ -143,6 +146,7 @@ impl Gateway {
             stats: Stats::default(),
             mqtt: std::sync::OnceLock::new(),
             recovered: p.recovered,
+            local_model: p.local_model,
             cfg,
         })
     }
@@ -494,7 +498,8 @@ async fn serve_connection(
                 None => break None,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    tracing::info!(conn = %conn_id, "connection error: {e}");
+                    // (a client that went away without a close frame)
+                    tracing::debug!(conn = %conn_id, "connection error: {e}");
                     break None;
                 }
             },

@@ -44,6 +44,10 @@ pub enum ToolMode {
 #[derive(Debug, Clone)]
 pub struct GenOptions {
     pub max_new_tokens: usize,
+    /// Most tokens of conversation (everything but the system message) in
+    /// the prompt; older turns are left out. Keeps prefill time, and the
+    /// small model's focus, the same however long the session grows.
+    pub history_tokens: usize,
     /// 0 = greedy.
     pub temperature: f64,
     pub seed: u64,
@@ -53,6 +57,7 @@ impl Default for GenOptions {
     fn default() -> Self {
         GenOptions {
             max_new_tokens: 256,
+            history_tokens: 768,
             temperature: 0.3,
             seed: 299792458,
         }
@@ -143,6 +148,8 @@ impl Sampler {
 pub struct Counts {
     pub prompt: usize,
     pub generated: usize,
+    /// The reply reached the token limit before the model ended it.
+    pub cut: bool,
 }
 
 pub struct ChatModel {
@@ -371,6 +378,12 @@ impl ChatModel {
         }
     }
 
+    /// Token ids back to text, special tokens included (for tests and
+    /// debugging prompts).
+    pub fn detokenize(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, false).unwrap_or_default()
+    }
+
     fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
         self.tokenizer
             .encode(text, false)
@@ -378,13 +391,16 @@ impl ChatModel {
             .map_err(|e| ModelError::Inference(e.to_string()))
     }
 
-    /// The ChatML prompt, dropping the oldest messages (then cutting the
-    /// system text) until it leaves `reserve` tokens for the reply.
+    /// The ChatML prompt: the system message and the newest messages that
+    /// fit in `history` tokens (always the newest one; whole messages, not
+    /// starting with an assistant reply), then, if it is still too long,
+    /// the system text cut, until it leaves `reserve` tokens for the reply.
     pub fn prompt(
         &self,
         msgs: &[Msg],
         prefix: &str,
         reserve: usize,
+        history: usize,
     ) -> Result<Vec<u32>, ModelError> {
         let render = |m: &Msg| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content);
         let budget = self.context.saturating_sub(reserve).max(64);
@@ -409,18 +425,26 @@ impl ChatModel {
                 }))?
             };
             let mut used = sys.len() + tail.len();
-            let mut kept: Vec<Vec<u32>> = Vec::new();
+            let mut conv = 0usize;
+            let mut kept: Vec<(&str, Vec<u32>)> = Vec::new();
             for m in rest.iter().rev() {
                 let ids = self.encode(&render(m))?;
-                if used + ids.len() > budget && !kept.is_empty() {
+                let over = used + ids.len() > budget || conv + ids.len() > history;
+                if over && !kept.is_empty() {
                     break;
                 }
                 used += ids.len();
-                kept.push(ids);
+                conv += ids.len();
+                kept.push((m.role, ids));
+            }
+            // A reply without the message it answers confuses the model.
+            while kept.len() > 1 && kept.last().is_some_and(|(r, _)| *r == "assistant") {
+                let (_, ids) = kept.pop().expect("non-empty");
+                used -= ids.len();
             }
             if used <= budget || sys_text.is_empty() {
                 let mut out = sys;
-                for ids in kept.into_iter().rev() {
+                for (_, ids) in kept.into_iter().rev() {
                     out.extend(ids);
                 }
                 out.extend(tail);
@@ -462,7 +486,7 @@ impl ChatModel {
         } else {
             ""
         };
-        let prompt = self.prompt(msgs, prefix, opts.max_new_tokens)?;
+        let prompt = self.prompt(msgs, prefix, opts.max_new_tokens, opts.history_tokens)?;
         let mut w = self.weights.lock().unwrap_or_else(|p| p.into_inner());
         self.decode(&mut w, prompt, tools, mode, opts, on_delta, cancel)
     }
@@ -489,6 +513,7 @@ impl ChatModel {
         let mut call: Option<(Automaton, String)> =
             (mode == ToolMode::Required).then(|| (Automaton::new(tools), String::new()));
         let mut decided = mode != ToolMode::Auto;
+        let mut cut = false;
         let limit = opts
             .max_new_tokens
             .min(self.context.saturating_sub(counts_prompt));
@@ -510,6 +535,7 @@ impl ChatModel {
                 }
             }
             if out.len() >= limit {
+                cut = call.is_none();
                 break;
             }
             let x = Tensor::new(input.as_slice(), &Device::Cpu)
@@ -593,6 +619,7 @@ impl ChatModel {
         let counts = Counts {
             prompt: counts_prompt,
             generated: out.len(),
+            cut,
         };
         if let Some((a, text)) = call {
             if !a.is_complete() {

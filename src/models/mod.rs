@@ -42,9 +42,11 @@ pub enum ModelError {
 }
 
 /// The models directory: `[models] dir` from the config, else
-/// `$HEARTH_MODELS_DIR`, else `models/` next to the state dir, else the
-/// packaged `/usr/share/hearth/models`, else `models/` in the source checkout
-/// this binary was built from. The first that exists wins; `None` if none do.
+/// `$HEARTH_MODELS_DIR`, else `models/` next to the state dir, else
+/// `<prefix>/share/hearth/models` for a binary in `<prefix>/bin`
+/// (`scripts/install`: ~/.local), else the packaged
+/// `/usr/share/hearth/models`, else `models/` in the source checkout this
+/// binary was built from. The first that exists wins; `None` if none do.
 pub fn find_dir(configured: Option<&Path>, state_dir: &Path) -> Option<PathBuf> {
     if let Some(d) = configured {
         return Some(d.to_path_buf());
@@ -54,8 +56,13 @@ pub fn find_dir(configured: Option<&Path>, state_dir: &Path) -> Option<PathBuf> 
         .map(PathBuf::from);
     let beside_state = state_dir.parent().map(|p| p.join("models"));
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let prefix = std::env::current_exe().ok().and_then(|e| {
+        let bin = e.parent()?;
+        (bin.file_name()? == "bin").then(|| bin.parent().map(|p| p.join("share/hearth/models")))?
+    });
     env.into_iter()
         .chain(beside_state)
+        .chain(prefix)
         .chain([PathBuf::from(PACKAGED_DIR), checkout])
         .find(|d| d.is_dir())
 }

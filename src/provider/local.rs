@@ -145,6 +145,7 @@ impl Provider for LocalProvider {
         let _ = getrandom::fill(&mut seed);
         let opts = GenOptions {
             max_new_tokens: self.cfg.max_tokens,
+            history_tokens: self.cfg.history_tokens,
             seed: u64::from_le_bytes(seed),
             ..Default::default()
         };
@@ -171,6 +172,17 @@ impl Provider for LocalProvider {
                     "the local model gave an empty reply".into(),
                 ))
             }
+            Output::Text(mut text) if n.cut => {
+                let note = cut_note(self.cfg.max_tokens);
+                on_delta(&note);
+                text.push_str(&note);
+                ChatResponse {
+                    text,
+                    tool_calls: Vec::new(),
+                    finish_reason: Some("length".into()),
+                    usage,
+                }
+            }
             Output::Text(text) => ChatResponse {
                 text,
                 tool_calls: Vec::new(),
@@ -189,4 +201,12 @@ impl Provider for LocalProvider {
             },
         })
     }
+}
+
+/// Added to a reply that reached `[models] max_tokens`, so it does not just
+/// stop mid-sentence without a sign.
+pub fn cut_note(max_tokens: usize) -> String {
+    format!(
+        " …\n\n[Cut off: the local model's replies are limited to {max_tokens} tokens ([models] max_tokens).]"
+    )
 }
