@@ -341,7 +341,7 @@ fn cli_search_prints_results_and_rejects_an_empty_query() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("memory/2026-11-02.md:1-3"), "{text}");
+    assert!(text.contains("memory/2026-11-02.md (lines 1-3)"), "{text}");
     assert!(text.contains("serviced"), "{text}");
     let out = cli(&["memory", "search", "  "], &config, &state);
     assert_eq!(out.status.code(), Some(2));

@@ -210,8 +210,12 @@ async fn cap_with_each_drop_policy() {
                 assert_eq!(text_of(&terminal(&c, "p2").await), "echo: third");
             }
             "new" => {
-                let e = third.unwrap_err().to_string();
-                assert!(e.contains("UNAVAILABLE"), "{e}");
+                match third.unwrap_err() {
+                    hearth::client::ClientError::Rpc { code, .. } => {
+                        assert_eq!(code, "UNAVAILABLE")
+                    }
+                    e => panic!("{e}"),
+                }
                 assert_eq!(text_of(&terminal(&c, "p1").await), "echo: second");
             }
             _ => {
