@@ -262,7 +262,8 @@ struct RawAgents {
     #[serde(default)]
     defaults: RawAgentDefaults,
     #[serde(default)]
-    list: Vec<RawAgent>,
+    /// Each entry is read on its own, so problems keep the user's index.
+    list: Vec<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -581,7 +582,8 @@ impl Config {
     }
 
     /// What only this machine can show: a configured path that is not
-    /// there. `hearth config validate` reports these with the rest; `serve`
+    /// there. `hearth config validate` reports these once the config is
+    /// otherwise valid; `serve`
     /// logs them and runs without what they name (`status` says so).
     pub fn check_paths(&self) -> Vec<ConfigProblem> {
         let file = self
@@ -1020,8 +1022,14 @@ impl Config {
         let mut list = Vec::new();
         let mut default_agent = None;
         let mut seen = BTreeSet::new();
-        for (i, a) in agents.list.iter().enumerate() {
+        let mut dropped_agent = false;
+        for (i, v) in agents.list.iter().enumerate() {
             let key = format!("agents.list[{i}]");
+            let Some(a) = lenient::deserialize::<RawAgent>(v.clone(), &key, &mut probs) else {
+                dropped_agent = true;
+                continue;
+            };
+            let a = &a;
             if !valid_id(&a.id) {
                 probs.add(
                     format!("{key}.id"),
@@ -1102,7 +1110,13 @@ impl Config {
             let key = format!("bindings[{i}]");
             if let Some(b) = lenient::deserialize::<RawBinding>(v, &key, &mut probs) {
                 // (an agent left out for its own problem is not unknown)
-                if !list.iter().any(|a| a.id == b.agent) && !probs.under("agents.list") {
+                if !list.iter().any(|a| a.id == b.agent)
+                    && !dropped_agent
+                    && !probs
+                        .list
+                        .iter()
+                        .any(|p| p.key == "agents" || p.key == "agents.list")
+                {
                     probs.add(
                         format!("{key}.agent"),
                         format!("unknown agent {:?}", b.agent),

@@ -362,12 +362,18 @@ async fn flush(
         sc.summary.clone(),
     );
     let t2 = tools.clone();
+    // as the agent's own turns say it (the flush offers no device tools)
+    let devices = ctx.devices.is_some()
+        && crate::mqtt::tools::DEVICE_TOOLS
+            .iter()
+            .any(|t| ctx.agent.tools.permits(t));
     let system = tokio::task::spawn_blocking(move || {
         let rt = context::Runtime {
             agent_id: &aid,
             session_key: &key,
             channel: &ch,
             now_ms: now_ms(),
+            devices,
         };
         context::system_prompt(&ws, &rt, &t2, summary.as_deref())
     })

@@ -49,6 +49,9 @@ pub struct Runtime<'a> {
     pub session_key: &'a str,
     pub channel: &'a str,
     pub now_ms: u64,
+    /// The agent may use device tools (MQTT is set up and its policy
+    /// allows them); without, the prompt says no devices are connected.
+    pub devices: bool,
 }
 
 /// Reads the bootstrap files, applying the per-file and total limits.
@@ -116,10 +119,7 @@ pub fn system_prompt(
             names.join(", ")
         ));
     }
-    if !tools
-        .iter()
-        .any(|t| crate::mqtt::tools::DEVICE_TOOLS.contains(&t.name.as_str()))
-    {
+    if !rt.devices {
         s.push_str(NO_DEVICES);
     }
     if tools.iter().any(|t| t.name == "memory_search") {
@@ -397,6 +397,7 @@ mod tests {
             session_key: "s",
             channel: "webchat",
             now_ms: 0,
+            devices: false,
         };
         let t = vec![
             e(Role::User, &"u".repeat(400)),
@@ -457,6 +458,7 @@ mod tests {
             session_key: "s",
             channel: "webchat",
             now_ms: 0,
+            devices: false,
         };
         let p = system_prompt(d.path(), &rt, &[], None);
         assert!(
@@ -482,14 +484,18 @@ mod tests {
             session_key: "s",
             channel: "webchat",
             now_ms: 0,
+            devices: false,
         };
         let p = system_prompt(d.path(), &rt, &crate::tools::specs(), None);
         assert!(
             p.contains(NO_DEVICES) && p.contains("[channels.mqtt]"),
             "{p}"
         );
-        let with = crate::mqtt::tools::specs();
-        let p = system_prompt(d.path(), &rt, &with, None);
+        let rt = Runtime {
+            devices: true,
+            ..rt
+        };
+        let p = system_prompt(d.path(), &rt, &crate::mqtt::tools::specs(), None);
         assert!(!p.contains("none are connected"), "{p}");
     }
 

@@ -169,8 +169,7 @@ async fn turn(c: &Client, session: &str, text: &str, kb: Keyboard<'_>) -> anyhow
                 match l {
                     Some(l) if matches!(l.trim(), "/stop" | "/abort") => {
                         if !stopping {
-                            stopping = true;
-                            abort(c, session, &run_id).await?;
+                            stopping = abort(c, session, &run_id).await?;
                         }
                     }
                     Some(l) => later.push_back(l),
@@ -187,9 +186,12 @@ async fn turn(c: &Client, session: &str, text: &str, kb: Keyboard<'_>) -> anyhow
                     eprintln!("\n[left; the reply may still be stopping]");
                     return Ok(Turn::Quit);
                 }
-                stopping = true;
                 eprintln!("\n[stopping the reply; Ctrl-C again quits]");
-                abort(c, session, &run_id).await?;
+                stopping = abort(c, session, &run_id).await?;
+                if !stopping {
+                    // a second Ctrl-C still quits
+                    stopping = true;
+                }
                 continue;
             }
         };
@@ -202,13 +204,20 @@ async fn turn(c: &Client, session: &str, text: &str, kb: Keyboard<'_>) -> anyhow
     }
 }
 
-async fn abort(c: &Client, session: &str, run_id: &str) -> anyhow::Result<()> {
-    c.request(
-        "chat.abort",
-        json!({"sessionKey": session, "runId": run_id}),
-    )
-    .await?;
-    Ok(())
+/// Asks the daemon to stop the run; false (with a note) when it was not
+/// running yet (queued behind another run), so a later `/stop` tries again.
+async fn abort(c: &Client, session: &str, run_id: &str) -> anyhow::Result<bool> {
+    let r = c
+        .request(
+            "chat.abort",
+            json!({"sessionKey": session, "runId": run_id}),
+        )
+        .await?;
+    if r["aborted"] == true {
+        return Ok(true);
+    }
+    eprintln!("\n[the reply has not started yet; /stop again once it streams]");
+    Ok(false)
 }
 
 /// Prints what a `chat` event adds; `Some` when the run has ended.

@@ -69,6 +69,10 @@ pub(super) fn deserialize<T: DeserializeOwned>(
             return None;
         }
         if let Some(Seg::Index(i)) = segs.last() {
+            // paths taken out inside the removed element, or after it in
+            // the same array, no longer name what they named
+            let n = segs.len() - 1;
+            taken.retain(|t| t.len() <= n || names(&t[..n]) != names(&segs[..n]));
             let array = names(&segs[..segs.len() - 1]);
             let orig = original_index(&array, *i, &removed);
             removed.push((array, orig));
@@ -296,6 +300,31 @@ mod tests {
         // a misspelt section
         let p = problems("[gatway]\nbind = \"127.0.0.1:1\"\n");
         assert_eq!(p[0].1, "unknown section (did you mean [gateway]?)");
+    }
+
+    /// Review of the first version: a small problem in an agent hid a
+    /// binding's unknown agent; an agent dropped for a missing id shifted
+    /// the index of the next one's problems.
+    #[test]
+    fn suppression_is_narrow_and_indices_hold() {
+        let p = problems(
+            "[[agents.list]]\nid = \"a\"\nworkspace = \"rel\"\n[[bindings]]\nagent = \"typo\"\n",
+        );
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["agents.list[0].workspace", "bindings[0].agent"],
+            "{p:?}"
+        );
+        let p = problems(
+            "[[agents.list]]\nworkspace = \"/w\"\n[[agents.list]]\nid = \"b\"\nworkspace = \"rel\"\n",
+        );
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["agents.list[0]", "agents.list[1].workspace"],
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -173,7 +173,8 @@ impl Provider for LocalProvider {
                 ))
             }
             Output::Text(mut text) if n.cut => {
-                let note = cut_note(self.cfg.max_tokens);
+                // the real limit: max_tokens, or what the window left
+                let note = cut_note(n.generated);
                 on_delta(&note);
                 text.push_str(&note);
                 ChatResponse {
