@@ -263,11 +263,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             cmd: ConfigCmd::Validate { config },
         } => {
             let path = daemon::config_path(config.as_deref());
-            match Config::load(path.as_deref()) {
-                Ok(c) if !c.check_paths().is_empty() => {
-                    eprintln!("{}", crate::config::ConfigErrors(c.check_paths()));
-                    Ok(1)
-                }
+            match Config::load(path.as_deref()).and_then(|c| match c.check_paths() {
+                p if p.is_empty() => Ok(c),
+                p => Err(crate::config::ConfigErrors(p)),
+            }) {
                 Ok(c) => {
                     let what = path
                         .map(|p| p.display().to_string())

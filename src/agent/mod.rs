@@ -224,9 +224,7 @@ async fn turn_loop(
                 session_key: &key,
                 channel: &ch,
                 now_ms: now_ms(),
-                devices: specs2
-                    .iter()
-                    .any(|t| crate::mqtt::tools::DEVICE_TOOLS.contains(&t.name.as_str())),
+                devices: crate::mqtt::tools::offers_devices(&specs2),
             };
             let system = context::system_prompt(&ws, &rt, &specs2, sc.summary.as_deref());
             let mut transcript = sc.transcript();

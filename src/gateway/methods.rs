@@ -466,9 +466,7 @@ async fn context_report(g: &Gateway, session: &str, detail: bool) -> Result<Stri
             session_key: &key,
             channel: "webchat",
             now_ms: now_ms(),
-            devices: tools
-                .iter()
-                .any(|t| crate::mqtt::tools::DEVICE_TOOLS.contains(&t.name.as_str())),
+            devices: crate::mqtt::tools::offers_devices(&tools),
         };
         Ok(crate::agent::context::report(
             &ws, &rt, &tools, &sc, window, detail,
