@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::client::{Client, ClientError};
 
 mod chat;
+mod pairing;
 use crate::config::Config;
 use crate::daemon;
 
@@ -105,6 +106,30 @@ pub enum Cmd {
         config: Option<PathBuf>,
         /// State directory (default: as `hearth serve`: $STATE_DIRECTORY, ~/.local/state/hearth, /var/lib/hearth)
         #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Answer pairing requests: approve a sender that got a code, list, revoke
+    Pairing {
+        #[command(subcommand)]
+        cmd: pairing::PairingCmd,
+        /// Gateway WebSocket URL
+        #[arg(
+            long,
+            env = "HEARTH_URL",
+            default_value = "ws://127.0.0.1:18789",
+            global = true
+        )]
+        url: String,
+        /// Gateway token (default: the state dir's gateway.token)
+        #[arg(
+            long,
+            env = "HEARTH_GATEWAY_TOKEN",
+            hide_env_values = true,
+            global = true
+        )]
+        token: Option<String>,
+        /// State directory to read the token from (default: as `hearth serve`, then /var/lib/hearth)
+        #[arg(long, global = true)]
         state_dir: Option<PathBuf>,
     },
     /// Show the state of a running gateway
@@ -263,9 +288,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             cmd: ConfigCmd::Validate { config },
         } => {
             let path = daemon::config_path(config.as_deref());
-            match Config::load(path.as_deref()).and_then(|c| match c.check_paths() {
-                p if p.is_empty() => Ok(c),
-                p => Err(crate::config::ConfigErrors(p)),
+            let file = path
+                .as_ref()
+                .map_or("embedded defaults".into(), |p| p.display().to_string());
+            match Config::load(path.as_deref()).and_then(|c| {
+                let mut p = c.check_paths();
+                p.extend(crate::channel::check(&c).into_iter().map(|message| {
+                    crate::config::ConfigProblem {
+                        file: file.clone(),
+                        key: String::new(),
+                        message,
+                    }
+                }));
+                match p {
+                    p if p.is_empty() => Ok(c),
+                    p => Err(crate::config::ConfigErrors(p)),
+                }
             }) {
                 Ok(c) => {
                     let what = path
@@ -309,6 +347,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             config,
             state_dir,
         } => token_cmd(rotate, config, state_dir),
+        Cmd::Pairing {
+            cmd,
+            url,
+            token,
+            state_dir,
+        } => {
+            let token = client_token(token, state_dir.as_deref(), &url);
+            runtime()?.block_on(pairing::run(url, token, cmd))
+        }
         Cmd::Models { cmd } => models(cmd),
         Cmd::Memory { cmd } => memory(cmd),
         Cmd::Devices {

@@ -17,39 +17,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+mod access;
 mod lenient;
+
+pub use access::{ChannelAccess, DmPolicy, SenderTools};
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:18789";
 pub const DEFAULT_AGENT: &str = "main";
 
-/// A secret string (API key, gateway token). Its `Debug`/`Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    /// `sk-a…7f` style mask for status output.
-    pub fn masked(&self) -> String {
-        let n = self.0.chars().count();
-        if n <= 8 {
-            return "****".into();
-        }
-        let head: String = self.0.chars().take(3).collect();
-        let tail: String = self.0.chars().skip(n - 2).collect();
-        format!("{head}…{tail}")
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
+pub use crate::secret::Secret;
 
 /// One problem found in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +248,7 @@ struct RawBinding {
     agent: String,
     #[serde(rename = "match", default)]
     matches: RawBindingMatch,
+    tools: Option<access::RawSenderTools>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -460,25 +437,6 @@ pub struct ToolPolicy {
     pub deny: Vec<String>,
 }
 
-impl ToolPolicy {
-    /// Deny wins over allow; an empty allow list allows the built-in file tools.
-    pub fn permits(&self, tool: &str) -> bool {
-        let hit = |list: &[String]| {
-            list.iter().any(|p| {
-                p == tool
-                    || p == "*"
-                    || (p == "group:fs" && crate::tools::FS_TOOLS.contains(&tool))
-                    || (p == "group:memory" && crate::memory::service::MEMORY_TOOLS.contains(&tool))
-                    || (p == "group:devices" && crate::mqtt::tools::DEVICE_TOOLS.contains(&tool))
-            })
-        };
-        if hit(&self.deny) {
-            return false;
-        }
-        self.allow.is_empty() || hit(&self.allow)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub id: String,
@@ -514,6 +472,9 @@ pub struct BindingMatch {
 pub struct Binding {
     pub agent: String,
     pub matches: BindingMatch,
+    /// The tools of senders other than the owner whose messages this
+    /// binding routes (default: by their trust).
+    pub tools: Option<SenderTools>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -550,6 +511,11 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// `[channels.mqtt]`; `None` = no MQTT.
     pub mqtt: Option<crate::mqtt::config::MqttConfig>,
+    /// Who may talk to Hearth on each configured channel, and with which tools.
+    pub access: BTreeMap<String, ChannelAccess>,
+    /// The sections of channel kinds the config does not parse itself
+    /// (each channel module reads its own); checked by `channel::check`.
+    pub channels: BTreeMap<String, toml::Table>,
 }
 
 impl Config {
@@ -709,8 +675,19 @@ impl Config {
                 .unwrap_or_else(|| "(Answered offline by the local model.)".into()),
         };
 
-        let mqtt = section::<crate::mqtt::config::RawChannels>(&table, "channels", &mut probs)
-            .and_then(|c| crate::mqtt::config::parse(c, &mut |k, m| probs.add(k, m)));
+        let mut channels: BTreeMap<String, toml::Table> =
+            section(&table, "channels", &mut probs).unwrap_or_default();
+        let access = access::parse(&mut channels, &mut |k, m| probs.add(k, m));
+        let mqtt = channels
+            .remove("mqtt")
+            .and_then(|t| {
+                lenient::deserialize::<crate::mqtt::config::RawMqtt>(
+                    toml::Value::Table(t),
+                    "channels.mqtt",
+                    &mut probs,
+                )
+            })
+            .and_then(|m| crate::mqtt::config::parse(m, &mut |k, m| probs.add(k, m)));
 
         let rmem: RawMemory = section(&table, "memory", &mut probs).unwrap_or_default();
         let d = MemoryConfig::default();
@@ -841,9 +818,7 @@ impl Config {
         let max_inflight =
             probs.range("gateway.max_inflight", gateway.max_inflight, 1..=1024, 32) as usize;
         for (i, h) in gateway.hostnames.iter().enumerate() {
-            if crate::gateway::auth::host_name(h).as_deref()
-                != Some(h.to_ascii_lowercase().as_str())
-            {
+            if crate::util::host_name(h).as_deref() != Some(h.to_ascii_lowercase().as_str()) {
                 probs.add(
                     format!("gateway.hostnames[{i}]"),
                     format!("{h:?} is not a host name (give the name only, like \"hearth.example.net\")"),
@@ -1127,6 +1102,9 @@ impl Config {
                     probs.add(format!("{key}.match"), "set peer or group, not both");
                 }
                 binds.push(Binding {
+                    tools: b
+                        .tools
+                        .map(|t| t.check(&format!("{key}.tools"), &mut |k, m| probs.add(k, m))),
                     agent: b.agent,
                     matches: BindingMatch {
                         channel: m.channel,
@@ -1207,6 +1185,8 @@ impl Config {
             models,
             memory,
             mqtt,
+            access,
+            channels,
         })
     }
 }
@@ -1523,8 +1503,8 @@ mod tests {
         .unwrap();
         let home = c.agent("home").unwrap();
         assert_eq!(home.model.as_ref().unwrap().fallbacks, vec!["a/m2"]);
-        assert!(!home.tools.permits("write"));
-        assert!(home.tools.permits("read"));
+        assert!(!home.tools.permits("write", "fs"));
+        assert!(home.tools.permits("read", "fs"));
         assert_eq!(c.bindings[0].agent, "home");
     }
 }

@@ -32,7 +32,7 @@ use crate::store::Store;
 /// `TimeoutStopSec=30` with room for redb to close the file. The stages:
 pub const STOP_BUDGET: Duration = Duration::from_secs(25);
 /// MQTT: the last replies, `offline`, disconnect.
-pub const MQTT_STOP: Duration = Duration::from_secs(3);
+pub const CHANNEL_STOP: Duration = Duration::from_secs(3);
 /// The listener and the HTTP connections.
 pub const SERVER_STOP: Duration = Duration::from_secs(2);
 /// Runs cut at the drain deadline get this to stop.
@@ -40,7 +40,7 @@ pub const CUT_WAIT: Duration = Duration::from_secs(2);
 /// Runs may finish until then; the rest of the budget is for the stages
 /// after it.
 pub const DRAIN_DEADLINE: Duration = STOP_BUDGET
-    .saturating_sub(MQTT_STOP)
+    .saturating_sub(CHANNEL_STOP)
     .saturating_sub(SERVER_STOP)
     .saturating_sub(CUT_WAIT);
 
@@ -156,9 +156,26 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let cfg_path = config_path(opts.config.as_deref());
-    let mut cfg = Config::load_for_serve(cfg_path.as_deref(), opts.bind)
+    let cfg = Config::load_for_serve(cfg_path.as_deref(), opts.bind)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = state_dir(opts.state_dir.as_deref());
+    run(cfg, dir, None, wait_for_signal()).await
+}
+
+/// The daemon on a loaded config: `listener` (or, when `None`, a bind of
+/// `[gateway] bind`), until `stop` resolves; then the ordered shutdown.
+/// Tests start it in-process with their own listener and stop future.
+pub async fn run(
+    mut cfg: Config,
+    dir: PathBuf,
+    listener: Option<tokio::net::TcpListener>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let cfg_path = cfg.source.clone();
+    let unknown = crate::channel::check(&cfg);
+    if !unknown.is_empty() {
+        anyhow::bail!("{}", unknown.join("\n"));
+    }
     for p in cfg.check_paths() {
         tracing::warn!("{p}");
     }
@@ -187,25 +204,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         cfg.models.clone(),
         Some(store.clone()),
     );
-    // MQTT: the handle first (the agents' device tools use it), connected
-    // once the gateway can take messages
-    let mqtt = match cfg.mqtt.clone() {
-        // opens devices.redb and reads the CA file: blocking
-        Some(m) => {
-            let d = dir.clone();
-            let (h, ev) =
-                tokio::task::spawn_blocking(move || crate::mqtt::client::Mqtt::new(m, &d))
-                    .await?
-                    .context("cannot set up the MQTT channel")?;
-            Some((h, ev))
-        }
-        None => None,
+    // Channels: built first (their tools go to the agents), started once
+    // the gateway can take their messages
+    let channels = {
+        let (c, d) = (cfg.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || crate::channel::build_all(&c, &d))
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot set up the {e}"))?
     };
+    let channel_tools: Vec<_> = channels.iter().flat_map(|c| c.tools()).collect();
     {
         // replies waiting for a channel that is no longer configured
-        let keep: &'static [&'static str] = if mqtt.is_some() { &["mqtt"] } else { &[] };
+        let keep: Vec<&'static str> = channels.iter().map(|c| c.kind()).collect();
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.outbox_drop_except(keep)).await? {
+        match tokio::task::spawn_blocking(move || s.outbox_drop_except(&keep)).await? {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 replies = n,
@@ -235,11 +247,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 agent: a.clone(),
                 workspace: ws,
                 memory: memory.clone(),
-                devices: mqtt.as_ref().map(|(h, _)| h.clone()),
+                tools: crate::agent::tools_for(&cfg, a, &memory, &channel_tools),
             },
         );
     }
     let bus = EventBus::new(1024);
+    let wakers = crate::channel::Wakers::default();
     let queue = Queue::new(
         cfg.queue,
         cfg.reset,
@@ -247,17 +260,21 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         store.clone(),
         bus.clone(),
         agents,
+        wakers.clone(),
     );
     let shutdown = CancellationToken::new();
 
-    let listener = tokio::net::TcpListener::bind(cfg.gateway.bind)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is another program using the port?)",
-                cfg.gateway.bind
-            )
-        })?;
+    let listener = match listener {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(cfg.gateway.bind)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (is another program using the port?)",
+                    cfg.gateway.bind
+                )
+            })?,
+    };
     let addr = listener.local_addr()?;
     // Older messages go first: resume the inbox before accepting new ones.
     let resumed = queue.resume().await.context("cannot read the inbox")?;
@@ -293,15 +310,32 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("listening on {addr}")),
     ]);
-    let mqtt_stop = CancellationToken::new();
-    let mqtt_task = mqtt.map(|(h, ev)| {
-        let _ = gw.mqtt.set(h.clone());
-        tokio::spawn(h.run(ev, gw.clone(), queue.outbox_notify(), mqtt_stop.clone()))
-    });
+    let channel_stop = CancellationToken::new();
+    let mut channel_tasks = Vec::new();
+    for c in &channels {
+        if let Some(m) = c
+            .as_any()
+            .downcast_ref::<crate::mqtt::channel::MqttChannel>()
+        {
+            let _ = gw.mqtt.set(m.mqtt.clone());
+        }
+        let ingest: Arc<dyn crate::channel::Ingest> = gw.clone();
+        let task = crate::channel::start(
+            c.clone(),
+            ingest,
+            &store,
+            &wakers,
+            channel_stop.clone(),
+            &dir,
+        )
+        .with_context(|| format!("cannot start the {} channel", c.kind()))?;
+        channel_tasks.push((c.kind(), c.stop_budget(), task));
+    }
+    let _ = gw.channels.set(channels);
     let watchdog = spawn_watchdog(shutdown.clone());
     let pruner = spawn_pruner(store.clone(), cfg.run_retention, shutdown.clone());
 
-    wait_for_signal().await;
+    stop.await;
     tracing::info!(
         "stopping: draining runs (up to {} s, {} s in all)",
         DRAIN_DEADLINE.as_secs(),
@@ -313,11 +347,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     ]);
     shutdown.cancel();
     queue.shutdown(DRAIN_DEADLINE, CUT_WAIT).await;
-    // after the drain: the last replies still go out, then `offline`
-    mqtt_stop.cancel();
-    if let Some(t) = mqtt_task {
-        if tokio::time::timeout(MQTT_STOP, t).await.is_err() {
-            tracing::warn!("mqtt: did not stop in time");
+    // after the drain: the last replies still go out (MQTT: then `offline`)
+    channel_stop.cancel();
+    // all at once, within one deadline
+    let until = tokio::time::Instant::now() + CHANNEL_STOP;
+    for (kind, budget, t) in channel_tasks {
+        let by = until.min(tokio::time::Instant::now() + budget);
+        if tokio::time::timeout_at(by, t).await.is_err() {
+            tracing::warn!("{kind}: did not stop in time");
         }
     }
     if tokio::time::timeout(SERVER_STOP, server).await.is_err() {

@@ -12,35 +12,41 @@
 //! | [`cli`] | command line (clap) and the glue each subcommand calls |
 //! | [`daemon`] | `hearth serve`: state dir, instance lock, sd-notify, signals, ordered shutdown |
 //! | [`config`] | TOML config in two stages, `${VAR}` interpolation, every problem at once |
-//! | [`gateway`] | WebSocket (OpenClaw protocol v4) + HTTP on one port; methods in `gateway::methods`, the channel entry point in `gateway::ingest` |
-//! | [`routing`] | normalized [`routing::Inbound`], bindings → agent, OpenClaw session keys |
+//! | [`inbound`] | leaf: the normalized [`inbound::Inbound`], its sender, [`inbound::Trust`], [`inbound::Origin`] |
+//! | [`channel`] | the channel boundary: [`channel::Channel`], [`channel::ChannelContext`] (ingest, outbox, shutdown, state dir), the one registry of kinds |
+//! | [`gateway`] | WebSocket (OpenClaw protocol v4) + HTTP on one port; methods in `gateway::methods`, the channels' entry point (trust, pairing, routing) in `gateway::ingest`, the command layer in `gateway::commands` |
+//! | [`routing`] | bindings → agent, OpenClaw session keys |
 //! | [`queue`] | per-session serial runs, global concurrency, collect/followup/steer/interrupt, durability |
 //! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` builds the prompt, `agent::compact` summarizes old turns |
 //! | [`provider`] | the `Provider` trait, typed errors, the retry/rotate/fallback chain, credential health; kinds `openai`, `anthropic`, `gemini`, `local` |
 //! | [`models`] | local candle models: embedder, chat model, tool-call grammar, GGUF requantization |
 //! | [`memory`] | MEMORY.md + memory/*.md: chunking, BM25 (tantivy) + int8 embeddings (redb), hybrid ranking; session transcripts too |
-//! | [`mqtt`] | MQTT devices as a channel, Home Assistant discovery registry, device tools, triggers |
-//! | [`tools`] | built-in workspace-confined file tools |
-//! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys; one writer thread (group commit) |
+//! | [`mqtt`] | MQTT devices as a channel (`mqtt::channel`), Home Assistant discovery registry, device tools, triggers |
+//! | [`tool`] | the [`tool::Tool`] trait and the per-agent [`tool::Registry`] (policy, approval hook, timeout, output cap); the workspace-confined file tools |
+//! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys, outbox, pairing; one writer thread (group commit); schema version |
 //! | [`events`] | the event bus feeding `agent` / `chat` events to clients |
 //! | [`client`] | a gateway client for `hearth chat` / `status` and the tests |
+//! | [`secret`] | leaf: a string that never prints itself |
 //! | [`util`] | small shared helpers |
 
 pub mod agent;
+pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod gateway;
+pub mod inbound;
 pub mod memory;
 pub mod models;
 pub mod mqtt;
 pub mod provider;
 pub mod queue;
 pub mod routing;
+pub mod secret;
 pub mod store;
-pub mod tools;
+pub mod tool;
 pub mod util;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

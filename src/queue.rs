@@ -77,8 +77,8 @@ struct Inner {
     hard_stop: CancellationToken,
     /// Run ids that reached a final state (for `agent.wait`).
     done: broadcast::Sender<Arc<str>>,
-    /// Woken when a committed run left replies in the outbox.
-    outbox: Arc<tokio::sync::Notify>,
+    /// Each channel's wake-up, rung when a committed run left it a reply.
+    wakers: crate::channel::Wakers,
 }
 
 #[derive(Clone)]
@@ -94,6 +94,7 @@ impl Queue {
         store: Store,
         bus: EventBus,
         agents: HashMap<String, AgentCtx>,
+        wakers: crate::channel::Wakers,
     ) -> Queue {
         Queue {
             inner: Arc::new(Inner {
@@ -108,7 +109,7 @@ impl Queue {
                 intake_closed: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
                 done: broadcast::channel(4096).0,
-                outbox: Arc::new(tokio::sync::Notify::new()),
+                wakers,
             }),
         }
     }
@@ -117,10 +118,15 @@ impl Queue {
         &self.inner.store
     }
 
-    /// Notified when replies were added to the outbox (channels deliver
-    /// them; see `store::OutboxItem`).
-    pub fn outbox_notify(&self) -> Arc<tokio::sync::Notify> {
-        self.inner.outbox.clone()
+    /// The channels' wake-ups (a reply put in the outbox outside a run,
+    /// such as a command's answer, rings them too).
+    pub fn wakers(&self) -> &crate::channel::Wakers {
+        &self.inner.wakers
+    }
+
+    /// An agent's context (its tool registry, workspace), for `/context`.
+    pub fn agent(&self, id: &str) -> Option<&AgentCtx> {
+        self.inner.agents.get(id)
     }
 
     /// Run ids as they reach a final state (for `agent.wait`). Subscribe
@@ -285,6 +291,7 @@ impl Queue {
         &self,
         key: &str,
     ) -> Result<crate::agent::compact::Outcome, CompactRefused> {
+        use crate::inbound::{ChatKind, Origin, Sender, Trust};
         let store = self.inner.store.clone();
         let k = key.to_string();
         let meta = tokio::task::spawn_blocking(move || store.session(&k))
@@ -320,8 +327,20 @@ impl Queue {
             cancel: cancel.clone(),
             done: false,
         };
+        // the flush turn speaks for the session's channel; it runs only on
+        // conversations the owner alone wrote (see `compact::flush`)
         let channel = meta.last_channel.unwrap_or_else(|| "webchat".into());
-        let res = crate::agent::compact::compact(&ctx, key, &channel, &cancel, None).await;
+        let origin = Origin {
+            chat: ChatKind::Direct,
+            sender: Sender {
+                id: "owner".into(),
+                name: None,
+            },
+            trust: Trust::Owner,
+            binding: None,
+            channel,
+        };
+        let res = crate::agent::compact::compact(&ctx, key, &origin, &cancel, None).await;
         slot.done = true;
         drop(slot);
         if res.is_ok() {
@@ -406,7 +425,7 @@ impl Queue {
                     _ => {
                         let batch: Vec<InboxItem> = match mode {
                             QueueMode::Collect | QueueMode::Interrupt => {
-                                q.pending.drain(..).collect()
+                                take_same_sender(&mut q.pending, None)
                             }
                             QueueMode::Followup | QueueMode::Steer => {
                                 q.pending.pop_front().into_iter().collect()
@@ -472,10 +491,11 @@ impl Queue {
         let steer: agent::SteerFn = if self.inner.cfg.mode == QueueMode::Steer {
             let inner = self.inner.clone();
             let k = key.to_string();
+            let first = batch[0].origin();
             Box::new(move || {
                 let mut s = inner.sessions.lock().unwrap();
                 s.get_mut(&k)
-                    .map(|q| q.pending.drain(..).collect())
+                    .map(|q| take_same_sender(&mut q.pending, Some(&first)))
                     .unwrap_or_default()
             })
         } else {
@@ -534,7 +554,7 @@ impl Queue {
                 }
             }
         }
-        let has_outbox = !outbox.is_empty();
+        let wake: Vec<String> = outbox.iter().map(|o| o.to.clone()).collect();
         let store = self.inner.store.clone();
         let k = key.to_string();
         let commit = tokio::task::spawn_blocking(move || {
@@ -557,9 +577,8 @@ impl Queue {
                 return;
             }
         }
-        if has_outbox {
-            // a permit, not a wake-up: the channel may be busy right now
-            self.inner.outbox.notify_one();
+        for to in &wake {
+            self.inner.wakers.wake(to);
         }
         // Merged and steered-in messages are answered by this run too.
         let also: Vec<String> = result.items[1..].iter().map(|i| i.run_id.clone()).collect();
@@ -641,6 +660,30 @@ pub enum CompactRefused {
     Compact(crate::agent::compact::CompactError),
     #[error("{0}")]
     Failed(String),
+}
+
+/// The pending messages from the front that come from the same sender
+/// with the same trust as `like` (or as the first one): a turn never mixes
+/// senders, so one sender's message never runs with another's tools.
+fn take_same_sender(
+    pending: &mut VecDeque<InboxItem>,
+    like: Option<&crate::inbound::Origin>,
+) -> Vec<InboxItem> {
+    let Some(first) = like
+        .cloned()
+        .or_else(|| pending.front().map(|i| i.origin()))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Some(it) = pending.front() {
+        let o = it.origin();
+        if o.trust != first.trust || o.sender != first.sender || o.channel != first.channel {
+            break;
+        }
+        out.extend(pending.pop_front());
+    }
+    out
 }
 
 /// Whether a session last active at `last_ms` should be reset at `now_ms`.

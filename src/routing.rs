@@ -3,42 +3,26 @@
 //! Session keys follow OpenClaw's formats exactly (SPEC §3); the key is also
 //! the permission boundary: a run only ever reads its own session's transcript.
 //! Bindings are matched most-specific-first: exact peer → group → account →
-//! channel → the default agent.
+//! channel → the default agent. A device always gets a session of its own
+//! (`agent:<id>:<channel>:direct:<device>`), whatever the `dm_scope`: its
+//! text is never merged into a person's conversation.
 
-use crate::config::{Binding, Config, DmScope};
+use crate::config::{Config, DmScope};
 
-/// Kind of conversation on the platform side.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PeerKind {
-    Direct,
-    Group,
-}
-
-/// A normalized inbound message, the only thing a channel hands to the gateway.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Inbound {
-    pub channel: String,
-    pub account: Option<String>,
-    pub peer_kind: PeerKind,
-    /// Direct: the peer id; group: the group id.
-    pub peer: String,
-    /// Forum topic / thread inside a group.
-    pub thread: Option<String>,
-    pub sender: Option<String>,
-    pub text: String,
-    pub platform_message_id: Option<String>,
-    /// Where the reply goes (`<channel>:<address>`, delivered through the
-    /// outbox); `None` for channels that read the chat events.
-    pub reply_to: Option<String>,
-    /// Routes to this agent instead of the bindings (device triggers).
-    pub agent: Option<String>,
-}
+pub use crate::inbound::{ChatKind, Inbound};
 
 /// Resolves the agent for an inbound message.
 pub fn agent_for<'a>(cfg: &'a Config, m: &Inbound) -> &'a str {
-    let mut best: Option<(u8, &Binding)> = None;
-    for b in &cfg.bindings {
+    match binding_for(cfg, m) {
+        Some(i) => cfg.bindings[i].agent.as_str(),
+        None => cfg.default_agent.as_str(),
+    }
+}
+
+/// The index of the binding that routes this message, if one does.
+pub fn binding_for(cfg: &Config, m: &Inbound) -> Option<usize> {
+    let mut best: Option<(u8, usize)> = None;
+    for (i, b) in cfg.bindings.iter().enumerate() {
         let bm = &b.matches;
         if bm.channel.as_deref().is_some_and(|c| c != m.channel) {
             continue;
@@ -47,12 +31,12 @@ pub fn agent_for<'a>(cfg: &'a Config, m: &Inbound) -> &'a str {
             continue;
         }
         let score = if let Some(p) = &bm.peer {
-            if m.peer_kind != PeerKind::Direct || *p != m.peer {
+            if m.chat == ChatKind::Group || *p != m.peer {
                 continue;
             }
             4
         } else if let Some(g) = &bm.group {
-            if m.peer_kind != PeerKind::Group || *g != m.peer {
+            if m.chat != ChatKind::Group || *g != m.peer {
                 continue;
             }
             3
@@ -64,25 +48,25 @@ pub fn agent_for<'a>(cfg: &'a Config, m: &Inbound) -> &'a str {
             0
         };
         if best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, b));
+            best = Some((score, i));
         }
     }
-    best.map(|(_, b)| b.agent.as_str())
-        .unwrap_or(cfg.default_agent.as_str())
+    best.map(|(_, i)| i)
 }
 
 /// The session key for an inbound message handled by `agent`.
 pub fn session_key(scope: DmScope, agent: &str, m: &Inbound) -> String {
     let ch = sanitize(&m.channel);
-    match m.peer_kind {
-        PeerKind::Group => {
+    match m.chat {
+        ChatKind::Device => format!("agent:{agent}:{ch}:direct:{}", sanitize(&m.peer)),
+        ChatKind::Group => {
             let mut k = format!("agent:{agent}:{ch}:group:{}", sanitize(&m.peer));
             if let Some(t) = &m.thread {
                 k.push_str(&format!(":topic:{}", sanitize(t)));
             }
             k
         }
-        PeerKind::Direct => {
+        ChatKind::Direct => {
             let peer = sanitize(&m.peer);
             match scope {
                 DmScope::Main => format!("agent:{agent}:main"),
@@ -139,16 +123,19 @@ pub fn agent_of(key: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn msg(channel: &str, kind: PeerKind, peer: &str) -> Inbound {
+    fn msg(channel: &str, kind: ChatKind, peer: &str) -> Inbound {
         Inbound {
             reply_to: None,
             agent: None,
             channel: channel.into(),
             account: Some("acc1".into()),
-            peer_kind: kind,
+            chat: kind,
             peer: peer.into(),
             thread: None,
-            sender: None,
+            sender: crate::inbound::Sender {
+                id: peer.into(),
+                name: None,
+            },
             text: "hi".into(),
             platform_message_id: None,
         }
@@ -156,7 +143,7 @@ mod tests {
 
     #[test]
     fn dm_scopes() {
-        let m = msg("telegram", PeerKind::Direct, "42");
+        let m = msg("telegram", ChatKind::Direct, "42");
         assert_eq!(session_key(DmScope::Main, "main", &m), "agent:main:main");
         assert_eq!(
             session_key(DmScope::PerPeer, "main", &m),
@@ -170,17 +157,20 @@ mod tests {
             session_key(DmScope::PerAccountChannelPeer, "main", &m),
             "agent:main:telegram:acc1:direct:42"
         );
-        let mut g = msg("telegram", PeerKind::Group, "-100");
+        let mut g = msg("telegram", ChatKind::Group, "-100");
         g.thread = Some("7".into());
         assert_eq!(
             session_key(DmScope::Main, "main", &g),
             "agent:main:telegram:group:-100:topic:7"
         );
-        let d = msg("mqtt", PeerKind::Direct, "kitchen-panel");
-        assert_eq!(
-            session_key(DmScope::PerChannelPeer, "home", &d),
-            "agent:home:mqtt:direct:kitchen-panel"
-        );
+        let d = msg("mqtt", ChatKind::Device, "kitchen-panel");
+        for scope in [DmScope::Main, DmScope::PerPeer, DmScope::PerChannelPeer] {
+            assert_eq!(
+                session_key(scope, "home", &d),
+                "agent:home:mqtt:direct:kitchen-panel",
+                "a device never shares a person's session"
+            );
+        }
     }
 
     #[test]
@@ -213,21 +203,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            agent_for(&cfg, &msg("telegram", PeerKind::Direct, "42")),
+            agent_for(&cfg, &msg("telegram", ChatKind::Direct, "42")),
             "kid"
         );
         assert_eq!(
-            agent_for(&cfg, &msg("telegram", PeerKind::Direct, "7")),
+            agent_for(&cfg, &msg("telegram", ChatKind::Direct, "7")),
             "home"
         );
         assert_eq!(
-            agent_for(&cfg, &msg("telegram", PeerKind::Group, "-100")),
+            agent_for(&cfg, &msg("telegram", ChatKind::Group, "-100")),
             "fam"
         );
-        let mut a2 = msg("telegram", PeerKind::Direct, "7");
+        let mut a2 = msg("telegram", ChatKind::Direct, "7");
         a2.account = Some("acc2".into());
         assert_eq!(agent_for(&cfg, &a2), "acct");
-        assert_eq!(agent_for(&cfg, &msg("mqtt", PeerKind::Direct, "x")), "main");
+        assert_eq!(agent_for(&cfg, &msg("mqtt", ChatKind::Direct, "x")), "main");
     }
 
     #[test]

@@ -30,6 +30,18 @@ const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credenti
 /// Replies waiting to be delivered to a channel, by sequence number.
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
+mod pairing;
+pub use pairing::{Approved, Pairing, Request as PairingRequest};
+
+/// The layout version written to `META["schema"]` and checked at open:
+/// 1 = before it was written, 2 = pairing tables, senders on inbox items.
+pub const SCHEMA: u64 = 2;
+
+/// The most transcript entries after the latest compaction cut that go
+/// into a run's context (compaction keeps the context within the window;
+/// this bounds the read).
+pub const CONTEXT_ENTRIES: usize = 500;
+
 /// Page cache of the state database.
 pub const CACHE_BYTES: usize = 4 << 20;
 
@@ -45,6 +57,9 @@ pub enum StoreError {
     Damaged(String),
     #[error("duplicate idempotency key")]
     Duplicate(Box<IdemRecord>),
+    /// Written by a newer Hearth: opening it could lose what it stores.
+    #[error("the state database has layout version {found}; this Hearth knows up to {known}: update Hearth, or move the file aside to start empty")]
+    TooNew { found: u64, known: u64 },
 }
 
 /// An existing file must start with redb's magic number: redb itself
@@ -102,6 +117,25 @@ fn db<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Db(e.into().to_string())
 }
 
+fn push_outbox(w: &redb::WriteTransaction, outbox: &[OutboxItem]) -> Result<(), StoreError> {
+    if outbox.is_empty() {
+        return Ok(());
+    }
+    let mut m = w.open_table(META).map_err(db)?;
+    let mut seq = m
+        .get("outbox_seq")
+        .map_err(db)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    let mut t = w.open_table(OUTBOX).map_err(db)?;
+    for o in outbox {
+        seq += 1;
+        t.insert(seq, enc(o).as_slice()).map_err(db)?;
+    }
+    m.insert("outbox_seq", seq).map_err(db)?;
+    Ok(())
+}
+
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")
 }
@@ -139,6 +173,32 @@ pub struct InboxItem {
     /// (e.g. `mqtt:kitchen-panel`), through the outbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// Who sent it, as the gateway classified them. `None` in items
+    /// written before senders were recorded: see [`InboxItem::origin`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<crate::inbound::Origin>,
+}
+
+impl InboxItem {
+    /// The sender; items from before senders were recorded count as the
+    /// owner on the web chat and as a device elsewhere.
+    pub fn origin(&self) -> crate::inbound::Origin {
+        use crate::inbound::{ChatKind, Origin, Sender, Trust};
+        match &self.from {
+            Some(o) => o.clone(),
+            None if self.channel == "webchat" => Origin::owner("webchat"),
+            None => Origin {
+                channel: self.channel.clone(),
+                chat: ChatKind::Device,
+                sender: Sender {
+                    id: self.channel.clone(),
+                    name: None,
+                },
+                trust: Trust::Device,
+                binding: None,
+            },
+        }
+    }
 }
 
 /// A reply to deliver to a channel; removed once the channel has it.
@@ -205,6 +265,10 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     pub ts: u64,
+    /// A user turn from someone other than the owner: who (the model sees
+    /// it marked as untrusted content from this source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Entry {
@@ -217,6 +281,7 @@ impl Entry {
             run_id: run_id.map(str::to_string),
             state: None,
             ts: now_ms(),
+            source: None,
         }
     }
 }
@@ -388,6 +453,23 @@ impl Store {
             w.open_table(META).map_err(db)?;
             w.open_table(CREDENTIALS).map_err(db)?;
             w.open_table(OUTBOX).map_err(db)?;
+            pairing::create_tables(&w)?;
+            let mut meta = w.open_table(META).map_err(db)?;
+            let found = meta.get("schema").map_err(db)?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA => {
+                    return Err(StoreError::TooNew {
+                        found: v,
+                        known: SCHEMA,
+                    })
+                }
+                // 1 → 2: new tables only (created above); new record
+                // fields have serde defaults
+                Some(SCHEMA) => {}
+                _ => {
+                    meta.insert("schema", SCHEMA).map_err(db)?;
+                }
+            }
         }
         w.commit().map_err(db)?;
         let d = Arc::new(d);
@@ -807,20 +889,7 @@ impl Store {
             let mut meta = session_meta_mut(w, &session, &agent_id)?;
             append(w, &mut meta, &entries)?;
             put_meta(w, &meta)?;
-            if !outbox.is_empty() {
-                let mut m = w.open_table(META).map_err(db)?;
-                let mut seq = m
-                    .get("outbox_seq")
-                    .map_err(db)?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                let mut t = w.open_table(OUTBOX).map_err(db)?;
-                for o in &outbox {
-                    seq += 1;
-                    t.insert(seq, enc(o).as_slice()).map_err(db)?;
-                }
-                m.insert("outbox_seq", seq).map_err(db)?;
-            }
+            push_outbox(w, &outbox)?;
             let mut inbox = w.open_table(INBOX).map_err(db)?;
             for s in &remove {
                 inbox.remove(*s).map_err(db)?;
@@ -865,6 +934,11 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Queues a reply that is no run's (a command's answer). Durable.
+    pub fn outbox_push(&self, item: OutboxItem) -> Result<(), StoreError> {
+        self.write(true, move |w| push_outbox(w, &[item]))
     }
 
     /// Removes delivered replies. Durable.
@@ -1153,6 +1227,33 @@ mod tests {
             dropped: vec![],
             started: None,
             reply_to: None,
+            from: None,
+        }
+    }
+
+    #[test]
+    fn the_schema_version_is_written_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.redb");
+        drop(Store::open(&p).unwrap());
+        {
+            let d = Database::create(&p).unwrap();
+            let r = d.begin_read().unwrap();
+            let t = r.open_table(META).unwrap();
+            assert_eq!(t.get("schema").unwrap().unwrap().value(), SCHEMA);
+            drop((t, r));
+            let w = d.begin_write().unwrap();
+            w.open_table(META)
+                .unwrap()
+                .insert("schema", SCHEMA + 1)
+                .unwrap();
+            w.commit().unwrap();
+        }
+        match Store::open(&p) {
+            Err(StoreError::TooNew { found, known }) => {
+                assert_eq!((found, known), (SCHEMA + 1, SCHEMA))
+            }
+            other => panic!("{:?}", other.err()),
         }
     }
 

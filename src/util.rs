@@ -58,6 +58,37 @@ pub fn today() -> i64 {
     (secs / 86_400) as i64
 }
 
+/// The host part of a Host header: lowercase, without port, brackets or a
+/// trailing dot. `None` for something that is not a host.
+pub fn host_name(h: &str) -> Option<String> {
+    let h = h.trim();
+    let name = if let Some(rest) = h.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        inside
+    } else {
+        match h.rsplit_once(':') {
+            Some((n, p)) if is_port(p) && !n.contains(':') => n,
+            Some(_) if h.matches(':').count() > 1 => h, // a bare IPv6 address
+            Some(_) => return None,
+            None => h,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'));
+    ok.then_some(name)
+}
+
+pub fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -424,7 +424,7 @@ fn the_stop_budget_fits_the_unit() {
         .trim()
         .parse()
         .unwrap();
-    let stages = DRAIN_DEADLINE + CUT_WAIT + MQTT_STOP + SERVER_STOP;
+    let stages = DRAIN_DEADLINE + CUT_WAIT + CHANNEL_STOP + SERVER_STOP;
     assert!(stages <= STOP_BUDGET, "{stages:?} > {STOP_BUDGET:?}");
     assert!(
         STOP_BUDGET + Duration::from_secs(3) <= Duration::from_secs(stop),

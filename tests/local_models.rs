@@ -137,7 +137,7 @@ fn valid_call(tools: &[(String, Value)], name: &str, args: &str) -> Result<(), S
 }
 
 fn tool_set() -> Vec<(String, Value)> {
-    let mut t: Vec<(String, Value)> = hearth::tools::specs()
+    let mut t: Vec<(String, Value)> = hearth::tool::fs::specs()
         .into_iter()
         .map(|s| (s.name, s.parameters))
         .collect();

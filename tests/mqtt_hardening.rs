@@ -561,7 +561,7 @@ async fn devices_list_output_is_capped() {
         .unwrap();
     let text = tool["content"].as_str().unwrap();
     assert!(
-        text.len() <= hearth::tools::MAX_OUTPUT + 200,
+        text.len() <= hearth::tool::MAX_OUTPUT + 200,
         "{} bytes",
         text.len()
     );

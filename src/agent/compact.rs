@@ -30,8 +30,10 @@ use tokio_util::sync::CancellationToken;
 use super::{context, exec_tool, AgentCtx};
 use crate::config::ModelChain;
 use crate::events::RunEvents;
+use crate::inbound::{Origin, Trust};
 use crate::provider::{run_chain, ChainReply, ChatRequest, ProviderError, ToolSpec};
 use crate::store::{now_ms, Entry, Role, SessionContext, StoreError, COMPACTION_STATE};
+use crate::tool::Scope;
 use crate::util::estimate_tokens;
 
 /// Turns compaction keeps verbatim at most.
@@ -249,12 +251,13 @@ async fn call(
     }
 }
 
-/// Compacts `session` now. `channel` is for the flush turn's runtime
-/// facts; `ev` (inside a run) gets `compaction` agent events.
+/// Compacts `session` now. `origin` is who the run speaks for (the flush
+/// turn's runtime facts and tool policy); `ev` (inside a run) gets
+/// `compaction` agent events.
 pub async fn compact(
     ctx: &AgentCtx,
     session: &str,
-    channel: &str,
+    origin: &Origin,
     cancel: &CancellationToken,
     ev: Option<&RunEvents>,
 ) -> Result<Outcome, CompactError> {
@@ -267,7 +270,7 @@ pub async fn compact(
             .map_err(|e| CompactError::Internal(e.to_string()))??;
     let win = window(ctx);
     let budget = ctx.memory.config().keep_recent_tokens.min(win / 4);
-    let entries = sc.transcript();
+    let entries = context::model_view(&sc);
     let at = cut(&entries, budget);
     if at == 0 {
         return Err(CompactError::Nothing);
@@ -287,7 +290,7 @@ pub async fn compact(
     );
 
     let flushed =
-        ctx.memory.config().memory_flush && flush(ctx, &chain, session, channel, &sc, cancel).await;
+        ctx.memory.config().memory_flush && flush(ctx, &chain, session, origin, &sc, cancel).await;
 
     // The summarizer gets no tools and a short prompt, so most of the
     // window is room for the turns (which were in the context already).
@@ -333,20 +336,38 @@ pub async fn compact(
     Ok(out)
 }
 
-/// The silent memory-flush turn. True when it ran to an answer.
+/// The groups the flush turn may use: no device control while flushing.
+const FLUSH_GROUPS: &[&str] = &["fs", "memory"];
+
+/// The silent memory-flush turn. True when it ran to an answer. It runs
+/// only when the owner may write files and wrote every message in the
+/// conversation: words of a device or a guest never become the owner's
+/// memory.
 async fn flush(
     ctx: &AgentCtx,
     chain: &ModelChain,
     session: &str,
-    channel: &str,
+    origin: &Origin,
     sc: &SessionContext,
     cancel: &CancellationToken,
 ) -> bool {
-    let tools: Vec<ToolSpec> = crate::tools::specs()
-        .into_iter()
-        .chain(crate::memory::service::specs())
-        .filter(|t| ctx.agent.tools.permits(&t.name))
-        .collect();
+    if origin.trust < Trust::Owner
+        || sc
+            .entries
+            .iter()
+            .any(|(_, e)| e.role == Role::User && e.source.is_some())
+    {
+        tracing::info!(
+            session,
+            "memory flush skipped: the conversation has messages from others than the owner"
+        );
+        return false;
+    }
+    let scope = Scope {
+        origin: origin.clone(),
+        only_groups: Some(FLUSH_GROUPS),
+    };
+    let tools: Vec<ToolSpec> = ctx.tools.offered(&scope);
     if !tools.iter().any(|t| t.name == "write" || t.name == "edit") {
         tracing::info!(
             session,
@@ -354,33 +375,24 @@ async fn flush(
         );
         return false;
     }
-    let (ws, aid, key, ch, summary) = (
+    // as the agent's own turns say it (the flush offers no device tools)
+    let devices = ctx.tools.offers_group(&Scope::of(origin), "devices");
+    let (ws, aid, key, org, summary) = (
         ctx.workspace.clone(),
         ctx.agent.id.clone(),
         session.to_string(),
-        channel.to_string(),
+        origin.clone(),
         sc.summary.clone(),
     );
     let t2 = tools.clone();
-    // as the agent's own turns say it (the flush offers no device tools)
-    let devices = ctx.devices.is_some()
-        && crate::mqtt::tools::DEVICE_TOOLS
-            .iter()
-            .any(|t| ctx.agent.tools.permits(t));
     let system = tokio::task::spawn_blocking(move || {
-        let rt = context::Runtime {
-            agent_id: &aid,
-            session_key: &key,
-            channel: &ch,
-            now_ms: now_ms(),
-            devices,
-        };
+        let rt = context::Runtime::new(&aid, &key, &org, devices);
         context::system_prompt(&ws, &rt, &t2, summary.as_deref())
     })
     .await
     .unwrap_or_default();
     let today = crate::util::rfc3339(now_ms());
-    let mut transcript = sc.transcript();
+    let mut transcript = context::model_view(sc);
     transcript.push(Entry::new(
         Role::User,
         flush_prompt(today.get(..10).unwrap_or("today")),
@@ -416,22 +428,18 @@ async fn flush(
             ..Entry::new(Role::Assistant, r.response.text.clone(), None)
         });
         for c in &r.response.tool_calls {
-            // only what this turn offers (no device control while flushing)
-            let (ok, out) = if tools.iter().any(|t| t.name == c.name) {
-                match exec_tool(ctx, session, c, cancel).await {
-                    Some(r) => r,
-                    None => return false,
-                }
-            } else {
-                (
-                    false,
-                    format!("error: {} is not available in this turn", c.name),
-                )
+            // the registry refuses what this turn does not offer
+            let Some((ok, out)) = exec_tool(ctx, session, &scope, c, cancel).await else {
+                return false;
             };
             tracing::info!(session, tool = %c.name, ok, "memory flush tool call");
             transcript.push(Entry {
                 tool_call_id: Some(c.id.clone()),
-                ..Entry::new(Role::Tool, out, None)
+                ..Entry::new(
+                    Role::Tool,
+                    context::mark_untrusted("tool result", &out),
+                    None,
+                )
             });
         }
     }

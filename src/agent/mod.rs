@@ -21,14 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 use crate::events::RunEvents;
+use crate::inbound::{Origin, Trust};
 use crate::provider::{run_chain, ChatRequest, ProviderError, Providers};
 use crate::store::{now_ms, Entry, InboxItem, Role, Store};
-use crate::tools;
+use crate::tool::{Registry, Scope, ToolCx};
 
-/// The most transcript entries after the latest compaction cut that go
-/// into the context (compaction keeps the context within the window; this
-/// bounds the read).
-pub const CONTEXT_ENTRIES: usize = 500;
+pub use crate::store::CONTEXT_ENTRIES;
 
 pub const NO_PROVIDER: &str = "No model provider is configured, so I cannot answer yet. \
 Add a provider to the config file, for example:\n\n\
@@ -44,8 +42,44 @@ pub struct AgentCtx {
     pub agent: AgentConfig,
     pub workspace: PathBuf,
     pub memory: crate::memory::service::Memory,
-    /// Smart-home devices (the device tools), when MQTT is configured.
-    pub devices: Option<Arc<crate::mqtt::client::Mqtt>>,
+    /// The agent's tools and the policy around them.
+    pub tools: Arc<Registry>,
+}
+
+/// The tool registry of one agent: the file and memory tools, plus what
+/// the channels give (MQTT's device tools), under the agent's policy and
+/// the channels' and bindings' sender policies.
+pub fn tools_for(
+    cfg: &crate::config::Config,
+    agent: &AgentConfig,
+    memory: &crate::memory::service::Memory,
+    extra: &[Arc<dyn crate::tool::Tool>],
+) -> Arc<Registry> {
+    let channel_tools = cfg
+        .access
+        .iter()
+        .filter_map(|(k, a)| a.tools.clone().map(|t| (k.clone(), t)))
+        .collect();
+    let binding_tools = cfg
+        .bindings
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.tools.clone().map(|t| (i, t)))
+        .collect();
+    let reg = Registry::new(
+        agent.tools.clone(),
+        agent.tool_timeout,
+        channel_tools,
+        binding_tools,
+    );
+    for t in crate::tool::fs::tools()
+        .into_iter()
+        .chain(crate::memory::service::tools(memory))
+        .chain(extra.iter().cloned())
+    {
+        reg.add(t);
+    }
+    Arc::new(reg)
 }
 
 /// How a run ended.
@@ -107,14 +141,16 @@ pub async fn run(
 ) -> RunResult {
     let run_id = ev.run_id.clone();
     let session = ev.session_key.clone();
-    let channel = items[0].channel.clone();
+    // one sender per turn (the queue batches so)
+    let origin = items[0].origin();
     ev.agent(
         "lifecycle",
         json!({"phase": "start", "startedAt": now_ms()}),
     );
     tracing::info!(run_id = %run_id, session = %session, messages = items.len(), "run started");
 
-    let user = Entry::new(Role::User, turn_text(&items), Some(&run_id));
+    let mut user = Entry::new(Role::User, turn_text(&items), Some(&run_id));
+    user.source = (origin.trust < Trust::Owner).then(|| origin.describe());
     {
         let store = ctx.store.clone();
         let mut its = items.clone();
@@ -132,7 +168,7 @@ pub async fn run(
     }
 
     let timeout = ctx.agent.run_timeout;
-    let fut = turn_loop(&ctx, &mut items, &ev, &cancel, &mut steer, &channel);
+    let fut = turn_loop(&ctx, &mut items, &ev, &cancel, &mut steer, &origin);
     let end = tokio::select! {
         end = fut => end,
         _ = tokio::time::sleep(timeout) => {
@@ -174,21 +210,14 @@ async fn turn_loop(
     ev: &Arc<RunEvents>,
     cancel: &CancellationToken,
     steer: &mut SteerFn,
-    channel: &str,
+    origin: &Origin,
 ) -> RunEnd {
     let Some(chain) = ctx.agent.model.clone() else {
         return RunEnd::Error(NO_PROVIDER.into());
     };
-    let device_specs = match ctx.devices {
-        Some(_) => crate::mqtt::tools::specs(),
-        None => Vec::new(),
-    };
-    let specs: Vec<_> = tools::specs()
-        .into_iter()
-        .chain(crate::memory::service::specs())
-        .chain(device_specs)
-        .filter(|t| ctx.agent.tools.permits(&t.name))
-        .collect();
+    let scope = Scope::of(origin);
+    let specs = ctx.tools.offered(&scope);
+    let devices = ctx.tools.offers_group(&scope, "devices");
     let mut steps = 0u32;
     let mut partial = String::new();
     let window = compact::window(ctx);
@@ -209,25 +238,19 @@ async fn turn_loop(
         // may have just edited MEMORY.md), the transcript from the latest
         // compaction on, pruned in this copy only. Blocking file and redb
         // I/O, so on the blocking pool.
-        let (store, ws, rt_agent, key, ch, specs2) = (
+        let (store, ws, rt_agent, key, org, specs2) = (
             ctx.store.clone(),
             ctx.workspace.clone(),
             ctx.agent.id.clone(),
             ev.session_key.clone(),
-            channel.to_string(),
+            origin.clone(),
             specs.clone(),
         );
         let assembled = tokio::task::spawn_blocking(move || {
             let sc = store.context(&key, CONTEXT_ENTRIES)?;
-            let rt = context::Runtime {
-                agent_id: &rt_agent,
-                session_key: &key,
-                channel: &ch,
-                now_ms: now_ms(),
-                devices: crate::mqtt::tools::offers_devices(&specs2),
-            };
+            let rt = context::Runtime::new(&rt_agent, &key, &org, devices);
             let system = context::system_prompt(&ws, &rt, &specs2, sc.summary.as_deref());
-            let mut transcript = sc.transcript();
+            let mut transcript = context::model_view(&sc);
             context::prune(&mut transcript, window * crate::util::CHARS_PER_TOKEN);
             Ok::<_, crate::store::StoreError>((system, transcript))
         })
@@ -245,7 +268,7 @@ async fn turn_loop(
         if auto_compact && !compacted && tokens as f32 > mem.compact_at * window as f32 {
             compacted = true;
             tracing::info!(run_id = %ev.run_id, tokens, window, "context near the model's window");
-            match compact::compact(ctx, &ev.session_key, channel, cancel, Some(ev)).await {
+            match compact::compact(ctx, &ev.session_key, origin, cancel, Some(ev)).await {
                 Ok(_) => continue,
                 Err(compact::CompactError::Cancelled) => return RunEnd::Aborted(partial),
                 Err(e) => {
@@ -363,7 +386,8 @@ async fn turn_loop(
                 "tool",
                 json!({"phase": "start", "name": call.name, "toolCallId": call.id, "args": call.arguments}),
             );
-            let Some((ok, out)) = exec_tool(ctx, &ev.session_key, call, cancel).await else {
+            let Some((ok, out)) = exec_tool(ctx, &ev.session_key, &scope, call, cancel).await
+            else {
                 return RunEnd::Aborted(partial);
             };
             ev.agent(
@@ -404,71 +428,24 @@ async fn turn_loop(
     }
 }
 
-/// Runs one tool call under the agent's policy and tool timeout, on the
-/// blocking pool. `None` when cancelled; otherwise (ok, result text), cut
-/// to [`tools::MAX_OUTPUT`] whatever the tool.
+/// Runs one tool call through the agent's registry (policy, approval,
+/// timeout, output cap). `None` when cancelled; otherwise (ok, result).
 pub(crate) async fn exec_tool(
     ctx: &AgentCtx,
     session: &str,
+    scope: &Scope,
     call: &crate::store::ToolCall,
     cancel: &CancellationToken,
 ) -> Option<(bool, String)> {
-    let (ok, mut out) = exec_tool_uncapped(ctx, session, call, cancel).await?;
-    tools::truncate(&mut out);
-    Some((ok, out))
-}
-
-async fn exec_tool_uncapped(
-    ctx: &AgentCtx,
-    session: &str,
-    call: &crate::store::ToolCall,
-    cancel: &CancellationToken,
-) -> Option<(bool, String)> {
-    if !ctx.agent.tools.permits(&call.name) {
-        return Some((
-            false,
-            tools::ToolError::Denied(call.name.clone()).to_string(),
-        ));
-    }
-    if crate::mqtt::tools::DEVICE_TOOLS.contains(&call.name.as_str()) {
-        let Some(m) = &ctx.devices else {
-            return Some((
-                false,
-                "error: no smart-home connection is configured".into(),
-            ));
-        };
-        let job = crate::mqtt::tools::execute(m, &call.name, &call.arguments);
-        return tokio::select! {
-            _ = cancel.cancelled() => None,
-            r = tokio::time::timeout(ctx.agent.tool_timeout, job) => Some(match r {
-                Ok(Ok(s)) => (true, s),
-                Ok(Err(e)) => (false, format!("error: {e}")),
-                Err(_) => (false, format!("error: tool timed out after {} s", ctx.agent.tool_timeout.as_secs())),
-            }),
-        };
-    }
-    let ws = ctx.workspace.clone();
-    let (n, a) = (call.name.clone(), call.arguments.clone());
-    let (mem, aid, key) = (
-        ctx.memory.clone(),
-        ctx.agent.id.clone(),
-        session.to_string(),
-    );
-    let job = tokio::task::spawn_blocking(move || {
-        if crate::memory::service::MEMORY_TOOLS.contains(&n.as_str()) {
-            mem.tool(&aid, &ws, Some(&key), &n, &a)
-                .map_err(tools::ToolError::Io)
-        } else {
-            tools::execute(&ws, &n, &a)
-        }
-    });
-    tokio::select! {
-        _ = cancel.cancelled() => None,
-        r = tokio::time::timeout(ctx.agent.tool_timeout, job) => Some(match r {
-            Ok(Ok(Ok(s))) => (true, s),
-            Ok(Ok(Err(e))) => (false, format!("error: {e}")),
-            Ok(Err(e)) => (false, format!("error: tool crashed: {e}")),
-            Err(_) => (false, format!("error: tool timed out after {} s", ctx.agent.tool_timeout.as_secs())),
-        }),
-    }
+    let cx = ToolCx {
+        agent_id: ctx.agent.id.clone(),
+        session_key: session.to_string(),
+        workspace: ctx.workspace.clone(),
+        origin: scope.origin.clone(),
+        cancel: cancel.clone(),
+        approved: None,
+    };
+    ctx.tools
+        .call(&cx, scope, &call.name, &call.arguments)
+        .await
 }

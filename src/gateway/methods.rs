@@ -14,7 +14,7 @@ use crate::store::{
     new_id, now_ms, Entry, IdemRecord, InboxItem, Role, RunRecord, RunStatus, StoreError,
 };
 
-pub const METHODS: [&str; 19] = [
+pub const METHODS: [&str; 22] = [
     "connect",
     "health",
     "status",
@@ -34,6 +34,9 @@ pub const METHODS: [&str; 19] = [
     "config.get",
     "memory.search",
     "memory.reindex",
+    "pairing.list",
+    "pairing.approve",
+    "pairing.revoke",
 ];
 pub const EVENTS: [&str; 7] = [
     "connect.challenge",
@@ -186,6 +189,9 @@ pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p:
         "config.get" => Ok(config_get(g)),
         "memory.search" => memory_search(g, &p).await,
         "memory.reindex" => memory_reindex(g, &p).await,
+        "pairing.list" => pairing_list(g).await,
+        "pairing.approve" => pairing_approve(g, &p).await,
+        "pairing.revoke" => pairing_revoke(g, &p).await,
         "connect" => Err(ErrorShape::invalid("already connected")),
         other => Err(ErrorShape::invalid(format!("unknown method {other:?}"))),
     };
@@ -196,19 +202,7 @@ pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p:
     .await;
 }
 
-fn blocking_err(e: impl std::fmt::Display) -> ErrorShape {
-    tracing::error!("state database error: {e}");
-    ErrorShape::unavailable("Hearth's state database had an error; see the log")
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ErrorShape> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(blocking_err)?
-        .map_err(blocking_err)
-}
+use super::{blocking, blocking_err};
 
 fn health(g: &Gateway) -> Res {
     let (running, pending) = g.queue.load();
@@ -247,6 +241,7 @@ async fn status(g: &Gateway) -> Res {
                   "maxConcurrent": cfg.max_concurrent, "cap": cfg.queue.cap},
         "memory": g.memory.describe(),
         "localModel": g.local_model,
+        "channels": g.channels.get().map(|cs| cs.iter().map(|c| json!({"kind": c.kind(), "status": c.status()})).collect::<Vec<_>>()).unwrap_or_default(),
         "mqtt": match g.mqtt.get() {
             Some(m) => {
                 let store = g.queue.store().clone();
@@ -258,6 +253,63 @@ async fn status(g: &Gateway) -> Res {
             None => None,
         },
     }))
+}
+
+/// `pairing.list`: codes waiting for the owner, and approved senders.
+async fn pairing_list(g: &Gateway) -> Res {
+    let store = g.queue.store().clone();
+    let (reqs, approved) =
+        blocking(move || Ok((store.pairing().requests()?, store.pairing().list()?))).await?;
+    Ok(json!({
+        "requests": reqs.iter().map(|r| json!({"code": r.code, "channel": r.channel, "account": r.account,
+            "sender": r.sender, "name": r.name, "createdAt": r.created_ms})).collect::<Vec<_>>(),
+        "approved": approved.iter().map(|a| json!({"channel": a.channel, "account": a.account,
+            "sender": a.sender, "name": a.name, "trust": a.trust, "approvedAt": a.approved_ms})).collect::<Vec<_>>(),
+    }))
+}
+
+/// `pairing.approve {code, trust?}`: the sender of that code becomes
+/// `owner` (default) or `member`.
+async fn pairing_approve(g: &Gateway, p: &Value) -> Res {
+    use crate::inbound::Trust;
+    let code = str_param(p, "code")
+        .ok_or_else(|| ErrorShape::invalid("code is required"))?
+        .to_string();
+    let trust = match str_param(p, "trust").unwrap_or("owner") {
+        "owner" => Trust::Owner,
+        "member" => Trust::Member,
+        other => {
+            return Err(ErrorShape::invalid(format!(
+                "trust must be \"owner\" or \"member\", not {other:?}"
+            )))
+        }
+    };
+    let store = g.queue.store().clone();
+    let c = code.clone();
+    match blocking(move || store.pairing().approve(&c, trust)).await? {
+        Some(a) => {
+            tracing::info!(channel = %a.channel, sender = %a.sender, trust = a.trust.as_str(), "pairing approved by the owner");
+            Ok(json!({"ok": true, "channel": a.channel, "account": a.account, "sender": a.sender,
+                      "name": a.name, "trust": a.trust}))
+        }
+        None => Err(ErrorShape::invalid(format!(
+            "no pairing request with code {code:?} (codes are valid for one hour; `hearth pairing list` shows them)"
+        ))),
+    }
+}
+
+/// `pairing.revoke {channel, account?, sender}`: takes an approval back.
+async fn pairing_revoke(g: &Gateway, p: &Value) -> Res {
+    let channel = str_param(p, "channel")
+        .ok_or_else(|| ErrorShape::invalid("channel is required"))?
+        .to_string();
+    let sender = str_param(p, "sender")
+        .ok_or_else(|| ErrorShape::invalid("sender is required"))?
+        .to_string();
+    let account = str_param(p, "account").unwrap_or("").to_string();
+    let store = g.queue.store().clone();
+    let had = blocking(move || store.pairing().revoke(&channel, &account, &sender)).await?;
+    Ok(json!({"ok": true, "revoked": had}))
 }
 
 /// `devices.list {query?, area?, component?}`: the device registry.
@@ -415,6 +467,7 @@ async fn submit(
         dropped: vec![],
         started: None,
         reply_to: None,
+        from: Some(crate::inbound::Origin::owner("webchat")),
     };
     let rec = IdemRecord {
         method: method.into(),
@@ -433,88 +486,13 @@ async fn submit(
     }
 }
 
-/// `/context`: sizes of the parts of the session's next model call.
-async fn context_report(g: &Gateway, session: &str, detail: bool) -> Result<String, ErrorShape> {
-    let agent_id = routing::agent_of(session).unwrap_or(&g.cfg.default_agent);
-    let agent = g
-        .cfg
-        .agent(agent_id)
-        .cloned()
-        .ok_or_else(|| ErrorShape::invalid(format!("no agent {agent_id:?}")))?;
-    let store = g.queue.store().clone();
-    let (key, ws) = (session.to_string(), agent.workspace_in(&g.state_dir));
-    let window = agent
-        .model
-        .as_ref()
-        .map_or(crate::provider::DEFAULT_WINDOW, |m| {
-            g.providers.context_window(&m.primary)
-        });
-    let devices = match g.mqtt.get() {
-        Some(_) => crate::mqtt::tools::specs(),
-        None => Vec::new(),
-    };
-    blocking(move || {
-        let sc = store.context(&key, crate::agent::CONTEXT_ENTRIES)?;
-        let tools: Vec<_> = crate::tools::specs()
-            .into_iter()
-            .chain(crate::memory::service::specs())
-            .chain(devices)
-            .filter(|t| agent.tools.permits(&t.name))
-            .collect();
-        let rt = crate::agent::context::Runtime {
-            agent_id: &agent.id,
-            session_key: &key,
-            channel: "webchat",
-            now_ms: now_ms(),
-            devices: crate::mqtt::tools::offers_devices(&tools),
-        };
-        Ok(crate::agent::context::report(
-            &ws, &rt, &tools, &sc, window, detail,
-        ))
-    })
-    .await
-}
-
 async fn chat_send(g: &Gateway, p: &Value) -> Res {
     let session = session_param(g, p)?;
     let text = message_param(p)?;
     let idem = idem_param(p)?;
-    match text.trim() {
-        "/stop" | "/abort" => {
-            let aborted = g.queue.abort(&session, None);
-            return Ok(json!({"runId": idem, "status": "ok", "aborted": aborted.is_some()}));
-        }
-        cmd @ ("/context" | "/context detail") => {
-            let text = context_report(g, &session, cmd.ends_with("detail")).await?;
-            let ev = RunEvents::new(g.bus.clone(), &idem, &session);
-            ev.chat_final(&text, &[]);
-            return Ok(json!({"runId": idem, "status": "ok", "context": text}));
-        }
-        "/compact" => {
-            let text = match compact_session(g, &session).await {
-                Ok(o) => format!(
-                    "Compacted the conversation: {} older entries summarized, {} kept; context about {} → {} tokens{}.",
-                    o.summarized,
-                    o.kept,
-                    o.tokens_before,
-                    o.tokens_after,
-                    if o.flushed { ", notes saved to memory first" } else { "" }
-                ),
-                Err(e) => format!("Not compacted: {}", e.message),
-            };
-            let ev = RunEvents::new(g.bus.clone(), &idem, &session);
-            ev.chat_final(&text, &[]);
-            return Ok(json!({"runId": idem, "status": "ok", "compact": text}));
-        }
-        "/new" | "/reset" => {
-            let store = g.queue.store().clone();
-            let k = session.clone();
-            blocking(move || store.reset_session(&k)).await?;
-            let ev = RunEvents::new(g.bus.clone(), &idem, &session);
-            ev.chat_final("Started a new session.", &[]);
-            return Ok(json!({"runId": idem, "status": "ok", "reset": true}));
-        }
-        _ => {}
+    if let Some(cmd) = super::commands::parse(&text) {
+        let origin = crate::inbound::Origin::owner("webchat");
+        return super::commands::answer_client(g, cmd, &session, &idem, &origin).await;
     }
     match submit(g, "chat.send", session, text, idem).await? {
         Ok(it) => Ok(json!({"runId": it.run_id, "status": "started"})),
@@ -770,30 +748,8 @@ async fn sessions_delete(g: &Gateway, p: &Value) -> Res {
 /// `sessions.compact {key}`: summarizes the older turns now.
 async fn sessions_compact(g: &Gateway, p: &Value) -> Res {
     let session = session_param(g, p)?;
-    let out = compact_session(g, &session).await?;
+    let out = super::commands::compact_session(g, &session).await?;
     Ok(json!({"ok": true, "key": session, "compacted": out.to_json()}))
-}
-
-async fn compact_session(
-    g: &Gateway,
-    session: &str,
-) -> Result<crate::agent::compact::Outcome, ErrorShape> {
-    use crate::agent::compact::CompactError;
-    use crate::queue::CompactRefused;
-    g.queue.compact(session).await.map_err(|e| match e {
-        CompactRefused::NoSession => ErrorShape::invalid(format!("no session {session:?}")),
-        CompactRefused::Busy => ErrorShape::unavailable(e.to_string()),
-        CompactRefused::Compact(CompactError::Nothing | CompactError::NoModel) => {
-            ErrorShape::invalid(e.to_string())
-        }
-        CompactRefused::Compact(CompactError::Provider(_) | CompactError::EmptySummary) => {
-            ErrorShape::unavailable(e.to_string())
-        }
-        _ => {
-            tracing::error!(session, "compaction failed: {e}");
-            ErrorShape::unavailable("compaction failed; see the log")
-        }
-    })
 }
 
 fn models_list(g: &Gateway) -> Value {

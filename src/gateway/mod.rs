@@ -17,6 +17,7 @@
 //! nothing a client sends can take the daemon down.
 
 pub mod auth;
+pub mod commands;
 pub mod ingest;
 pub mod methods;
 pub mod protocol;
@@ -86,8 +87,10 @@ pub struct Gateway {
     pub waiters: Arc<Semaphore>,
     next_conn: AtomicU64,
     pub stats: Stats,
-    /// The MQTT channel, when configured (status, `devices.list`).
+    /// The MQTT connection, when configured (`devices.list`, status).
     pub mqtt: std::sync::OnceLock<Arc<crate::mqtt::client::Mqtt>>,
+    /// The running channels (status).
+    pub channels: std::sync::OnceLock<Vec<Arc<dyn crate::channel::Channel>>>,
     /// What start-up had to repair (a state file moved aside), for status.
     pub recovered: Vec<String>,
     /// The local chat model: where, whether it is there, and if not why.
@@ -145,6 +148,7 @@ impl Gateway {
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
             mqtt: std::sync::OnceLock::new(),
+            channels: std::sync::OnceLock::new(),
             recovered: p.recovered,
             local_model: p.local_model,
             cfg,
@@ -573,4 +577,19 @@ pub fn str_param<'a>(p: &'a Value, k: &str) -> Option<&'a str> {
     p.get(k)
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty())
+}
+
+pub(crate) fn blocking_err(e: impl std::fmt::Display) -> ErrorShape {
+    tracing::error!("state database error: {e}");
+    ErrorShape::unavailable("Hearth's state database had an error; see the log")
+}
+
+/// Runs store work on the blocking pool; its errors become `UNAVAILABLE`.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ErrorShape> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(blocking_err)?
+        .map_err(blocking_err)
 }

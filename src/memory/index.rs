@@ -557,7 +557,7 @@ impl MemoryIndex {
                     None => continue,
                 }
             } else {
-                match crate::tools::read_file(workspace, path) {
+                match crate::tool::fs::read_file(workspace, path) {
                     Ok(b) => String::from_utf8_lossy(&b).into_owned(),
                     Err(e) => {
                         tracing::warn!("memory: cannot read {path}: {e}");

@@ -112,7 +112,7 @@ pub fn get(workspace: &Path, path: &str, from: usize, lines: usize) -> Result<St
             "{path:?} is not a memory file (MEMORY.md or memory/*.md)"
         )));
     }
-    let bytes = crate::tools::read_file(workspace, path)
+    let bytes = crate::tool::fs::read_file(workspace, path)
         .map_err(|e| MemoryError::BadRequest(format!("cannot read {path}: {e}")))?;
     let text = String::from_utf8_lossy(&bytes);
     let from = from.max(1);

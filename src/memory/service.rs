@@ -17,8 +17,8 @@ use super::sessions::StoreTranscripts;
 use super::{Hit, MemoryError};
 use crate::config::{MemoryConfig, ModelsConfig};
 use crate::models::embed::{BertEmbedder, Embedder};
-use crate::provider::ToolSpec;
 use crate::store::Store;
+use crate::tool::{Tool, ToolCx, ToolFuture, ToolSpec};
 
 /// The memory tools (policy group `group:memory`).
 pub const MEMORY_TOOLS: [&str; 2] = ["memory_search", "memory_get"];
@@ -51,6 +51,45 @@ pub fn specs() -> Vec<ToolSpec> {
                 "required":["path"],"additionalProperties":false}),
         },
     ]
+}
+
+/// One memory tool for the registry (group `memory`).
+pub struct MemoryTool {
+    spec: ToolSpec,
+    memory: Memory,
+}
+
+/// `memory_search` and `memory_get` over this memory.
+pub fn tools(memory: &Memory) -> Vec<Arc<dyn Tool>> {
+    specs()
+        .into_iter()
+        .map(|spec| {
+            Arc::new(MemoryTool {
+                spec,
+                memory: memory.clone(),
+            }) as Arc<dyn Tool>
+        })
+        .collect()
+}
+
+impl Tool for MemoryTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+    fn group(&self) -> &'static str {
+        "memory"
+    }
+    fn call<'a>(&'a self, cx: &'a ToolCx, args: Value) -> ToolFuture<'a> {
+        let (mem, name) = (self.memory.clone(), self.spec.name.clone());
+        let (aid, ws, key) = (
+            cx.agent_id.clone(),
+            cx.workspace.clone(),
+            cx.session_key.clone(),
+        );
+        Box::pin(crate::tool::blocking(move || {
+            mem.tool(&aid, &ws, Some(&key), &name, &args.to_string())
+        }))
+    }
 }
 
 /// Loads the embedding model memory search uses (the `[models]` dir
@@ -179,7 +218,7 @@ impl Memory {
         let max = max_results.unwrap_or(self.0.cfg.max_results);
         // the first line of the transcript's rendering that is in context
         // (an empty context, after a reset: everything is before it)
-        let start = match store.context(key, crate::agent::CONTEXT_ENTRIES) {
+        let start = match store.context(key, crate::store::CONTEXT_ENTRIES) {
             Ok(c) => match c.entries.first() {
                 Some((i, _)) => *i,
                 None => u64::MAX,

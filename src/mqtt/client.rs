@@ -7,8 +7,8 @@
 //! - Birth and will: `<prefix>/status` = `online` (retained) on connect,
 //!   `offline` (retained) as the last will and on a clean stop.
 //! - Inbound (`<prefix>/in/<device>`): manual acks. A QoS 1 message is
-//!   acknowledged only after `Gateway::accept` committed it to the state
-//!   database; while Hearth shuts down it stays unacknowledged and the
+//!   acknowledged only after the channel's ingest handle committed it to
+//!   the state database; while Hearth shuts down it stays unacknowledged and the
 //!   broker delivers it again.
 //! - Replies: a run's reply for `mqtt:<device>` is in the durable outbox
 //!   (committed with the run); `outbox` puts it on the wire, exactly once
@@ -29,16 +29,13 @@ use rumqttc::{
     TlsConfiguration, Transport,
 };
 use serde_json::{json, Value};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::config::{valid_device, MqttConfig, TriggerOn};
 use super::discovery::{self, Expect};
 use super::outbox::Tracker;
 use super::registry::{Registry, STATE_FLUSH};
-use crate::gateway::Gateway;
-use crate::routing::{Inbound, PeerKind};
-use crate::store::{now_ms, Store};
+use crate::channel::{ChannelContext, ChatKind, Inbound, IngestOutcome, Outbox, Sender};
+use crate::store::now_ms;
 
 /// At a clean stop, how long the last replies get to be acknowledged
 /// (within the daemon's `MQTT_STOP`).
@@ -349,14 +346,9 @@ impl Mqtt {
     /// Runs the connection until `stop`; then publishes `offline` and
     /// disconnects. `stop` should fire after the queue drained, so the
     /// last replies still go out.
-    pub async fn run(
-        self: Arc<Self>,
-        mut ev: EventLoop,
-        gw: Arc<Gateway>,
-        outbox: Arc<Notify>,
-        stop: CancellationToken,
-    ) {
-        let store = gw.queue.store().clone();
+    pub async fn run(self: Arc<Self>, mut ev: EventLoop, cx: ChannelContext) {
+        let store = cx.outbox.clone();
+        let stop = cx.shutdown.clone();
         let mut backoff = Duration::from_secs(1);
         let mut flush = tokio::time::interval(STATE_FLUSH);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -364,7 +356,7 @@ impl Mqtt {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = outbox.notified() => self.deliver_outbox(&mut ev, &store, true).await,
+                _ = store.notified() => self.deliver_outbox(&mut ev, &store, true).await,
                 _ = flush.tick() => {
                     self.flush_states().await;
                     // also a safety net for the outbox (one read per tick)
@@ -388,7 +380,7 @@ impl Mqtt {
                         self.deliver_outbox(&mut ev, &store, ca.session_present).await;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        self.on_message(&gw, &p).await;
+                        self.on_message(&cx, &p).await;
                     }
                     Ok(Event::Incoming(p @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)))) => {
                         self.on_ack(&mut ev, &store, &p).await;
@@ -436,7 +428,7 @@ impl Mqtt {
     /// At a clean stop: the replies still in the outbox go out (waiting
     /// for their acknowledgements up to [`STOP_ACKS`]), then `offline`
     /// and DISCONNECT. A reply cut off here is completed on the next start.
-    async fn finish(&self, ev: &mut EventLoop, store: &Store) {
+    async fn finish(&self, ev: &mut EventLoop, store: &Outbox) {
         self.deliver_outbox(ev, store, true).await;
         let _ = self.publish(&status_topic(&self.cfg), "offline".into(), true, None);
         let until = tokio::time::Instant::now() + STOP_ACKS;
@@ -482,7 +474,7 @@ impl Mqtt {
     /// One incoming message: a device's text, a discovery config, a state
     /// update, a trigger. Acknowledged at the end, except an inbound text
     /// that could not be stored (the broker delivers it again).
-    async fn on_message(&self, gw: &Arc<Gateway>, p: &Publish) {
+    async fn on_message(&self, gw: &ChannelContext, p: &Publish) {
         let topic = p.topic.as_str();
         let mut ack = true;
         let in_prefix = format!("{}/in/", self.cfg.topic_prefix);
@@ -517,7 +509,7 @@ impl Mqtt {
     }
 
     /// Returns whether to acknowledge.
-    async fn on_device_text(&self, gw: &Arc<Gateway>, dev: &str, payload: &[u8]) -> bool {
+    async fn on_device_text(&self, gw: &ChannelContext, dev: &str, payload: &[u8]) -> bool {
         if !valid_device(dev) {
             tracing::warn!(device = %dev, "mqtt: ignoring a message for an invalid device id");
             return true;
@@ -532,31 +524,35 @@ impl Mqtt {
         let m = Inbound {
             channel: "mqtt".into(),
             account: None,
-            peer_kind: PeerKind::Direct,
+            chat: ChatKind::Device,
             peer: dev.to_string(),
             thread: None,
-            sender: from,
+            sender: Sender {
+                id: dev.to_string(),
+                name: from,
+            },
             text,
             platform_message_id: id.map(|i| format!("{dev}:{i}")),
             reply_to: Some(format!("mqtt:{dev}")),
             agent: None,
         };
         self.set_status(|s| s.inbound += 1);
-        match gw.accept(m).await {
-            Ok(a) => {
-                tracing::info!(device = %dev, accepted = ?a, "mqtt: message accepted");
+        match gw.ingest.accept(m).await {
+            o @ (IngestOutcome::Accepted { .. }
+            | IngestOutcome::Duplicate { .. }
+            | IngestOutcome::Command { .. }) => {
+                tracing::info!(device = %dev, outcome = ?o, "mqtt: message accepted");
                 true
             }
-            Err(crate::queue::QueueError::ShuttingDown) => false,
-            Err(crate::queue::QueueError::Store(e)) => {
-                tracing::error!(device = %dev, "mqtt: cannot store the message ({e}); the broker will deliver it again");
+            IngestOutcome::RetryLater(why) => {
+                tracing::warn!(device = %dev, "mqtt: message not taken now ({why}); the broker will deliver it again");
                 false
             }
-            Err(e) => {
-                tracing::warn!(device = %dev, "mqtt: message refused: {e}");
+            IngestOutcome::Refused { why, reply } => {
+                tracing::warn!(device = %dev, "mqtt: message refused: {why}");
                 let _ = self.publish(
                     &format!("{}/out/{dev}", self.cfg.topic_prefix),
-                    format!("Hearth could not take this message: {e}"),
+                    reply.unwrap_or_else(|| format!("Hearth could not take this message: {why}")),
                     false,
                     None,
                 );
@@ -608,7 +604,7 @@ impl Mqtt {
         }
     }
 
-    async fn on_state(&self, gw: &Arc<Gateway>, topic: &str, payload: &[u8], retained: bool) {
+    async fn on_state(&self, gw: &ChannelContext, topic: &str, payload: &[u8], retained: bool) {
         let text = String::from_utf8_lossy(payload);
         let changes = self.registry.on_state(topic, &text, now_ms());
         // triggers: transitions only, and not the retained state a
@@ -655,21 +651,24 @@ impl Mqtt {
             let m = Inbound {
                 channel: "mqtt".into(),
                 account: None,
-                peer_kind: PeerKind::Direct,
+                chat: ChatKind::Device,
                 peer: format!("event-{}", t.name),
                 thread: None,
-                sender: Some("system".into()),
+                sender: Sender {
+                    id: format!("trigger:{}", t.name),
+                    name: Some(format!("trigger {}", t.name)),
+                },
                 text,
                 platform_message_id: None,
                 reply_to: t.reply_to.clone(),
                 agent: t.agent.clone(),
             };
-            match gw.accept(m).await {
-                Ok(a) => {
-                    tracing::info!(trigger = %t.name, accepted = ?a, "mqtt: trigger started a run")
+            match gw.ingest.accept(m).await {
+                o @ (IngestOutcome::Accepted { .. } | IngestOutcome::Duplicate { .. }) => {
+                    tracing::info!(trigger = %t.name, outcome = ?o, "mqtt: trigger started a run")
                 }
-                Err(e) => {
-                    tracing::warn!(trigger = %t.name, "mqtt: trigger could not start a run: {e}")
+                o => {
+                    tracing::warn!(trigger = %t.name, outcome = ?o, "mqtt: trigger could not start a run")
                 }
             }
         }

@@ -6,13 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawChannels {
-    pub mqtt: Option<RawMqtt>,
-}
+use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,9 +108,8 @@ pub enum TriggerOn {
     },
 }
 
-/// Validates `[channels]`; problems go to `add(key, message)`.
-pub(crate) fn parse(raw: RawChannels, add: &mut dyn FnMut(String, String)) -> Option<MqttConfig> {
-    let m = raw.mqtt?;
+/// Validates `[channels.mqtt]`; problems go to `add(key, message)`.
+pub(crate) fn parse(m: RawMqtt, add: &mut dyn FnMut(String, String)) -> Option<MqttConfig> {
     let key = |k: &str| format!("channels.mqtt.{k}");
     let (scheme, rest) = match m.url.split_once("://") {
         Some(x) => x,

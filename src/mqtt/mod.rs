@@ -1,6 +1,7 @@
 //! MQTT: local devices as a channel, and smart-home control through Home
 //! Assistant MQTT discovery (SPEC §2, §10).
 //!
+//! - [`channel`]: MQTT as a [`crate::channel::Channel`].
 //! - [`config`]: the `channels.mqtt` section.
 //! - [`template`]: the small part of Home Assistant's Jinja templates that
 //!   discovery payloads use (`{{ value_json.state }}`, filters).
@@ -16,6 +17,7 @@
 //!   QoS 1 acks after the inbound message is in the state database, the
 //!   durable outbox for replies, birth and last will, triggers.
 
+pub mod channel;
 pub mod client;
 pub mod config;
 pub mod discovery;

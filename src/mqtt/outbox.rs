@@ -23,7 +23,8 @@ use serde_json::json;
 
 use super::client::Mqtt;
 use super::config::{valid_device, ReplyFormat};
-use crate::store::{OutboxItem, Store, Wire};
+use crate::channel::Outbox;
+use crate::store::{OutboxItem, Wire};
 
 /// rumqttc's own packet ids are `1..=INFLIGHT`.
 pub const INFLIGHT: u16 = 100;
@@ -118,12 +119,12 @@ impl Mqtt {
     /// Publishes the outbox replies not on the wire yet. `session` is
     /// whether the broker kept Hearth's session (false only right after a
     /// ConnAck without one).
-    pub(super) async fn deliver_outbox(&self, ev: &mut EventLoop, store: &Store, session: bool) {
+    pub(super) async fn deliver_outbox(&self, ev: &mut EventLoop, store: &Outbox, session: bool) {
         if !self.connected() {
             return;
         }
         let s = store.clone();
-        let rows = match tokio::task::spawn_blocking(move || s.outbox("mqtt")).await {
+        let rows = match tokio::task::spawn_blocking(move || s.pending()).await {
             Ok(Ok(r)) => r,
             other => {
                 tracing::error!("mqtt: cannot read the outbox: {other:?}");
@@ -161,9 +162,9 @@ impl Mqtt {
                         released: false,
                     };
                     let s = store.clone();
-                    if let Err(e) = flatten(
-                        tokio::task::spawn_blocking(move || s.outbox_set_wire(seq, wire)).await,
-                    ) {
+                    if let Err(e) =
+                        flatten(tokio::task::spawn_blocking(move || s.set_wire(seq, wire)).await)
+                    {
                         tracing::error!(
                             "mqtt: cannot record a reply's packet id ({e}); will retry"
                         );
@@ -194,7 +195,7 @@ impl Mqtt {
         }
         if !drop_rows.is_empty() {
             let s = store.clone();
-            let _ = tokio::task::spawn_blocking(move || s.outbox_done(&drop_rows)).await;
+            let _ = tokio::task::spawn_blocking(move || s.done(&drop_rows)).await;
         }
     }
 
@@ -202,7 +203,7 @@ impl Mqtt {
     pub(super) async fn on_ack(
         &self,
         ev: &mut EventLoop,
-        store: &Store,
+        store: &Outbox,
         p: &rumqttc::Packet,
     ) -> bool {
         use rumqttc::Packet;
@@ -226,7 +227,7 @@ impl Mqtt {
                 };
                 let s = store.clone();
                 if let Err(e) =
-                    flatten(tokio::task::spawn_blocking(move || s.outbox_set_wire(seq, wire)).await)
+                    flatten(tokio::task::spawn_blocking(move || s.set_wire(seq, wire)).await)
                 {
                     // no PUBREL before the commit: the next pass publishes
                     // it again (DUP) and the broker answers PUBREC again
@@ -260,14 +261,14 @@ impl Mqtt {
     /// The row of a delivered reply goes. At QoS 1 durably (a lost delete
     /// would send it again); at QoS 2 without waiting for the disk (a lost
     /// delete only repeats the PUBREL).
-    async fn delivered(&self, store: &Store, seq: u64, durable: bool) {
+    async fn delivered(&self, store: &Outbox, seq: u64, durable: bool) {
         self.set_status(|s| s.replies += 1);
         let s = store.clone();
         let job = move || {
             if durable {
-                s.outbox_done(&[seq])
+                s.done(&[seq])
             } else {
-                s.outbox_done_lazy(&[seq])
+                s.done_lazy(&[seq])
             }
         };
         if let Err(e) = flatten(tokio::task::spawn_blocking(job).await) {

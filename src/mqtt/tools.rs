@@ -8,17 +8,92 @@
 //!
 //! `entity` is an entity id or what people call the device ("kitchen
 //! light"); an ambiguous name is answered with the candidates. High-risk
-//! entities (locks, alarm panels, covers of doors, garages and gates) are
-//! refused unless listed in `[channels.mqtt] allow_high_risk`: the
-//! approval mechanism until the tools-and-safety work brings real
-//! approvals.
+//! entities (locks, alarm panels, covers of doors, garages and gates) make
+//! a `device_set` call [`Risk::High`]; the tool registry's approval hook
+//! decides (today: `[channels.mqtt] allow_high_risk`, and only the owner
+//! unless a sender policy says `high_risk = true`), and the call refuses
+//! any high-risk entity the hook did not approve.
+
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::client::Mqtt;
 use super::discovery::Component;
 use super::registry::Resolved;
-use crate::provider::ToolSpec;
+use crate::tool::{Risk, Tool, ToolCx, ToolFuture, ToolSpec};
+
+/// One device tool for the registry (group `devices`).
+pub struct DeviceTool {
+    spec: ToolSpec,
+    mqtt: Arc<Mqtt>,
+}
+
+/// The device tools over this connection.
+pub fn tools(m: &Arc<Mqtt>) -> Vec<Arc<dyn Tool>> {
+    specs()
+        .into_iter()
+        .map(|spec| {
+            Arc::new(DeviceTool {
+                spec,
+                mqtt: m.clone(),
+            }) as Arc<dyn Tool>
+        })
+        .collect()
+}
+
+impl Tool for DeviceTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+    fn group(&self) -> &'static str {
+        "devices"
+    }
+    fn risk(&self, args: &Value) -> Risk {
+        if self.spec.name != "device_set" {
+            return Risk::Low;
+        }
+        let s = |k: &str| args.get(k).and_then(|x| x.as_str());
+        let (Some(q), Some(action)) = (s("entity"), s("action")) else {
+            return Risk::Low;
+        };
+        match resolve(&self.mqtt, q, &settable(action)) {
+            Ok(id) if self.mqtt.registry.is_high_risk(&id) => Risk::High {
+                preapproved: self
+                    .mqtt
+                    .cfg
+                    .allow_high_risk
+                    .iter()
+                    .any(|a| a == &id || a == "*"),
+                subject: id,
+            },
+            _ => Risk::Low,
+        }
+    }
+    fn call<'a>(&'a self, cx: &'a ToolCx, args: Value) -> ToolFuture<'a> {
+        Box::pin(async move {
+            execute(&self.mqtt, &self.spec.name, &args, cx.approved.as_deref()).await
+        })
+    }
+}
+
+/// The components that have this action.
+fn settable(action: &str) -> Vec<Component> {
+    [
+        Component::Light,
+        Component::Switch,
+        Component::Fan,
+        Component::Cover,
+        Component::Lock,
+        Component::Climate,
+        Component::Button,
+        Component::Scene,
+        Component::AlarmControlPanel,
+    ]
+    .into_iter()
+    .filter(|c| c.actions().contains(&action))
+    .collect()
+}
 
 pub const DEVICE_TOOLS: [&str; 3] = ["devices_list", "device_state", "device_set"];
 
@@ -97,9 +172,13 @@ fn resolve(m: &Mqtt, q: &str, components: &[Component]) -> Result<String, String
 pub const MAX_LISTED: usize = 100;
 
 /// Runs a device tool; `Err` is an error result for the model.
-pub async fn execute(m: &Mqtt, name: &str, args: &str) -> Result<String, String> {
-    let v: Value = serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
-        .map_err(|e| format!("invalid arguments: {e}"))?;
+/// `approved`: the high-risk entity the approval hook allowed, if any.
+pub async fn execute(
+    m: &Mqtt,
+    name: &str,
+    v: &Value,
+    approved: Option<&str>,
+) -> Result<String, String> {
     let s = |k: &str| v.get(k).and_then(|x| x.as_str());
     match name {
         "devices_list" => {
@@ -131,20 +210,7 @@ pub async fn execute(m: &Mqtt, name: &str, args: &str) -> Result<String, String>
         "device_set" => {
             let q = s("entity").ok_or("invalid arguments: entity is required")?;
             let action = s("action").ok_or("invalid arguments: action is required")?;
-            let comps: Vec<Component> = [
-                Component::Light,
-                Component::Switch,
-                Component::Fan,
-                Component::Cover,
-                Component::Lock,
-                Component::Climate,
-                Component::Button,
-                Component::Scene,
-                Component::AlarmControlPanel,
-            ]
-            .into_iter()
-            .filter(|c| c.actions().contains(&action))
-            .collect();
+            let comps = settable(action);
             if comps.is_empty() {
                 return Err(format!(
                     "unknown action {action:?}; see the tool description for the actions"
@@ -152,14 +218,10 @@ pub async fn execute(m: &Mqtt, name: &str, args: &str) -> Result<String, String>
             }
             let id = resolve(m, q, &comps)?;
             let e = m.registry.get(&id).ok_or("the device went away")?;
-            if m.registry.is_high_risk(&id)
-                && !m.cfg.allow_high_risk.iter().any(|a| a == &id || a == "*")
-            {
+            if m.registry.is_high_risk(&id) && approved != Some(id.as_str()) {
                 tracing::warn!(entity = %id, action, "device_set refused: high-risk entity not approved");
                 return Err(format!(
-                    "{id} ({}) is a high-risk device (locks, alarms and doors need approval) and is \
-                     not approved for agents. Tell the user; the owner can allow it with \
-                     allow_high_risk = [\"{id}\"] in [channels.mqtt].",
+                    "{id} ({}) is a high-risk device and this call was not approved for it",
                     e.name
                 ));
             }

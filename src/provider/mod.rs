@@ -28,14 +28,7 @@ use credentials::{CredentialBook, SystemClock};
 use crate::config::{Config, Credential, ProviderConfig, ProviderKind, Secret};
 use crate::store::{Entry, ToolCall};
 
-/// A tool offered to the model.
-#[derive(Debug, Clone)]
-pub struct ToolSpec {
-    pub name: String,
-    pub description: String,
-    /// JSON schema of the arguments.
-    pub parameters: Value,
-}
+pub use crate::tool::ToolSpec;
 
 pub struct ChatRequest<'a> {
     pub system: &'a str,

@@ -221,7 +221,7 @@ async fn anthropic(State(s): State<Shared>, h: HeaderMap, body: String) -> Respo
         .and_then(|m| m["content"].as_array().cloned())
         .unwrap_or_default();
     let ask = match blocks.iter().find(|b| b["type"] == "tool_result") {
-        Some(b) => Ask::ToolResult(b["content"].as_str().unwrap_or("").to_string()),
+        Some(b) => Ask::ToolResult(super::unmark(b["content"].as_str().unwrap_or(""))),
         None => Ask::Text(
             blocks
                 .iter()
@@ -367,7 +367,9 @@ async fn gemini(
         .and_then(|c| c["parts"].as_array().cloned())
         .unwrap_or_default();
     let ask = match parts.iter().find_map(|p| p.get("functionResponse")) {
-        Some(fr) => Ask::ToolResult(fr["response"]["content"].as_str().unwrap_or("").to_string()),
+        Some(fr) => Ask::ToolResult(super::unmark(
+            fr["response"]["content"].as_str().unwrap_or(""),
+        )),
         None => Ask::Text(
             parts
                 .iter()

@@ -87,13 +87,13 @@ async fn completions(State(log): State<FakeLog>, body: String) -> Response {
     log.requests.lock().unwrap().push(req.clone());
     let msgs = req["messages"].as_array().cloned().unwrap_or_default();
     let last = msgs.last().cloned().unwrap_or(json!({}));
-    let last_user = msgs
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_string();
+    let last_user = unmark(
+        msgs.iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or(""),
+    );
     let (tx, rx) = mpsc::channel::<Result<String, std::io::Error>>(32);
     tokio::spawn(async move {
         let send = |s: String| {
@@ -186,9 +186,7 @@ async fn completions(State(log): State<FakeLog>, body: String) -> Response {
             return;
         }
         if last["role"] == "tool" && !looping {
-            let r = last["content"]
-                .as_str()
-                .unwrap_or("")
+            let r = unmark(last["content"].as_str().unwrap_or(""))
                 .chars()
                 .take(300)
                 .collect::<String>();
@@ -313,6 +311,22 @@ impl FakeOpenAi {
 }
 
 /// A config using the fake provider, plus extra TOML.
+/// The text inside Hearth's `<untrusted source="...">` mark (tool results,
+/// non-owner messages), so the fakes script and echo the text itself; a
+/// real model gets the mark (tests/trust.rs checks it arrives).
+pub fn unmark(s: &str) -> String {
+    match s
+        .strip_prefix("<untrusted source=")
+        .and_then(|r| r.split_once('\n'))
+    {
+        Some((_, rest)) => rest
+            .strip_suffix("\n</untrusted>")
+            .unwrap_or(rest)
+            .to_string(),
+        None => s.to_string(),
+    }
+}
+
 pub fn config_with(fake_url: &str, extra: &str) -> String {
     format!(
         "[providers.fake]\nkind = \"openai\"\nbase_url = \"{fake_url}\"\napi_key = \"sk-test-secret-key\"\n\n\

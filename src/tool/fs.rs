@@ -1,5 +1,5 @@
-//! Built-in tools: `read`, `write`, `edit`, `ls`, all confined to the agent's
-//! workspace.
+//! The file tools: `read`, `write`, `edit`, `ls` (group `fs`), all
+//! confined to the agent's workspace.
 //!
 //! Confinement ([`dir`]): a tool path must be relative without `..`, and it
 //! is opened one component at a time from the workspace's directory handle
@@ -8,20 +8,16 @@
 //! does. Anything else is a [`ToolError`] the model sees as the tool
 //! result; it never aborts the run.
 
-pub mod dir;
-
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::provider::ToolSpec;
-pub use dir::{PathError, Root};
+pub use super::dir::{PathError, Root};
+use super::{truncate, Tool, ToolCx, ToolFuture, ToolSpec};
 
 /// The file tools (policy group `group:fs`).
 pub const FS_TOOLS: [&str; 4] = ["read", "write", "edit", "ls"];
-
-/// Largest tool result handed back to the model.
-pub const MAX_OUTPUT: usize = 64 * 1024;
 
 impl From<PathError> for ToolError {
     fn from(e: PathError) -> ToolError {
@@ -92,6 +88,32 @@ fn arg<'a>(a: &'a Value, k: &str) -> Result<&'a str, ToolError> {
         .ok_or_else(|| ToolError::BadArgs(format!("\"{k}\" (string) is required")))
 }
 
+/// One file tool for the registry.
+pub struct FileTool(ToolSpec);
+
+/// The four file tools.
+pub fn tools() -> Vec<Arc<dyn Tool>> {
+    specs()
+        .into_iter()
+        .map(|s| Arc::new(FileTool(s)) as Arc<dyn Tool>)
+        .collect()
+}
+
+impl Tool for FileTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.0
+    }
+    fn group(&self) -> &'static str {
+        "fs"
+    }
+    fn call<'a>(&'a self, cx: &'a ToolCx, args: Value) -> ToolFuture<'a> {
+        let (ws, name) = (cx.workspace.clone(), self.0.name.clone());
+        Box::pin(super::blocking(move || {
+            execute_value(&ws, &name, &args).map_err(|e| e.to_string())
+        }))
+    }
+}
+
 /// Runs one tool (blocking file I/O). Returns the text result for the model.
 pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError> {
     let a: Value = if args.trim().is_empty() {
@@ -100,6 +122,10 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
         serde_json::from_str(args)
             .map_err(|e| ToolError::BadArgs(format!("arguments are not JSON: {e}")))?
     };
+    execute_value(root, name, &a)
+}
+
+fn execute_value(root: &Path, name: &str, a: &Value) -> Result<String, ToolError> {
     if !a.is_object() {
         return Err(ToolError::BadArgs("arguments must be a JSON object".into()));
     }
@@ -109,7 +135,7 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
     let ws = Root::open(root)?;
     match name {
         "read" => {
-            let rel = arg(&a, "path")?;
+            let rel = arg(a, "path")?;
             let buf = ws.read(rel)?;
             let text = String::from_utf8_lossy(&buf);
             let offset = a["offset"].as_u64().unwrap_or(1).max(1) as usize;
@@ -124,15 +150,15 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
             Ok(out)
         }
         "write" => {
-            let rel = arg(&a, "path")?;
-            let content = arg(&a, "content")?;
+            let rel = arg(a, "path")?;
+            let content = arg(a, "content")?;
             ws.write(rel, content.as_bytes())?;
             Ok(format!("wrote {} bytes to {rel}", content.len()))
         }
         "edit" => {
-            let rel = arg(&a, "path")?;
-            let old = arg(&a, "old_text")?;
-            let new = arg(&a, "new_text")?;
+            let rel = arg(a, "path")?;
+            let old = arg(a, "old_text")?;
+            let new = arg(a, "new_text")?;
             if old.is_empty() {
                 return Err(ToolError::BadArgs("old_text must not be empty".into()));
             }
@@ -161,21 +187,6 @@ pub fn execute(root: &Path, name: &str, args: &str) -> Result<String, ToolError>
                 out
             })
         }
-    }
-}
-
-/// Cuts a tool result to [`MAX_OUTPUT`] with a visible notice.
-pub fn truncate(s: &mut String) {
-    if s.len() > MAX_OUTPUT {
-        let mut cut = MAX_OUTPUT;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let total = s.len();
-        s.truncate(cut);
-        s.push_str(&format!(
-            "\n[output truncated: {total} bytes, showing the first {cut}]"
-        ));
     }
 }
 
