@@ -290,8 +290,8 @@ impl Queue {
     pub async fn compact(
         &self,
         key: &str,
+        by: &crate::inbound::Origin,
     ) -> Result<crate::agent::compact::Outcome, CompactRefused> {
-        use crate::inbound::{ChatKind, Origin, Sender, Trust};
         let store = self.inner.store.clone();
         let k = key.to_string();
         let meta = tokio::task::spawn_blocking(move || store.session(&k))
@@ -327,20 +327,9 @@ impl Queue {
             cancel: cancel.clone(),
             done: false,
         };
-        // the flush turn speaks for the session's channel; it runs only on
+        // the flush turn runs for the one who asked, and only on
         // conversations the owner alone wrote (see `compact::flush`)
-        let channel = meta.last_channel.unwrap_or_else(|| "webchat".into());
-        let origin = Origin {
-            chat: ChatKind::Direct,
-            sender: Sender {
-                id: "owner".into(),
-                name: None,
-            },
-            trust: Trust::Owner,
-            binding: None,
-            channel,
-        };
-        let res = crate::agent::compact::compact(&ctx, key, &origin, &cancel, None).await;
+        let res = crate::agent::compact::compact(&ctx, key, by, &cancel, None).await;
         slot.done = true;
         drop(slot);
         if res.is_ok() {
@@ -678,7 +667,7 @@ fn take_same_sender(
     let mut out = Vec::new();
     while let Some(it) = pending.front() {
         let o = it.origin();
-        if o.trust != first.trust || o.sender != first.sender || o.channel != first.channel {
+        if o != first {
             break;
         }
         out.extend(pending.pop_front());

@@ -351,7 +351,9 @@ async fn flush(
     sc: &SessionContext,
     cancel: &CancellationToken,
 ) -> bool {
+    // a group session mixes people, and its summary may carry their words
     if origin.trust < Trust::Owner
+        || session.contains(":group:")
         || sc
             .entries
             .iter()

@@ -402,11 +402,9 @@ async fn turn_loop(
         // Steer: messages that arrived meanwhile join this turn here.
         let steered = steer();
         if !steered.is_empty() {
-            round.push(Entry::new(
-                Role::User,
-                turn_text(&steered),
-                Some(&ev.run_id),
-            ));
+            let mut e = Entry::new(Role::User, turn_text(&steered), Some(&ev.run_id));
+            e.source = (origin.trust < Trust::Owner).then(|| origin.describe());
+            round.push(e);
             items.extend(steered);
         }
         let store = ctx.store.clone();

@@ -151,6 +151,20 @@ pub trait Channel: Send + Sync {
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
+/// The ingest handle a channel gets: it writes the channel's own kind on
+/// every message, so one channel cannot borrow another's allow lists.
+struct Stamped {
+    inner: Arc<dyn Ingest>,
+    kind: &'static str,
+}
+
+impl Ingest for Stamped {
+    fn accept(&self, mut m: Inbound) -> BoxFuture<'_, IngestOutcome> {
+        m.channel = self.kind.to_string();
+        self.inner.accept(m)
+    }
+}
+
 /// Starts a channel with its context; returns its task.
 pub fn start(
     c: Arc<dyn Channel>,
@@ -164,7 +178,10 @@ pub fn start(
     let dir = state_root.join("channels").join(kind);
     std::fs::create_dir_all(&dir)?;
     let cx = ChannelContext {
-        ingest,
+        ingest: Arc::new(Stamped {
+            inner: ingest,
+            kind,
+        }),
         outbox: Outbox::new(store.clone(), kind, wakers),
         shutdown,
         state_dir: dir,

@@ -14,13 +14,14 @@ pub enum PairingCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Approve a code: its sender may talk to Hearth from now on
+    /// Approve a code: its sender may talk to Hearth from now on, as a
+    /// household member (own session, device tools only) unless --owner
     Approve {
         /// The 8-character code the sender was given
         code: String,
-        /// Approve as a household member (own session, device tools only) instead of as the owner
+        /// Approve as the owner (the main session, every tool): only for yourself
         #[arg(long)]
-        member: bool,
+        owner: bool,
     },
     /// Take an approval back
     Revoke {
@@ -44,8 +45,8 @@ pub async fn run(url: String, token: Option<String>, cmd: PairingCmd) -> anyhow:
     };
     let r = match &cmd {
         PairingCmd::List { .. } => c.request("pairing.list", json!({})).await,
-        PairingCmd::Approve { code, member } => {
-            let trust = if *member { "member" } else { "owner" };
+        PairingCmd::Approve { code, owner } => {
+            let trust = if *owner { "owner" } else { "member" };
             c.request("pairing.approve", json!({"code": code, "trust": trust}))
                 .await
         }

@@ -116,7 +116,7 @@ pub async fn run(
             (text.clone(), json!({"context": text}))
         }
         Command::Compact => {
-            let text = match compact_session(g, session).await {
+            let text = match compact_session(g, session, origin).await {
                 Ok(o) => format!(
                     "Compacted the conversation: {} older entries summarized, {} kept; context about {} → {} tokens{}.",
                     o.summarized,
@@ -226,10 +226,11 @@ async fn context_report(
 pub async fn compact_session(
     g: &Gateway,
     session: &str,
+    by: &Origin,
 ) -> Result<crate::agent::compact::Outcome, ErrorShape> {
     use crate::agent::compact::CompactError;
     use crate::queue::CompactRefused;
-    g.queue.compact(session).await.map_err(|e| match e {
+    g.queue.compact(session, by).await.map_err(|e| match e {
         CompactRefused::NoSession => ErrorShape::invalid(format!("no session {session:?}")),
         CompactRefused::Busy => ErrorShape::unavailable(e.to_string()),
         CompactRefused::Compact(CompactError::Nothing | CompactError::NoModel) => {

@@ -56,6 +56,20 @@ impl Gateway {
             m.text
                 .push_str("\n[message cut: it was longer than 64 KiB]");
         }
+        // a name is the sender's own choice: bounded, printable
+        m.sender.name = m.sender.name.take().map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control() && !('\u{202a}'..='\u{202e}').contains(c))
+                .take(64)
+                .collect()
+        });
+        m.sender.id = m
+            .sender
+            .id
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(128)
+            .collect();
         let trust = match self.classify(&m).await {
             Ok(Classified::Trusted(t)) => t,
             Ok(Classified::Refused { why, reply }) => {
@@ -159,7 +173,7 @@ impl Gateway {
                 Classified::Refused {
                     why: "pairing required".into(),
                     reply: Some(format!(
-                        "Hearth does not know you yet. Your pairing code is {code}. Ask the owner to approve it (hearth pairing approve {code}); it is valid for one hour."
+                        "Hearth does not know you yet. Your pairing code is {code}. Ask the owner to approve it; it is valid for one hour."
                     )),
                 }
             }

@@ -269,13 +269,13 @@ async fn pairing_list(g: &Gateway) -> Res {
 }
 
 /// `pairing.approve {code, trust?}`: the sender of that code becomes
-/// `owner` (default) or `member`.
+/// `member` (default) or, asked for explicitly, `owner`.
 async fn pairing_approve(g: &Gateway, p: &Value) -> Res {
     use crate::inbound::Trust;
     let code = str_param(p, "code")
         .ok_or_else(|| ErrorShape::invalid("code is required"))?
         .to_string();
-    let trust = match str_param(p, "trust").unwrap_or("owner") {
+    let trust = match str_param(p, "trust").unwrap_or("member") {
         "owner" => Trust::Owner,
         "member" => Trust::Member,
         other => {
@@ -748,7 +748,8 @@ async fn sessions_delete(g: &Gateway, p: &Value) -> Res {
 /// `sessions.compact {key}`: summarizes the older turns now.
 async fn sessions_compact(g: &Gateway, p: &Value) -> Res {
     let session = session_param(g, p)?;
-    let out = super::commands::compact_session(g, &session).await?;
+    let owner = crate::inbound::Origin::owner("webchat");
+    let out = super::commands::compact_session(g, &session, &owner).await?;
     Ok(json!({"ok": true, "key": session, "compacted": out.to_json()}))
 }
 

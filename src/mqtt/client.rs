@@ -510,7 +510,8 @@ impl Mqtt {
 
     /// Returns whether to acknowledge.
     async fn on_device_text(&self, gw: &ChannelContext, dev: &str, payload: &[u8]) -> bool {
-        if !valid_device(dev) {
+        // `event-<trigger>` is a trigger's own session
+        if !valid_device(dev) || dev.to_ascii_lowercase().starts_with("event-") {
             tracing::warn!(device = %dev, "mqtt: ignoring a message for an invalid device id");
             return true;
         }
