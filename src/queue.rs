@@ -50,6 +50,8 @@ pub enum QueueError {
 struct Running {
     run_id: String,
     cancel: CancellationToken,
+    /// Who the running turn is for (`None`: a compaction by hand).
+    origin: Option<crate::inbound::Origin>,
 }
 
 #[derive(Default)]
@@ -230,7 +232,10 @@ impl Queue {
             while q.pending.len() > self.inner.cfg.cap {
                 let old = q.pending.pop_front().expect("non-empty");
                 if self.inner.cfg.drop == DropPolicy::Summarize {
-                    if let Some(next) = q.pending.front_mut() {
+                    // folded only into the same sender's next message: it
+                    // is shown as theirs
+                    if let Some(next) = q.pending.front_mut().filter(|n| n.origin() == old.origin())
+                    {
                         let mut d = old.dropped.clone();
                         d.push(old.text.clone());
                         d.append(&mut next.dropped);
@@ -241,7 +246,15 @@ impl Queue {
                 dropped.push(old);
             }
             if let Some(r) = &q.running {
-                if self.inner.cfg.mode == QueueMode::Interrupt {
+                // a sender interrupts only their own turn, or a less
+                // trusted one (the owner may cut a guest's reply)
+                let o = item.origin();
+                if self.inner.cfg.mode == QueueMode::Interrupt
+                    && (r
+                        .origin
+                        .as_ref()
+                        .is_none_or(|ro| *ro == o || ro.trust < o.trust))
+                {
                     tracing::info!(run_id = %r.run_id, "interrupting the running turn for a new message");
                     r.cancel.cancel();
                 }
@@ -316,6 +329,7 @@ impl Queue {
             q.running = Some(Running {
                 run_id: format!("compact-{}", crate::store::new_id()),
                 cancel: cancel.clone(),
+                origin: None,
             });
         }
         // Released however this ends: also when the caller goes away
@@ -474,6 +488,7 @@ impl Queue {
             q.running = Some(Running {
                 run_id: run_id.clone(),
                 cancel: cancel.clone(),
+                origin: Some(batch[0].origin()),
             });
         }
         let ev = Arc::new(RunEvents::new(self.inner.bus.clone(), &run_id, key));
@@ -716,5 +731,41 @@ mod tests {
         ));
         assert!(due_for_reset(daily, 86_400_000 + 3 * h, 86_400_000 + 5 * h));
         assert!(due_for_reset(daily, 3 * h, 86_400_000 + 5 * h));
+    }
+
+    #[test]
+    fn a_batch_never_mixes_senders() {
+        use crate::inbound::{Origin, Trust};
+        let item = |who: &str, trust: Trust| {
+            let mut o = Origin::owner("testchat");
+            o.sender.id = who.into();
+            o.trust = trust;
+            InboxItem {
+                seq: 0,
+                session_key: "s".into(),
+                agent_id: "main".into(),
+                text: who.into(),
+                run_id: who.into(),
+                channel: "testchat".into(),
+                received_ms: 0,
+                dropped: vec![],
+                started: None,
+                reply_to: None,
+                from: Some(o),
+            }
+        };
+        let mut q: VecDeque<InboxItem> = [
+            item("owner", Trust::Owner),
+            item("owner", Trust::Owner),
+            item("kid", Trust::Member),
+            item("owner", Trust::Owner),
+        ]
+        .into();
+        assert_eq!(take_same_sender(&mut q, None).len(), 2);
+        let kid = q.front().unwrap().origin();
+        assert_eq!(take_same_sender(&mut q, Some(&kid)).len(), 1);
+        // steering for the kid's turn takes none of the owner's messages
+        assert!(take_same_sender(&mut q, Some(&kid)).is_empty());
+        assert_eq!(q.len(), 1);
     }
 }
