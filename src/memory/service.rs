@@ -20,9 +20,6 @@ use crate::models::embed::{BertEmbedder, Embedder};
 use crate::store::Store;
 use crate::tool::{Tool, ToolCx, ToolFuture, ToolSpec};
 
-/// The memory tools (policy group `group:memory`).
-pub const MEMORY_TOOLS: [&str; 2] = ["memory_search", "memory_get"];
-
 /// Lines `memory_get` returns when not told.
 const GET_LINES: usize = 40;
 

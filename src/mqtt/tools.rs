@@ -95,15 +95,6 @@ fn settable(action: &str) -> Vec<Component> {
     .collect()
 }
 
-pub const DEVICE_TOOLS: [&str; 3] = ["devices_list", "device_state", "device_set"];
-
-/// Whether `tools` offers any device tool (the prompt says so when not).
-pub fn offers_devices(tools: &[ToolSpec]) -> bool {
-    tools
-        .iter()
-        .any(|t| DEVICE_TOOLS.contains(&t.name.as_str()))
-}
-
 pub fn specs() -> Vec<ToolSpec> {
     vec![
         ToolSpec {

@@ -48,8 +48,6 @@ pub enum ToolError {
     Io(String),
     #[error("unknown tool {0:?}")]
     Unknown(String),
-    #[error("tool {0:?} is not allowed for this agent")]
-    Denied(String),
 }
 
 pub fn specs() -> Vec<ToolSpec> {

@@ -186,6 +186,7 @@ pub struct Registry {
     channel_tools: HashMap<String, SenderTools>,
     /// `[[bindings]] tools`, by binding index.
     binding_tools: HashMap<usize, SenderTools>,
+    /// The approval hook (the safety work makes it configurable).
     approval: Arc<dyn Approval>,
 }
 
@@ -211,10 +212,6 @@ impl Registry {
         let mut list = self.tools.write().unwrap_or_else(|p| p.into_inner());
         list.retain(|x| x.spec().name != t.spec().name);
         list.push(t);
-    }
-
-    pub fn set_approval(&mut self, a: Arc<dyn Approval>) {
-        self.approval = a;
     }
 
     fn list(&self) -> Vec<Arc<dyn Tool>> {
@@ -268,14 +265,6 @@ impl Registry {
         self.list()
             .iter()
             .any(|t| t.group() == group && self.refusal(t.as_ref(), scope).is_none())
-    }
-
-    /// The group of a tool, if the registry has it.
-    pub fn group_of(&self, name: &str) -> Option<&'static str> {
-        self.list()
-            .iter()
-            .find(|t| t.spec().name == name)
-            .map(|t| t.group())
     }
 
     /// Runs one call under the policy, the approval hook, the timeout and
