@@ -217,7 +217,7 @@ pub async fn run(
         // replies waiting for a channel that is no longer configured
         let keep: Vec<&'static str> = channels.iter().map(|c| c.kind()).collect();
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.outbox_drop_except(&keep)).await? {
+        match tokio::task::spawn_blocking(move || s.outbox().drop_except(&keep)).await? {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 replies = n,
@@ -589,7 +589,7 @@ fn local_model_refs(cfg: &mut Config, state: &Path) -> (Vec<(String, PathBuf)>, 
 /// survive a restart.
 async fn credential_book(store: &Store) -> anyhow::Result<Arc<CredentialBook>> {
     let s = store.clone();
-    let saved = tokio::task::spawn_blocking(move || s.credentials())
+    let saved = tokio::task::spawn_blocking(move || s.credentials().list())
         .await?
         .context("cannot read provider credential state")?;
     let saved = saved
@@ -608,7 +608,7 @@ async fn credential_book(store: &Store) -> anyhow::Result<Arc<CredentialBook>> {
         saved,
         Box::new(move |k, st| {
             let v = serde_json::to_vec(st).expect("json");
-            if let Err(e) = s.put_credential(k, v) {
+            if let Err(e) = s.credentials().put(k, v) {
                 tracing::warn!(credential = %k, "cannot save credential state: {e}");
             }
         }),

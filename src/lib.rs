@@ -17,13 +17,13 @@
 //! | [`gateway`] | WebSocket (OpenClaw protocol v4) + HTTP on one port; methods in `gateway::methods`, the channels' entry point (trust, pairing, routing) in `gateway::ingest`, the command layer in `gateway::commands` |
 //! | [`routing`] | bindings → agent, OpenClaw session keys |
 //! | [`queue`] | per-session serial runs, global concurrency, collect/followup/steer/interrupt, durability |
-//! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` builds the prompt, `agent::compact` summarizes old turns |
+//! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` assembles every model call's input, `agent::call` is the one model-call path, `agent::compact` summarizes old turns |
 //! | [`provider`] | the `Provider` trait, typed errors, the retry/rotate/fallback chain, credential health; kinds `openai`, `anthropic`, `gemini`, `local` |
 //! | [`models`] | local candle models: embedder, chat model, tool-call grammar, GGUF requantization |
 //! | [`memory`] | MEMORY.md + memory/*.md: chunking, BM25 (tantivy) + int8 embeddings (redb), hybrid ranking; session transcripts too |
 //! | [`mqtt`] | MQTT devices as a channel (`mqtt::channel`), Home Assistant discovery registry, device tools, triggers |
 //! | [`tool`] | the [`tool::Tool`] trait and the per-agent [`tool::Registry`] (policy, approval hook, timeout, output cap); the workspace-confined file tools |
-//! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys, outbox, pairing; one writer thread (group commit); schema version |
+//! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys, outbox, credentials, pairing, each behind a small handle; one writer thread (group commit); schema version |
 //! | [`events`] | the event bus feeding `agent` / `chat` events to clients |
 //! | [`client`] | a gateway client for `hearth chat` / `status` and the tests |
 //! | [`secret`] | leaf: a string that never prints itself |

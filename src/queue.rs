@@ -147,7 +147,7 @@ impl Queue {
     pub async fn resume(&self) -> Result<usize, StoreError> {
         let store = self.inner.store.clone();
         let items = tokio::task::spawn_blocking(move || -> Result<Vec<InboxItem>, StoreError> {
-            let mut items = store.inbox()?;
+            let mut items = store.inbox().list()?;
             let mut from: HashMap<String, u64> = HashMap::new();
             for it in &items {
                 if let Some((_, f)) = &it.started {
@@ -156,7 +156,7 @@ impl Queue {
                 }
             }
             for (k, f) in &from {
-                let n = store.rollback_partial(k, *f)?;
+                let n = store.transcripts().rollback_partial(k, *f)?;
                 tracing::warn!(session = %k, entries = n, "rolled back a run cut off by a restart");
             }
             let touched: Vec<InboxItem> = items
@@ -167,11 +167,11 @@ impl Queue {
                     i.clone()
                 })
                 .collect();
-            store.update_inbox(&touched)?;
+            store.inbox().update(&touched)?;
             Ok(items)
         })
         .await
-        .map_err(|e| StoreError::Db(e.to_string()))??;
+        .map_err(|e| StoreError::Io(e.to_string()))??;
         let n = items.len();
         let mut kick = Vec::new();
         {
@@ -220,7 +220,7 @@ impl Queue {
             store.enqueue(item, idem.as_ref().map(|(k, r)| (k.as_str(), r.clone())))
         })
         .await
-        .map_err(|e| StoreError::Db(e.to_string()))??;
+        .map_err(|e| StoreError::Io(e.to_string()))??;
 
         let (start, dropped, updated) = {
             let mut s = self.inner.sessions.lock().unwrap();
@@ -269,8 +269,8 @@ impl Queue {
             tracing::warn!(session = %item.session_key, dropped = dropped.len(), "queue cap reached; dropped the oldest message(s)");
             let why = "dropped: the queue for this conversation was full";
             let res = tokio::task::spawn_blocking(move || {
-                store.drop_inbox(&dropped, why)?;
-                store.update_inbox(&updated)
+                store.inbox().discard(&dropped, why)?;
+                store.inbox().update(&updated)
             })
             .await;
             if let Ok(Err(e)) = res {
@@ -307,7 +307,7 @@ impl Queue {
     ) -> Result<crate::agent::compact::Outcome, CompactRefused> {
         let store = self.inner.store.clone();
         let k = key.to_string();
-        let meta = tokio::task::spawn_blocking(move || store.session(&k))
+        let meta = tokio::task::spawn_blocking(move || store.sessions().get(&k))
             .await
             .map_err(|e| CompactRefused::Failed(e.to_string()))?
             .map_err(|e| CompactRefused::Failed(e.to_string()))?
@@ -606,12 +606,12 @@ impl Queue {
         let store = self.inner.store.clone();
         let k = key.to_string();
         let _ = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            let Some(meta) = store.session(&k)? else {
+            let Some(meta) = store.sessions().get(&k)? else {
                 return Ok(());
             };
             if due_for_reset(policy, meta.updated_ms, now_ms()) {
                 tracing::info!(session = %k, "session reset by policy");
-                store.reset_session(&k)?;
+                store.sessions().reset(&k)?;
             }
             Ok(())
         })

@@ -30,8 +30,18 @@ const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credenti
 /// Replies waiting to be delivered to a channel, by sequence number.
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
+mod credentials;
+mod inbox;
+mod outbox;
 mod pairing;
+mod sessions;
+mod transcripts;
+pub use credentials::Credentials;
+pub use inbox::Inbox;
+pub use outbox::Outbox;
 pub use pairing::{Approved, Pairing, Request as PairingRequest};
+pub use sessions::Sessions;
+pub use transcripts::Transcripts;
 
 /// The layout version written to `META["schema"]` and checked at open:
 /// 1 = before it was written, 2 = pairing tables, senders on inbox items.
@@ -48,8 +58,12 @@ pub const CACHE_BYTES: usize = 4 << 20;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// redb failed; the error is kept as the source.
     #[error("state database: {0}")]
-    Db(String),
+    Db(#[source] Arc<redb::Error>),
+    /// Reading the file, the writer thread, or a blocking task failed.
+    #[error("state database: {0}")]
+    Io(String),
     #[error("state database record is corrupt: {0}")]
     Corrupt(String),
     /// The file is not a database redb can open (empty, cut off, garbage).
@@ -72,7 +86,7 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
-            return Err(StoreError::Db(format!(
+            return Err(StoreError::Io(format!(
                 "cannot read {}: {e}",
                 path.display()
             )))
@@ -85,7 +99,7 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) => {
-                return Err(StoreError::Db(format!(
+                return Err(StoreError::Io(format!(
                     "cannot read {}: {e}",
                     path.display()
                 )))
@@ -114,7 +128,7 @@ fn open_err(e: redb::DatabaseError) -> StoreError {
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
-    StoreError::Db(e.into().to_string())
+    StoreError::Db(Arc::new(e.into()))
 }
 
 fn push_outbox(w: &redb::WriteTransaction, outbox: &[OutboxItem]) -> Result<(), StoreError> {
@@ -478,7 +492,7 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("hearth-store".into())
             .spawn(move || writer_loop(&wdb, rx))
-            .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             db: d,
             writer: Arc::new(Writer {
@@ -513,9 +527,9 @@ impl Store {
             .as_ref()
             .expect("open until the last handle drops")
             .send(WriteReq { durable, job })
-            .map_err(|_| StoreError::Db("the writer thread stopped".into()))?;
+            .map_err(|_| StoreError::Io("the writer thread stopped".into()))?;
         rx.recv().map_err(|_| {
-            StoreError::Db("the state database did not take the write (see the log)".into())
+            StoreError::Io("the state database did not take the write (see the log)".into())
         })?
     }
 
@@ -595,169 +609,10 @@ impl Store {
         })
     }
 
-    /// Saved credential states (raw JSON), for the provider layer.
-    pub fn credentials(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let r = self.db.begin_read().map_err(db)?;
-        let t = r.open_table(CREDENTIALS).map_err(db)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(db)? {
-            let (k, v) = row.map_err(db)?;
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// Saves one credential state durably (failures are rare; a restart
-    /// right after must still see the cooldown).
-    pub fn put_credential(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        let key = key.to_string();
-        self.write(true, move |w| {
-            let mut t = w.open_table(CREDENTIALS).map_err(db)?;
-            t.insert(key.as_str(), value.as_slice()).map_err(db)?;
-            Ok(())
-        })
-    }
-
     pub fn get_idem(&self, key: &str) -> Result<Option<IdemRecord>, StoreError> {
         let r = self.db.begin_read().map_err(db)?;
         let t = r.open_table(IDEM).map_err(db)?;
         t.get(key).map_err(db)?.map(|v| dec(v.value())).transpose()
-    }
-
-    pub fn inbox(&self) -> Result<Vec<InboxItem>, StoreError> {
-        let r = self.db.begin_read().map_err(db)?;
-        let t = r.open_table(INBOX).map_err(db)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(db)? {
-            let (_, v) = row.map_err(db)?;
-            out.push(dec(v.value())?);
-        }
-        Ok(out)
-    }
-
-    /// The last `limit` entries of the session's current transcript.
-    pub fn transcript(&self, session: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let r = self.db.begin_read().map_err(db)?;
-        let first = match r
-            .open_table(SESSIONS)
-            .map_err(db)?
-            .get(session)
-            .map_err(db)?
-        {
-            Some(v) => dec::<SessionMeta>(v.value())?.first_index,
-            None => return Ok(vec![]),
-        };
-        let t = r.open_table(TRANSCRIPT).map_err(db)?;
-        let mut out = Vec::new();
-        for row in t
-            .range((session, first)..=(session, u64::MAX))
-            .map_err(db)?
-            .rev()
-        {
-            if out.len() >= limit {
-                break;
-            }
-            let (_, v) = row.map_err(db)?;
-            out.push(dec(v.value())?);
-        }
-        out.reverse();
-        Ok(out)
-    }
-
-    /// The context of the session's next model call: the latest compaction
-    /// summary, then at most `limit` entries from its cut on (the summary
-    /// entry itself is not among them).
-    pub fn context(&self, session: &str, limit: usize) -> Result<SessionContext, StoreError> {
-        let r = self.db.begin_read().map_err(db)?;
-        let Some(meta) = r
-            .open_table(SESSIONS)
-            .map_err(db)?
-            .get(session)
-            .map_err(db)?
-            .map(|v| dec::<SessionMeta>(v.value()))
-            .transpose()?
-        else {
-            return Ok(SessionContext::default());
-        };
-        let t = r.open_table(TRANSCRIPT).map_err(db)?;
-        let mut out = SessionContext::default();
-        let mut start = meta.first_index;
-        let mut skip = None;
-        if let Some(c) = meta
-            .compaction
-            .filter(|c| c.summary_index >= meta.first_index)
-        {
-            if let Some(v) = t.get((session, c.summary_index)).map_err(db)? {
-                out.summary = Some(dec::<Entry>(v.value())?.text);
-                start = c.keep_from.max(meta.first_index);
-                skip = Some(c.summary_index);
-            }
-        }
-        for row in t
-            .range((session, start)..=(session, u64::MAX))
-            .map_err(db)?
-            .rev()
-        {
-            if out.entries.len() >= limit {
-                break;
-            }
-            let (k, v) = row.map_err(db)?;
-            let i = k.value().1;
-            if Some(i) != skip {
-                out.entries.push((i, dec(v.value())?));
-            }
-        }
-        out.entries.reverse();
-        // the limit may have cut a tool round: results without their call
-        // are dropped (providers reject them)
-        let orphans = out
-            .entries
-            .iter()
-            .take_while(|(_, e)| e.role == Role::Tool)
-            .count();
-        out.entries.drain(..orphans);
-        Ok(out)
-    }
-
-    /// Records a compaction: appends the summary entry and moves the
-    /// context's cut to `keep_from`. Durable. Returns the summary's index.
-    pub fn compact(
-        &self,
-        session: &str,
-        agent_id: &str,
-        summary: Entry,
-        keep_from: u64,
-    ) -> Result<u64, StoreError> {
-        let (session, agent_id) = (session.to_string(), agent_id.to_string());
-        self.write(true, move |w| {
-            let mut meta = session_meta_mut(w, &session, &agent_id)?;
-            let at = meta.next_index;
-            append(w, &mut meta, &[summary])?;
-            meta.compaction = Some(Compaction {
-                summary_index: at,
-                keep_from,
-            });
-            put_meta(w, &meta)?;
-            Ok(at)
-        })
-    }
-
-    /// Every stored entry of a session, older session ids (before a reset)
-    /// included, for the memory index.
-    pub fn all_entries(&self, session: &str) -> Result<Vec<Entry>, StoreError> {
-        self.entries_before(session, u64::MAX)
-    }
-
-    /// The stored entries of a session with an index below `end`.
-    pub fn entries_before(&self, session: &str, end: u64) -> Result<Vec<Entry>, StoreError> {
-        let r = self.db.begin_read().map_err(db)?;
-        let t = r.open_table(TRANSCRIPT).map_err(db)?;
-        let mut out = Vec::new();
-        for row in t.range((session, 0)..(session, end)).map_err(db)? {
-            let (_, v) = row.map_err(db)?;
-            out.push(dec(v.value())?);
-        }
-        Ok(out)
     }
 
     pub fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -767,58 +622,6 @@ impl Store {
             .map_err(db)?
             .map(|v| dec(v.value()))
             .transpose()
-    }
-
-    pub fn sessions(&self) -> Result<Vec<SessionMeta>, StoreError> {
-        let r = self.db.begin_read().map_err(db)?;
-        let t = r.open_table(SESSIONS).map_err(db)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(db)? {
-            out.push(dec(row.map_err(db)?.1.value())?);
-        }
-        Ok(out)
-    }
-
-    pub fn session(&self, key: &str) -> Result<Option<SessionMeta>, StoreError> {
-        let r = self.db.begin_read().map_err(db)?;
-        let t = r.open_table(SESSIONS).map_err(db)?;
-        t.get(key).map_err(db)?.map(|v| dec(v.value())).transpose()
-    }
-
-    pub fn update_inbox(&self, items: &[InboxItem]) -> Result<(), StoreError> {
-        let items = items.to_vec();
-        self.write(true, move |w| {
-            let mut t = w.open_table(INBOX).map_err(db)?;
-            for it in &items {
-                t.insert(it.seq, enc(it).as_slice()).map_err(db)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Removes dropped items and marks their runs `dropped`.
-    pub fn drop_inbox(&self, items: &[InboxItem], why: &str) -> Result<(), StoreError> {
-        let (items, why) = (items.to_vec(), why.to_string());
-        self.write(true, move |w| {
-            let mut t = w.open_table(INBOX).map_err(db)?;
-            let mut runs = w.open_table(RUNS).map_err(db)?;
-            for it in &items {
-                t.remove(it.seq).map_err(db)?;
-                let rec = RunRecord {
-                    run_id: it.run_id.clone(),
-                    session_key: it.session_key.clone(),
-                    status: RunStatus::Dropped,
-                    created_ms: it.received_ms,
-                    started_ms: None,
-                    ended_ms: Some(now_ms()),
-                    reply: None,
-                    error: Some(why.clone()),
-                };
-                runs.insert(it.run_id.as_str(), enc(&rec).as_slice())
-                    .map_err(db)?;
-            }
-            Ok(())
-        })
     }
 
     /// Marks items as picked up by `run_id`, starting at transcript `from`,
@@ -864,23 +667,6 @@ impl Store {
         Ok(from)
     }
 
-    /// Appends transcript entries of a running turn (tool calls, results).
-    /// Not durable by itself: see [`lazy`].
-    pub fn append(
-        &self,
-        session: &str,
-        agent_id: &str,
-        entries: &[Entry],
-    ) -> Result<(), StoreError> {
-        let (session, agent_id, entries) =
-            (session.to_string(), agent_id.to_string(), entries.to_vec());
-        self.write(false, move |w| {
-            let mut meta = session_meta_mut(w, &session, &agent_id)?;
-            append(w, &mut meta, &entries)?;
-            put_meta(w, &meta)
-        })
-    }
-
     /// Commits a finished run durably (see the module invariants).
     pub fn finish_run(&self, c: RunCommit<'_>, agent_id: &str) -> Result<(), StoreError> {
         let (session, agent_id) = (c.session_key.to_string(), agent_id.to_string());
@@ -900,167 +686,6 @@ impl Store {
                     .map_err(db)?;
             }
             Ok(())
-        })
-    }
-
-    /// Replies waiting for `channel`, oldest first.
-    pub fn outbox(&self, channel: &str) -> Result<Vec<(u64, OutboxItem)>, StoreError> {
-        let r = self.db.begin_read().map_err(db)?;
-        let t = r.open_table(OUTBOX).map_err(db)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(db)? {
-            let (k, v) = row.map_err(db)?;
-            let o: OutboxItem = dec(v.value())?;
-            if o.channel() == channel {
-                out.push((k.value(), o));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Records a reply's delivery step. Durable; a row already gone is
-    /// left gone.
-    pub fn outbox_set_wire(&self, seq: u64, wire: Wire) -> Result<(), StoreError> {
-        self.write(true, move |w| {
-            let mut t = w.open_table(OUTBOX).map_err(db)?;
-            let row = t
-                .get(seq)
-                .map_err(db)?
-                .map(|v| dec::<OutboxItem>(v.value()));
-            if let Some(o) = row {
-                let mut o = o?;
-                o.wire = Some(wire);
-                t.insert(seq, enc(&o).as_slice()).map_err(db)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Queues a reply that is no run's (a command's answer). Durable.
-    pub fn outbox_push(&self, item: OutboxItem) -> Result<(), StoreError> {
-        self.write(true, move |w| push_outbox(w, &[item]))
-    }
-
-    /// Removes delivered replies. Durable.
-    pub fn outbox_done(&self, seqs: &[u64]) -> Result<(), StoreError> {
-        self.outbox_remove(seqs, true)
-    }
-
-    /// Removes delivered replies without waiting for the disk: for a step
-    /// whose loss in a crash is harmless (MQTT QoS 2 after PUBCOMP: the row
-    /// comes back as "released" and only its PUBREL is sent again).
-    pub fn outbox_done_lazy(&self, seqs: &[u64]) -> Result<(), StoreError> {
-        self.outbox_remove(seqs, false)
-    }
-
-    fn outbox_remove(&self, seqs: &[u64], durable: bool) -> Result<(), StoreError> {
-        let seqs = seqs.to_vec();
-        self.write(durable, move |w| {
-            let mut t = w.open_table(OUTBOX).map_err(db)?;
-            for s in &seqs {
-                t.remove(*s).map_err(db)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Drops replies for channels not in `keep` (a channel removed from the
-    /// config); returns how many.
-    pub fn outbox_drop_except(&self, keep: &[&str]) -> Result<usize, StoreError> {
-        let keep: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
-        self.write(true, move |w| {
-            let mut t = w.open_table(OUTBOX).map_err(db)?;
-            let mut n = 0;
-            t.retain(|_, v| {
-                let keep_it = serde_json::from_slice::<OutboxItem>(v)
-                    .is_ok_and(|o| keep.iter().any(|k| k == o.channel()));
-                n += usize::from(!keep_it);
-                keep_it
-            })
-            .map_err(db)?;
-            Ok(n)
-        })
-    }
-
-    /// After a crash: deletes transcript entries a run wrote from `from` on,
-    /// so the message runs again from a clean state.
-    pub fn rollback_partial(&self, session: &str, from: u64) -> Result<u64, StoreError> {
-        let session = session.to_string();
-        self.write(true, move |w| {
-            let session = session.as_str();
-            let mut n = 0;
-            let mut t = w.open_table(TRANSCRIPT).map_err(db)?;
-            let keys: Vec<u64> = t
-                .range((session, from)..=(session, u64::MAX))
-                .map_err(db)?
-                .map(|r| r.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()
-                .map_err(db)?;
-            for k in keys {
-                t.remove((session, k)).map_err(db)?;
-                n += 1;
-            }
-            let mut s = w.open_table(SESSIONS).map_err(db)?;
-            let meta = s
-                .get(session)
-                .map_err(db)?
-                .map(|v| dec::<SessionMeta>(v.value()));
-            if let Some(meta) = meta {
-                let mut meta = meta?;
-                meta.next_index = meta.next_index.min(from.max(meta.first_index));
-                // a compaction the rolled-back run made is undone with it
-                if meta
-                    .compaction
-                    .is_some_and(|c| c.summary_index >= meta.next_index)
-                {
-                    meta.compaction = None;
-                }
-                s.insert(session, enc(&meta).as_slice()).map_err(db)?;
-            }
-            Ok(n)
-        })
-    }
-
-    /// Starts a new session id; the old transcript stays on disk but leaves
-    /// the context.
-    pub fn reset_session(&self, key: &str) -> Result<Option<SessionMeta>, StoreError> {
-        let key = key.to_string();
-        self.write(true, move |w| {
-            let mut s = w.open_table(SESSIONS).map_err(db)?;
-            let meta = s
-                .get(key.as_str())
-                .map_err(db)?
-                .map(|v| dec::<SessionMeta>(v.value()));
-            match meta {
-                None => Ok(None),
-                Some(m) => {
-                    let mut m = m?;
-                    m.first_index = m.next_index;
-                    m.session_id = new_id();
-                    m.compaction = None;
-                    m.updated_ms = now_ms();
-                    s.insert(key.as_str(), enc(&m).as_slice()).map_err(db)?;
-                    Ok(Some(m))
-                }
-            }
-        })
-    }
-
-    /// Deletes the session and its whole transcript.
-    pub fn delete_session(&self, key: &str) -> Result<bool, StoreError> {
-        let key = key.to_string();
-        self.write(true, move |w| {
-            let key = key.as_str();
-            let existed = w
-                .open_table(SESSIONS)
-                .map_err(db)?
-                .remove(key)
-                .map_err(db)?
-                .is_some();
-            let mut t = w.open_table(TRANSCRIPT).map_err(db)?;
-            t.retain_in((key, 0)..=(key, u64::MAX), |_, _| false)
-                .map_err(db)?;
-            Ok(existed)
         })
     }
 
@@ -1115,12 +740,17 @@ fn writer_loop(d: &Database, rx: std::sync::mpsc::Receiver<WriteReq>) {
             // A job failed half-way: its writes must not land, and redb has
             // no per-job rollback, so the whole batch is dropped.
             drop(w);
-            Err("a write in this batch failed; nothing was committed".to_string())
+            Err(None)
         } else {
-            w.commit().map_err(|e| db(e).to_string())
+            w.commit().map_err(|e| Some(Arc::new(redb::Error::from(e))))
         };
         for done in dones {
-            done(outcome.clone().map_err(StoreError::Db));
+            done(outcome.clone().map_err(|e| match e {
+                Some(e) => StoreError::Db(e),
+                None => {
+                    StoreError::Io("a write in this batch failed; nothing was committed".into())
+                }
+            }));
         }
     }
 }
@@ -1279,7 +909,7 @@ mod tests {
             }
         }
         let s = Store::open(&path).unwrap();
-        let inbox = s.inbox().unwrap();
+        let inbox = s.inbox().list().unwrap();
         assert_eq!(inbox.len(), 1);
         assert_eq!(s.get_run("r1").unwrap().unwrap().status, RunStatus::Queued);
     }
@@ -1370,7 +1000,7 @@ mod tests {
             assert_eq!(dups, 70);
         }
         let s = Store::open(&path).unwrap();
-        let inbox = s.inbox().unwrap();
+        let inbox = s.inbox().list().unwrap();
         assert_eq!(inbox.len(), 8 * 50 - 70);
         let mut seqs: Vec<u64> = inbox.iter().map(|i| i.seq).collect();
         seqs.dedup();
@@ -1382,7 +1012,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb")).unwrap();
         let k = "agent:main:a";
-        s.append(k, "main", &[Entry::new(Role::User, "old", None)])
+        s.transcripts()
+            .append(k, "main", &[Entry::new(Role::User, "old", None)])
             .unwrap();
         let mut items = vec![s.enqueue(item(k, "r1"), None).unwrap()];
         let from = s
@@ -1394,10 +1025,10 @@ mod tests {
             )
             .unwrap();
         assert_eq!(from, 1);
-        assert_eq!(s.transcript(k, 10).unwrap().len(), 2);
+        assert_eq!(s.transcripts().tail(k, 10).unwrap().len(), 2);
         // crash: roll back the partial turn
-        assert_eq!(s.rollback_partial(k, from).unwrap(), 1);
-        assert_eq!(s.transcript(k, 10).unwrap().len(), 1);
+        assert_eq!(s.transcripts().rollback_partial(k, from).unwrap(), 1);
+        assert_eq!(s.transcripts().tail(k, 10).unwrap().len(), 1);
         s.finish_run(
             RunCommit {
                 session_key: k,
@@ -1409,13 +1040,13 @@ mod tests {
             "main",
         )
         .unwrap();
-        assert!(s.inbox().unwrap().is_empty());
-        let t = s.transcript(k, 1).unwrap();
+        assert!(s.inbox().list().unwrap().is_empty());
+        let t = s.transcripts().tail(k, 1).unwrap();
         assert_eq!(t[0].text, "hi");
-        s.reset_session(k).unwrap();
-        assert!(s.transcript(k, 10).unwrap().is_empty());
-        assert!(s.delete_session(k).unwrap());
-        assert!(s.session(k).unwrap().is_none());
+        s.sessions().reset(k).unwrap();
+        assert!(s.transcripts().tail(k, 10).unwrap().is_empty());
+        assert!(s.sessions().delete(k).unwrap());
+        assert!(s.sessions().get(k).unwrap().is_none());
     }
 
     #[test]
@@ -1424,21 +1055,27 @@ mod tests {
         let s = Store::open(&dir.path().join("s.redb")).unwrap();
         let k = "agent:main:c";
         let e = |r, t: &str| Entry::new(r, t, None);
-        s.append(
-            k,
-            "main",
-            &[
-                e(Role::User, "u0"),
-                e(Role::Assistant, "a0"),
-                e(Role::User, "u1"),
-                e(Role::Assistant, "a1"),
-            ],
-        )
-        .unwrap();
-        let at = s.compact(k, "main", e(Role::System, "sum"), 2).unwrap();
+        s.transcripts()
+            .append(
+                k,
+                "main",
+                &[
+                    e(Role::User, "u0"),
+                    e(Role::Assistant, "a0"),
+                    e(Role::User, "u1"),
+                    e(Role::Assistant, "a1"),
+                ],
+            )
+            .unwrap();
+        let at = s
+            .transcripts()
+            .compact(k, "main", e(Role::System, "sum"), 2)
+            .unwrap();
         assert_eq!(at, 4);
-        s.append(k, "main", &[e(Role::User, "u2")]).unwrap();
-        let c = s.context(k, 100).unwrap();
+        s.transcripts()
+            .append(k, "main", &[e(Role::User, "u2")])
+            .unwrap();
+        let c = s.transcripts().context(k, 100).unwrap();
         assert_eq!(c.summary.as_deref(), Some("sum"));
         let idx: Vec<u64> = c.entries.iter().map(|(i, _)| *i).collect();
         assert_eq!(
@@ -1447,45 +1084,51 @@ mod tests {
             "from the cut, without the summary entry"
         );
         // the transcript itself keeps everything
-        assert_eq!(s.transcript(k, 100).unwrap().len(), 6);
-        assert_eq!(s.all_entries(k).unwrap().len(), 6);
+        assert_eq!(s.transcripts().tail(k, 100).unwrap().len(), 6);
+        assert_eq!(s.transcripts().all(k).unwrap().len(), 6);
         // a crashed run that compacted rolls the compaction back too
         let mut items = vec![s.enqueue(item(k, "r9"), None).unwrap()];
         let from = s
             .start_run(&mut items, "r9", "main", &[e(Role::User, "u3")])
             .unwrap();
-        s.compact(k, "main", e(Role::System, "sum2"), from).unwrap();
-        assert_eq!(s.context(k, 100).unwrap().summary.as_deref(), Some("sum2"));
-        s.rollback_partial(k, from).unwrap();
+        s.transcripts()
+            .compact(k, "main", e(Role::System, "sum2"), from)
+            .unwrap();
+        assert_eq!(
+            s.transcripts().context(k, 100).unwrap().summary.as_deref(),
+            Some("sum2")
+        );
+        s.transcripts().rollback_partial(k, from).unwrap();
         // (the whole transcript is the context again; the next run
         // compacts it anew if it is still too long)
-        let c = s.context(k, 100).unwrap();
+        let c = s.transcripts().context(k, 100).unwrap();
         assert!(c.summary.is_none());
         assert_eq!(c.entries.len(), 6);
         // a limit that cuts a tool round drops the orphaned result
-        s.append(
-            k,
-            "main",
-            &[
-                Entry {
-                    tool_calls: vec![ToolCall {
-                        id: "c".into(),
-                        name: "ls".into(),
-                        arguments: "{}".into(),
-                    }],
-                    ..e(Role::Assistant, "")
-                },
-                e(Role::Tool, "[]"),
-                e(Role::Assistant, "done"),
-            ],
-        )
-        .unwrap();
-        let c = s.context(k, 2).unwrap();
+        s.transcripts()
+            .append(
+                k,
+                "main",
+                &[
+                    Entry {
+                        tool_calls: vec![ToolCall {
+                            id: "c".into(),
+                            name: "ls".into(),
+                            arguments: "{}".into(),
+                        }],
+                        ..e(Role::Assistant, "")
+                    },
+                    e(Role::Tool, "[]"),
+                    e(Role::Assistant, "done"),
+                ],
+            )
+            .unwrap();
+        let c = s.transcripts().context(k, 2).unwrap();
         assert_eq!(c.entries.len(), 1);
         assert_eq!(c.entries[0].1.text, "done");
         // a reset starts without a summary
-        s.reset_session(k).unwrap();
-        let c = s.context(k, 100).unwrap();
+        s.sessions().reset(k).unwrap();
+        let c = s.transcripts().context(k, 100).unwrap();
         assert!(c.summary.is_none() && c.entries.is_empty());
     }
 
@@ -1514,12 +1157,12 @@ mod tests {
         .unwrap();
         drop(s);
         let s = Store::open(&path).unwrap();
-        let m = s.outbox("mqtt").unwrap();
+        let m = s.outbox().pending("mqtt").unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!((m[0].1.channel(), m[0].1.address()), ("mqtt", "panel"));
-        s.outbox_done(&[m[0].0]).unwrap();
-        assert!(s.outbox("mqtt").unwrap().is_empty());
-        assert_eq!(s.outbox_drop_except(&["mqtt"]).unwrap(), 1);
-        assert!(s.outbox("telegram").unwrap().is_empty());
+        s.outbox().done(&[m[0].0]).unwrap();
+        assert!(s.outbox().pending("mqtt").unwrap().is_empty());
+        assert_eq!(s.outbox().drop_except(&["mqtt"]).unwrap(), 1);
+        assert!(s.outbox().pending("telegram").unwrap().is_empty());
     }
 }

@@ -21,17 +21,15 @@
 //! estimated size passes `compact_at` of the window; `sessions.compact`
 //! runs it by hand.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::call::{CallError, ModelCall};
 use super::{context, exec_tool, AgentCtx};
 use crate::config::ModelChain;
 use crate::events::RunEvents;
 use crate::inbound::{Origin, Trust};
-use crate::provider::{run_chain, ChainReply, ChatRequest, ProviderError, ToolSpec};
+use crate::provider::{ChainReply, ProviderError, ToolSpec};
 use crate::store::{now_ms, Entry, Role, SessionContext, StoreError, COMPACTION_STATE};
 use crate::tool::Scope;
 use crate::util::estimate_tokens;
@@ -199,17 +197,8 @@ fn render(summary: Option<&str>, entries: &[Entry], max_chars: usize) -> String 
     }
 }
 
-/// Sets a blocking call's cancel flag when dropped.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// One model call without streaming, on the blocking pool; stops when
-/// `cancel` fires.
+/// One model call without streaming (the shared call path); stops when
+/// `cancel` fires or when dropped.
 async fn call(
     ctx: &AgentCtx,
     chain: &ModelChain,
@@ -219,36 +208,14 @@ async fn call(
     tools: Vec<ToolSpec>,
     cancel: &CancellationToken,
 ) -> Result<ChainReply, CompactError> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let (providers, chain, key, f2) = (
-        ctx.providers.clone(),
-        chain.clone(),
-        session.to_string(),
-        flag.clone(),
-    );
-    let job = tokio::task::spawn_blocking(move || {
-        let req = ChatRequest {
-            system: &system,
-            transcript: &transcript,
-            tools: &tools,
-        };
-        run_chain(&providers, &chain, &key, &req, &mut |_| {}, &mut || {}, &f2)
-    });
-    // Dropped mid-call (the client that asked went away): the blocking
-    // call stops at its next check instead of running to the end.
-    let _stop = StopOnDrop(flag.clone());
-    tokio::select! {
-        _ = cancel.cancelled() => {
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-            Err(CompactError::Cancelled)
-        }
-        r = job => match r {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(ProviderError::Cancelled)) => Err(CompactError::Cancelled),
-            Ok(Err(e)) => Err(CompactError::Provider(e)),
-            Err(e) => Err(CompactError::Internal(e.to_string())),
-        }
-    }
+    ModelCall::start(ctx, chain, session, system, transcript, tools)
+        .finish(cancel)
+        .await
+        .map_err(|e| match e {
+            CallError::Cancelled => CompactError::Cancelled,
+            CallError::Provider(e) => CompactError::Provider(e),
+            CallError::Internal(e) => CompactError::Internal(e),
+        })
 }
 
 /// Compacts `session` now. `origin` is who the run speaks for (the flush
@@ -264,10 +231,11 @@ pub async fn compact(
     let chain = ctx.agent.model.clone().ok_or(CompactError::NoModel)?;
     let store = ctx.store.clone();
     let key = session.to_string();
-    let sc: SessionContext =
-        tokio::task::spawn_blocking(move || store.context(&key, super::CONTEXT_ENTRIES))
-            .await
-            .map_err(|e| CompactError::Internal(e.to_string()))??;
+    let sc: SessionContext = tokio::task::spawn_blocking(move || {
+        store.transcripts().context(&key, super::CONTEXT_ENTRIES)
+    })
+    .await
+    .map_err(|e| CompactError::Internal(e.to_string()))??;
     let win = window(ctx);
     let budget = ctx.memory.config().keep_recent_tokens.min(win / 4);
     let entries = context::model_view(&sc);
@@ -314,7 +282,7 @@ pub async fn compact(
     let mut entry = Entry::new(Role::System, summary.clone(), ev.map(|e| e.run_id.as_str()));
     entry.state = Some(COMPACTION_STATE.to_string());
     let (store, key, aid) = (ctx.store.clone(), session.to_string(), ctx.agent.id.clone());
-    tokio::task::spawn_blocking(move || store.compact(&key, &aid, entry, keep_from))
+    tokio::task::spawn_blocking(move || store.transcripts().compact(&key, &aid, entry, keep_from))
         .await
         .map_err(|e| CompactError::Internal(e.to_string()))??;
     let out = Outcome {
@@ -379,22 +347,23 @@ async fn flush(
     }
     // as the agent's own turns say it (the flush offers no device tools)
     let devices = ctx.tools.offers_group(&Scope::of(origin), "devices");
-    let (ws, aid, key, org, summary) = (
+    let (ws, aid, key, org) = (
         ctx.workspace.clone(),
         ctx.agent.id.clone(),
         session.to_string(),
         origin.clone(),
-        sc.summary.clone(),
     );
     let t2 = tools.clone();
-    let system = tokio::task::spawn_blocking(move || {
+    let sc2 = sc.clone();
+    let Ok((system, mut transcript)) = tokio::task::spawn_blocking(move || {
         let rt = context::Runtime::new(&aid, &key, &org, devices);
-        context::system_prompt(&ws, &rt, &t2, summary.as_deref())
+        context::assemble(&ws, &rt, &t2, &sc2)
     })
     .await
-    .unwrap_or_default();
+    else {
+        return false;
+    };
     let today = crate::util::rfc3339(now_ms());
-    let mut transcript = context::model_view(sc);
     transcript.push(Entry::new(
         Role::User,
         flush_prompt(today.get(..10).unwrap_or("today")),

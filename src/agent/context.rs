@@ -157,6 +157,21 @@ pub const NO_DEVICES: &str = "- smart-home devices: none are connected to you. I
 /// Heading of the compaction summary in the system prompt.
 pub const SUMMARY_HEADING: &str = "## Earlier conversation (summary)";
 
+/// The one place a model call's input is put together: the system prompt
+/// (workspace files, runtime facts, tools, skills, the summary) and the
+/// transcript as the model sees it (untrusted parts marked).
+pub fn assemble(
+    dir: &Path,
+    rt: &Runtime<'_>,
+    tools: &[ToolSpec],
+    sc: &crate::store::SessionContext,
+) -> (String, Vec<Entry>) {
+    (
+        system_prompt(dir, rt, tools, sc.summary.as_deref()),
+        model_view(sc),
+    )
+}
+
 pub fn system_prompt(
     dir: &Path,
     rt: &Runtime<'_>,

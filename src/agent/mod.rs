@@ -7,24 +7,24 @@
 //! a [`RunResult`] and the queue commits it together with removing the inbox
 //! items (one transaction; see `store`).
 
+pub mod call;
 pub mod compact;
 pub mod context;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 use crate::events::RunEvents;
 use crate::inbound::{Origin, Trust};
-use crate::provider::{run_chain, ChatRequest, ProviderError, Providers};
+use crate::provider::Providers;
 use crate::store::{now_ms, Entry, InboxItem, Role, Store};
 use crate::tool::{Registry, Scope, ToolCx};
+use call::{CallError, ModelCall, Next};
 
 pub use crate::store::CONTEXT_ENTRIES;
 
@@ -120,16 +120,6 @@ pub fn turn_text(items: &[InboxItem]) -> String {
         parts.push(it.text.clone());
     }
     parts.join("\n\n")
-}
-
-/// Sets the flag when dropped: stops a blocking provider call whose turn
-/// was abandoned.
-struct SetOnDrop(Arc<AtomicBool>);
-
-impl Drop for SetOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 pub async fn run(
@@ -247,10 +237,9 @@ async fn turn_loop(
             specs.clone(),
         );
         let assembled = tokio::task::spawn_blocking(move || {
-            let sc = store.context(&key, CONTEXT_ENTRIES)?;
+            let sc = store.transcripts().context(&key, CONTEXT_ENTRIES)?;
             let rt = context::Runtime::new(&rt_agent, &key, &org, devices);
-            let system = context::system_prompt(&ws, &rt, &specs2, sc.summary.as_deref());
-            let mut transcript = context::model_view(&sc);
+            let (system, mut transcript) = context::assemble(&ws, &rt, &specs2, &sc);
             context::prune(&mut transcript, window * crate::util::CHARS_PER_TOKEN);
             Ok::<_, crate::store::StoreError>((system, transcript))
         })
@@ -277,83 +266,50 @@ async fn turn_loop(
             }
         }
 
-        // Model call on the blocking pool; deltas come back over a channel.
-        let (dtx, mut drx) = mpsc::unbounded_channel::<Option<String>>();
-        let flag = Arc::new(AtomicBool::new(false));
-        // If this future is dropped (run timeout) the blocking call stops too.
-        let _stop_call = SetOnDrop(flag.clone());
-        let providers = ctx.providers.clone();
-        let chain2 = chain.clone();
-        let specs2 = specs.clone();
-        let flag2 = flag.clone();
-        let key = ev.session_key.clone();
-        let call = tokio::task::spawn_blocking(move || {
-            let req = ChatRequest {
-                system: &system,
-                transcript: &transcript,
-                tools: &specs2,
-            };
-            let d2 = dtx.clone();
-            run_chain(
-                &providers,
-                &chain2,
-                &key,
-                &req,
-                &mut |d| {
-                    let _ = dtx.send(Some(d.to_string()));
-                },
-                &mut || {
-                    let _ = d2.send(None);
-                },
-                &flag2,
-            )
-        });
-        tokio::pin!(call);
+        // One model call; its deltas stream out as events (chat deltas
+        // throttled to one per 50 ms).
+        let mut call = ModelCall::start(
+            ctx,
+            &chain,
+            &ev.session_key,
+            system,
+            transcript,
+            specs.clone(),
+        );
         let mut text = String::new();
         let mut last_delta = std::time::Instant::now() - Duration::from_secs(1);
-        let mut deltas_open = true;
         let res = loop {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    flag.store(true, Ordering::Relaxed);
-                    partial.push_str(&text);
-                    return RunEnd::Aborted(partial);
+            match call.next(cancel).await {
+                Next::Delta(d) => {
+                    if d.is_empty() {
+                        continue;
+                    }
+                    text.push_str(&d);
+                    ev.agent("assistant", json!({"text": text, "delta": d}));
+                    if last_delta.elapsed() >= Duration::from_millis(50) {
+                        last_delta = std::time::Instant::now();
+                        ev.chat_delta(&text);
+                    }
                 }
-                d = drx.recv(), if deltas_open => match d {
-                    Some(Some(d)) => {
-                        text.push_str(&d);
-                        ev.agent("assistant", json!({"text": text, "delta": d}));
-                        if last_delta.elapsed() >= Duration::from_millis(50) {
-                            last_delta = std::time::Instant::now();
-                            ev.chat_delta(&text);
-                        }
-                    }
-                    Some(None) => {
-                        // The provider restarts the reply: drop what streamed.
-                        text.clear();
-                        ev.agent("assistant", json!({"text": "", "reset": true}));
-                    }
-                    None => deltas_open = false,
-                },
-                r = &mut call => {
-                    // Deltas sent just before the end are still queued.
-                    while let Ok(Some(d)) = drx.try_recv() {
-                        text.push_str(&d);
-                    }
-                    break r;
+                Next::Reset => {
+                    text.clear();
+                    ev.agent("assistant", json!({"text": "", "reset": true}));
                 }
+                Next::Done(r) => break r,
             }
         };
         let reply = match res {
-            Ok(Ok(r)) => r,
-            Ok(Err(ProviderError::Cancelled)) => return RunEnd::Aborted(partial),
-            Ok(Err(e)) => {
+            Ok(r) => r,
+            Err(CallError::Cancelled) => {
+                partial.push_str(&text);
+                return RunEnd::Aborted(partial);
+            }
+            Err(CallError::Provider(e)) => {
                 tracing::error!(run_id = %ev.run_id, session = %ev.session_key, error = ?e, "model call failed");
                 return RunEnd::Error(format!("The model provider failed: {e}. Try again later."));
             }
             Err(e) => {
-                tracing::error!(run_id = %ev.run_id, "model task panicked: {e}");
+                tracing::error!(run_id = %ev.run_id, "model task failed: {e}");
                 return RunEnd::Error(
                     "Internal error while calling the model; see the log.".into(),
                 );
@@ -411,9 +367,9 @@ async fn turn_loop(
         let key = ev.session_key.clone();
         let aid = ctx.agent.id.clone();
         if let Ok(Err(e)) | Err(e) =
-            tokio::task::spawn_blocking(move || store.append(&key, &aid, &round))
+            tokio::task::spawn_blocking(move || store.transcripts().append(&key, &aid, &round))
                 .await
-                .map_err(|e| crate::store::StoreError::Db(e.to_string()))
+                .map_err(|e| crate::store::StoreError::Io(e.to_string()))
         {
             tracing::error!(run_id = %ev.run_id, "transcript write failed: {e}");
             return RunEnd::Error("Hearth could not save this conversation; see the log.".into());

@@ -105,19 +105,19 @@ impl Outbox {
 
     /// The replies waiting for this channel, oldest first.
     pub fn pending(&self) -> Result<Vec<(u64, OutboxItem)>, StoreError> {
-        self.store.outbox(&self.kind)
+        self.store.outbox().pending(&self.kind)
     }
     /// Records how far the delivery of one reply got. Durable.
     pub fn set_wire(&self, seq: u64, wire: Wire) -> Result<(), StoreError> {
-        self.store.outbox_set_wire(seq, wire)
+        self.store.outbox().set_wire(seq, wire)
     }
     /// Delivered: gone for good. Durable.
     pub fn done(&self, seqs: &[u64]) -> Result<(), StoreError> {
-        self.store.outbox_done(seqs)
+        self.store.outbox().done(seqs)
     }
     /// Delivered, and losing this step in a crash is harmless.
     pub fn done_lazy(&self, seqs: &[u64]) -> Result<(), StoreError> {
-        self.store.outbox_done_lazy(seqs)
+        self.store.outbox().done_lazy(seqs)
     }
 }
 

@@ -108,7 +108,7 @@ pub async fn run(
         Command::New => {
             let store = g.queue.store().clone();
             let k = session.to_string();
-            super::blocking(move || store.reset_session(&k)).await?;
+            super::blocking(move || store.sessions().reset(&k)).await?;
             ("Started a new session.".into(), json!({"reset": true}))
         }
         Command::Context { detail } => {
@@ -209,7 +209,9 @@ async fn context_report(
     let devices = ctx.tools.offers_group(&scope, "devices");
     let origin = origin.clone();
     super::blocking(move || {
-        let sc = store.context(&key, crate::agent::CONTEXT_ENTRIES)?;
+        let sc = store
+            .transcripts()
+            .context(&key, crate::agent::CONTEXT_ENTRIES)?;
         let rt = crate::agent::context::Runtime::new(&ctx.agent.id, &key, &origin, devices);
         Ok(crate::agent::context::report(
             &ctx.workspace,

@@ -136,7 +136,7 @@ impl Gateway {
         );
         let paired = tokio::task::spawn_blocking(move || store.pairing().approved(&ch, &acc, &sid))
             .await
-            .map_err(|e| StoreError::Db(e.to_string()))??;
+            .map_err(|e| StoreError::Io(e.to_string()))??;
         if let Some(t) = paired {
             return Ok(Classified::Trusted(t));
         }
@@ -168,7 +168,7 @@ impl Gateway {
                     store.pairing().request(&ch, &acc, &sid, name.as_deref())
                 })
                 .await
-                .map_err(|e| StoreError::Db(e.to_string()))??;
+                .map_err(|e| StoreError::Io(e.to_string()))??;
                 tracing::warn!(channel = %m.channel, sender = %id, code = %code, "an unknown sender asked to pair; approve with `hearth pairing approve {code}`");
                 Classified::Refused {
                     why: "pairing required".into(),
@@ -202,7 +202,7 @@ impl Gateway {
                 wire: None,
             };
             let store = self.queue.store().clone();
-            match tokio::task::spawn_blocking(move || store.outbox_push(item)).await {
+            match tokio::task::spawn_blocking(move || store.outbox().push(item)).await {
                 Ok(Ok(())) => self.queue.wakers().wake(&to),
                 other => {
                     tracing::error!("cannot queue a command's answer: {other:?}");
@@ -401,7 +401,12 @@ mod tests {
         // With no provider the run ends with the how-to-configure error,
         // and the transcript holds the message once, marked as a device's.
         assert_eq!(wait_final(&g, &run_id).await, RunStatus::Error);
-        let t = g.queue.store().transcript(&session_key, 10).unwrap();
+        let t = g
+            .queue
+            .store()
+            .transcripts()
+            .tail(&session_key, 10)
+            .unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].text, "is the door locked?");
         let src = t[0].source.as_deref().unwrap();
@@ -483,8 +488,8 @@ mod tests {
             matches!(&r, IngestOutcome::Refused { reply: Some(t), .. } if t.contains(&code)),
             "{r:?}"
         );
-        assert!(g.queue.store().inbox().unwrap().is_empty());
-        assert!(g.queue.store().sessions().unwrap().is_empty());
+        assert!(g.queue.store().inbox().list().unwrap().is_empty());
+        assert!(g.queue.store().sessions().list().unwrap().is_empty());
         // not in a group either, and silently
         let r = g
             .ingest(msg("testchat", ChatKind::Group, "stranger", "hi all", None))
@@ -524,7 +529,12 @@ mod tests {
             panic!("{r:?}")
         };
         wait_final(&g, &run_id).await;
-        let t = g.queue.store().transcript("agent:main:main", 10).unwrap();
+        let t = g
+            .queue
+            .store()
+            .transcripts()
+            .tail("agent:main:main", 10)
+            .unwrap();
         assert!(
             t.iter().any(|e| e.text == "hi again" && e.source.is_none()),
             "{t:?}"

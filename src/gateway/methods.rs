@@ -245,7 +245,7 @@ async fn status(g: &Gateway) -> Res {
         "mqtt": match g.mqtt.get() {
             Some(m) => {
                 let store = g.queue.store().clone();
-                let waiting = blocking(move || Ok(store.outbox("mqtt")?.len())).await?;
+                let waiting = blocking(move || Ok(store.outbox().pending("mqtt")?.len())).await?;
                 let mut v = m.status_json();
                 v["outbox"] = json!(waiting);
                 Some(v)
@@ -527,8 +527,13 @@ async fn chat_history(g: &Gateway, p: &Value) -> Res {
     let limit = p["limit"].as_u64().unwrap_or(200).clamp(1, 1000) as usize;
     let store = g.queue.store().clone();
     let k = session.clone();
-    let (entries, meta) =
-        blocking(move || Ok((store.transcript(&k, limit)?, store.session(&k)?))).await?;
+    let (entries, meta) = blocking(move || {
+        Ok((
+            store.transcripts().tail(&k, limit)?,
+            store.sessions().get(&k)?,
+        ))
+    })
+    .await?;
     Ok(json!({
         "sessionKey": session,
         "sessionId": meta.map(|m| m.session_id),
@@ -696,7 +701,7 @@ async fn send(g: &Gateway, p: &Value) -> Res {
 async fn sessions_list(g: &Gateway, p: &Value) -> Res {
     let limit = p["limit"].as_u64().unwrap_or(500) as usize;
     let store = g.queue.store().clone();
-    let mut list = blocking(move || store.sessions()).await?;
+    let mut list = blocking(move || store.sessions().list()).await?;
     list.sort_by_key(|s| std::cmp::Reverse(s.updated_ms));
     list.truncate(limit);
     let sessions: Vec<Value> = list
@@ -714,7 +719,7 @@ async fn sessions_reset(g: &Gateway, p: &Value) -> Res {
     let session = session_param(g, p)?;
     let store = g.queue.store().clone();
     let k = session.clone();
-    match blocking(move || store.reset_session(&k)).await? {
+    match blocking(move || store.sessions().reset(&k)).await? {
         Some(m) => {
             g.bus.emit(
                 "sessions.changed",
@@ -735,7 +740,7 @@ async fn sessions_delete(g: &Gateway, p: &Value) -> Res {
     }
     let store = g.queue.store().clone();
     let k = session.clone();
-    let deleted = blocking(move || store.delete_session(&k)).await?;
+    let deleted = blocking(move || store.sessions().delete(&k)).await?;
     if deleted {
         g.bus.emit(
             "sessions.changed",

@@ -215,7 +215,10 @@ impl Memory {
         let max = max_results.unwrap_or(self.0.cfg.max_results);
         // the first line of the transcript's rendering that is in context
         // (an empty context, after a reset: everything is before it)
-        let start = match store.context(key, crate::store::CONTEXT_ENTRIES) {
+        let start = match store
+            .transcripts()
+            .context(key, crate::store::CONTEXT_ENTRIES)
+        {
             Ok(c) => match c.entries.first() {
                 Some((i, _)) => *i,
                 None => u64::MAX,
@@ -223,7 +226,8 @@ impl Memory {
             Err(_) => 0,
         };
         let cut = store
-            .entries_before(key, start)
+            .transcripts()
+            .before(key, start)
             .map_or(0, |e| super::sessions::render(&e).lines().count());
         let own = format!("{}{key}", super::SESSIONS_DIR);
         let hits = self.search(agent, workspace, query, Some((max * 3).min(50)))?;
@@ -306,7 +310,7 @@ impl Memory {
                         .store
                         .as_ref()
                         .ok_or("session transcripts are not indexed")?;
-                    let owner = store.session(key).ok().flatten().map(|m| m.agent_id);
+                    let owner = store.sessions().get(key).ok().flatten().map(|m| m.agent_id);
                     if owner.as_deref() != Some(agent) {
                         return Err(format!("no session {key:?}"));
                     }

@@ -17,7 +17,7 @@ pub struct StoreTranscripts<'a> {
 
 impl Transcripts for StoreTranscripts<'_> {
     fn list(&self) -> Vec<(String, u64, u64)> {
-        match self.store.sessions() {
+        match self.store.sessions().list() {
             Ok(list) => list
                 .into_iter()
                 .filter(|s| s.agent_id == self.agent && s.next_index > 0)
@@ -38,7 +38,7 @@ impl Transcripts for StoreTranscripts<'_> {
 
     fn text(&self, path: &str) -> Option<String> {
         let key = path.strip_prefix(SESSIONS_DIR)?;
-        match self.store.all_entries(key) {
+        match self.store.transcripts().all(key) {
             Ok(e) => Some(render(&e)),
             Err(e) => {
                 tracing::warn!("memory: cannot read the transcript of {key}: {e}");
@@ -75,7 +75,8 @@ pub fn get(store: &Store, path: &str, from: usize, lines: usize) -> Result<Strin
         .strip_prefix(SESSIONS_DIR)
         .ok_or_else(|| MemoryError::BadRequest(format!("{path:?} is not a session path")))?;
     let entries = store
-        .all_entries(key)
+        .transcripts()
+        .all(key)
         .map_err(|e| MemoryError::BadRequest(format!("cannot read {path}: {e}")))?;
     Ok(render(&entries)
         .lines()
@@ -117,6 +118,7 @@ mod tests {
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let e = |r, t: &str| Entry::new(r, t, None);
         store
+            .transcripts()
             .append(
                 "agent:main:main",
                 "main",
@@ -124,6 +126,7 @@ mod tests {
             )
             .unwrap();
         store
+            .transcripts()
             .append("agent:work:main", "work", &[e(Role::User, "private")])
             .unwrap();
         let cfg = crate::config::Config::embedded();

@@ -28,6 +28,7 @@
 
 pub mod broker;
 pub mod cloud;
+pub mod conformance;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
