@@ -231,12 +231,26 @@ pub struct OutboxItem {
 }
 
 /// A reply's place in a channel's delivery protocol (see [`OutboxItem`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wire {
     /// The MQTT packet id it is published with.
+    #[serde(default)]
     pub id: u16,
     /// The broker has it (PUBREC); only the release (PUBREL) is left.
+    #[serde(default)]
     pub released: bool,
+    /// A reply sent in parts (Telegram): the parts before this one are
+    /// delivered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub part: u32,
+    /// Part `part` is on the wire: its request went out and no answer was
+    /// recorded yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sending: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl OutboxItem {

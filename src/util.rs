@@ -89,6 +89,22 @@ pub fn is_port(p: &str) -> bool {
     !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Test builds only: aborts the process at `point` when `HEARTH_TEST_CRASH`
+/// names it (a kill -9 at an exact step of a delivery protocol).
+pub fn crash_hook(point: &str) {
+    if cfg!(debug_assertions) && std::env::var("HEARTH_TEST_CRASH").is_ok_and(|v| v == point) {
+        eprintln!("HEARTH_TEST_CRASH: aborting at {point}");
+        std::process::abort();
+    }
+}
+
+/// A random number from the OS (backoff jitter).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("OS random source");
+    u64::from_le_bytes(b)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

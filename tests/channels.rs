@@ -109,6 +109,77 @@ impl Platform for WebChat {
     }
 }
 
+/// Telegram: the fake Bot API; the owner's DM is chat 111. A message sent
+/// again keeps its `update_id`, as Telegram's own redelivery does.
+struct Telegram {
+    fake: common::telegram::FakeTelegram,
+    ids: std::collections::HashMap<String, i64>,
+}
+
+const OWNER: i64 = 111;
+
+impl Platform for Telegram {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+    fn config(&self, fake_url: &str) -> String {
+        common::config_with(
+            fake_url,
+            &self.fake.section(&format!("allow_from = [{OWNER}]")),
+        )
+    }
+    fn attach<'a>(&'a mut self, d: &'a Daemon) -> Fut<'a, ()> {
+        Box::pin(async move {
+            let c = d.client().await;
+            let t = std::time::Instant::now();
+            loop {
+                let s = c.request("status", json!({})).await.unwrap();
+                let tg = s["channels"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|c| c["kind"] == "telegram").cloned());
+                if tg.is_some_and(|t| t["status"]["polling"] == true) {
+                    break;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "telegram never polled:\n{}",
+                    d.log()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            c.close().await;
+        })
+    }
+    fn send<'a>(&'a mut self, id: &'a str, text: &'a str) -> Fut<'a, Sent> {
+        Box::pin(async move {
+            let update = json!({"message": {"message_id": 1, "date": 0, "chat": {"id": OWNER, "type": "private"},
+                                            "from": {"id": OWNER, "is_bot": false, "first_name": "Dana"}, "text": text}});
+            match self.ids.get(id) {
+                Some(&uid) => self.fake.push_again(uid, update),
+                None => {
+                    let uid = self.fake.push(update);
+                    self.ids.insert(id.to_string(), uid);
+                }
+            }
+            Sent::Held
+        })
+    }
+    fn replies<'a>(&'a mut self, _d: &'a Daemon) -> Fut<'a, Vec<String>> {
+        Box::pin(async move { self.fake.sent_to(OWNER) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_conforms() {
+    let mut p = Telegram {
+        fake: common::telegram::FakeTelegram::start().await,
+        ids: Default::default(),
+    };
+    tokio::time::timeout(Duration::from_secs(240), conformance::run(&mut p))
+        .await
+        .expect("the harness finished");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_conforms() {
     let mut p = Mqtt {

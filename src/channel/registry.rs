@@ -10,18 +10,34 @@ use crate::config::Config;
 /// Blocking work (opening its files) is fine: called on the blocking pool.
 pub type Build = fn(&Config, &Path) -> Result<Option<Arc<dyn Channel>>, String>;
 
+/// Problems in a configured section, for `config validate` and the start
+/// (MQTT's section is checked by the config module itself).
+pub type Check = fn(&Config) -> Vec<String>;
+
+fn checked_by_config(_: &Config) -> Vec<String> {
+    Vec::new()
+}
+
 /// Every channel kind: one line each.
-pub const REGISTRY: &[(&str, Build)] = &[("mqtt", crate::mqtt::channel::build)];
+pub const REGISTRY: &[(&str, Build, Check)] = &[
+    ("mqtt", crate::mqtt::channel::build, checked_by_config),
+    (
+        "telegram",
+        crate::telegram::build,
+        crate::telegram::config::check,
+    ),
+];
 
 /// The channel kinds Hearth knows.
 pub fn kinds() -> Vec<&'static str> {
-    REGISTRY.iter().map(|(k, _)| *k).collect()
+    REGISTRY.iter().map(|(k, ..)| *k).collect()
 }
 
 /// Config problems the config module cannot see: sections of unknown
 /// channel kinds.
 pub fn check(cfg: &Config) -> Vec<String> {
     let known = kinds();
+    let own = REGISTRY.iter().flat_map(|(_, _, check)| check(cfg));
     cfg.channels
         .keys()
         .chain(cfg.access.keys())
@@ -32,6 +48,7 @@ pub fn check(cfg: &Config) -> Vec<String> {
                 known.join(", ")
             )
         })
+        .chain(own)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect()
@@ -40,7 +57,7 @@ pub fn check(cfg: &Config) -> Vec<String> {
 /// Builds every configured channel.
 pub fn build_all(cfg: &Config, state_dir: &Path) -> Result<Vec<Arc<dyn Channel>>, String> {
     let mut out = Vec::new();
-    for (kind, build) in REGISTRY {
+    for (kind, build, _) in REGISTRY {
         if let Some(c) = build(cfg, state_dir).map_err(|e| format!("channel {kind}: {e}"))? {
             out.push(c);
         }

@@ -232,10 +232,17 @@ pub(crate) fn parse(m: RawMqtt, add: &mut dyn FnMut(String, String)) -> Option<M
             }
         };
         if let Some(r) = &t.reply_to {
-            if !r.strip_prefix("mqtt:").is_some_and(valid_device) {
+            let telegram = |a: &str| {
+                let (chat, topic) = a.split_once(':').map_or((a, None), |(c, t)| (c, Some(t)));
+                chat.parse::<i64>().is_ok() && topic.is_none_or(|t| t.parse::<i64>().is_ok())
+            };
+            if !(r.strip_prefix("mqtt:").is_some_and(valid_device)
+                || r.strip_prefix("telegram:").is_some_and(telegram))
+            {
                 add(
                     format!("{k}.reply_to"),
-                    "must be mqtt:<device id> (letters, digits, - _ .)".into(),
+                    "must be mqtt:<device id> (letters, digits, - _ .) or telegram:<chat id>"
+                        .into(),
                 );
             }
         }
@@ -340,7 +347,7 @@ mod tests {
             "[channels.mqtt]\nurl = \"http://user:pw@host:99999\"\ntopic_prefix = \"a/#\"\n\
              password = \"x\"\nca_file = \"/nonexistent.pem\"\nconfirm_timeout_ms = 5\n\
              [[channels.mqtt.triggers]]\nentity = \"binary_sensor.x\"\n\
-             [[channels.mqtt.triggers]]\ntopic = \"t\"\nreply_to = \"telegram:1\"\n",
+             [[channels.mqtt.triggers]]\ntopic = \"t\"\nreply_to = \"telegram:one\"\n",
         )
         .unwrap_err();
         let all = e.join("\n");

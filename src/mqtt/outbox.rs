@@ -159,7 +159,7 @@ impl Mqtt {
                     };
                     let wire = Wire {
                         id,
-                        released: false,
+                        ..Wire::default()
                     };
                     let s = store.clone();
                     if let Err(e) =
@@ -220,10 +220,11 @@ impl Mqtt {
                     ev.pending.push_back(Request::PubRel(PubRel::new(r.pkid)));
                     return true;
                 };
-                crash_hook("mqtt-after-pubrec");
+                crate::util::crash_hook("mqtt-after-pubrec");
                 let wire = Wire {
                     id: r.pkid,
                     released: true,
+                    ..Wire::default()
                 };
                 let s = store.clone();
                 if let Err(e) =
@@ -248,7 +249,7 @@ impl Mqtt {
                     }
                     seq
                 };
-                crash_hook("mqtt-after-pubcomp");
+                crate::util::crash_hook("mqtt-after-pubcomp");
                 if let Some(seq) = seq {
                     self.delivered(store, seq, false).await;
                 }
@@ -291,15 +292,6 @@ fn flatten<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Test builds only: `HEARTH_TEST_CRASH=<point>` aborts the process there,
-/// the way a power cut would (the crash-consistency tests).
-fn crash_hook(point: &str) {
-    if cfg!(debug_assertions) && std::env::var("HEARTH_TEST_CRASH").is_ok_and(|v| v == point) {
-        eprintln!("HEARTH_TEST_CRASH: aborting at {point}");
-        std::process::abort();
     }
 }
 

@@ -29,6 +29,7 @@
 pub mod broker;
 pub mod cloud;
 pub mod conformance;
+pub mod telegram;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
