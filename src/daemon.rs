@@ -212,7 +212,20 @@ pub async fn run(
             .await?
             .map_err(|e| anyhow::anyhow!("cannot set up the {e}"))?
     };
-    let channel_tools: Vec<_> = channels.iter().flat_map(|c| c.tools()).collect();
+    let bus = EventBus::new(1024);
+    let wakers = crate::channel::Wakers::default();
+    let outreach = crate::outreach::Outreach::new(
+        cfg.clone(),
+        store.clone(),
+        wakers.clone(),
+        bus.clone(),
+        channels.iter().map(|c| c.kind().to_string()).collect(),
+    );
+    let channel_tools: Vec<_> = channels
+        .iter()
+        .flat_map(|c| c.tools())
+        .chain([crate::outreach::tool(outreach.clone())])
+        .collect();
     {
         // replies waiting for a channel that is no longer configured
         let keep: Vec<&'static str> = channels.iter().map(|c| c.kind()).collect();
@@ -251,8 +264,6 @@ pub async fn run(
             },
         );
     }
-    let bus = EventBus::new(1024);
-    let wakers = crate::channel::Wakers::default();
     let queue = Queue::new(
         cfg.queue,
         cfg.reset,
@@ -296,6 +307,7 @@ pub async fn run(
             token,
             recovered,
             local_model: local_status,
+            outreach,
         },
     );
     let server = tokio::spawn(crate::gateway::server::serve(

@@ -22,6 +22,7 @@
 //! | [`models`] | local candle models: embedder, chat model, tool-call grammar, GGUF requantization |
 //! | [`memory`] | MEMORY.md + memory/*.md: chunking, BM25 (tantivy) + int8 embeddings (redb), hybrid ranking; session transcripts too |
 //! | [`mqtt`] | MQTT devices as a channel (`mqtt::channel`), Home Assistant discovery registry, device tools, triggers |
+//! | [`outreach`] | messages Hearth sends on its own: the `message` tool and the gateway's `send`, under a target policy |
 //! | [`telegram`] | Telegram as a channel: Bot API long polling, replies in parts from the outbox |
 //! | [`tool`] | the [`tool::Tool`] trait and the per-agent [`tool::Registry`] (policy, approval hook, timeout, output cap); the workspace-confined file tools |
 //! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys, outbox, credentials, pairing, each behind a small handle; one writer thread (group commit); schema version |
@@ -42,6 +43,7 @@ pub mod inbound;
 pub mod memory;
 pub mod models;
 pub mod mqtt;
+pub mod outreach;
 pub mod provider;
 pub mod queue;
 pub mod routing;

@@ -410,3 +410,64 @@ async fn a_doorbell_reaches_the_owners_phone() {
         .await;
     assert!(got.starts_with("echo: "), "{got}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_tool_and_send_reach_only_allowed_targets() {
+    let (fake, tg) = (FakeOpenAi::start().await, FakeTelegram::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &cfg(&fake, &tg, ""));
+    wait_polling(&d).await;
+    let c = d.client().await;
+    // the owner's agent sends to the owner's phone
+    common::send(
+        &c,
+        "main",
+        r#"[call:message:{"to":"telegram:111","text":"Dinner is ready"}]"#,
+        "m1",
+    )
+    .await;
+    let fin = common::terminal(&c, "m1").await;
+    assert!(
+        common::text_of(&fin).contains("queued for telegram:111"),
+        "{fin}"
+    );
+    tg.wait_sent(OWNER, Duration::from_secs(20), |t| t == "Dinner is ready")
+        .await;
+    // a chat that is not the owner's is refused, and nothing is sent
+    common::send(
+        &c,
+        "main",
+        r#"[call:message:{"to":"telegram:222","text":"spam"}]"#,
+        "m2",
+    )
+    .await;
+    let fin = common::terminal(&c, "m2").await;
+    assert!(common::text_of(&fin).contains("not a target"), "{fin}");
+    // `send` with channel/to: once per idempotency key
+    for _ in 0..2 {
+        let r = c
+            .request("send", json!({"channel": "telegram", "to": "111", "message": "From the gateway", "idempotencyKey": "s1"}))
+            .await
+            .unwrap();
+        assert_eq!(r["runId"], "s1");
+    }
+    let err = c
+        .request(
+            "send",
+            json!({"channel": "telegram", "to": "-5", "message": "x", "idempotencyKey": "s2"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a target"), "{err}");
+    tg.wait_sent(OWNER, Duration::from_secs(20), |t| t == "From the gateway")
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        tg.sent_to(OWNER)
+            .iter()
+            .filter(|t| *t == "From the gateway")
+            .count(),
+        1
+    );
+    assert!(tg.sent_to(222).is_empty() && tg.sent_to(-5).is_empty());
+}

@@ -309,6 +309,14 @@ mod tests {
             );
         }
         let bus = EventBus::new(64);
+        let cfg = Arc::new(cfg);
+        let outreach = crate::outreach::Outreach::new(
+            cfg.clone(),
+            store.clone(),
+            Default::default(),
+            bus.clone(),
+            vec![],
+        );
         let queue = Queue::new(
             cfg.queue,
             cfg.reset,
@@ -319,7 +327,7 @@ mod tests {
             Default::default(),
         );
         Gateway::new(
-            Arc::new(cfg),
+            cfg,
             crate::gateway::Parts {
                 queue,
                 bus,
@@ -332,6 +340,7 @@ mod tests {
                 )),
                 recovered: vec![],
                 local_model: serde_json::Value::Null,
+                outreach,
             },
         )
     }

@@ -660,6 +660,10 @@ async fn agent_wait(g: &Gateway, p: &Value) -> Res {
 /// Delivers a message to a session without an agent run (webchat: it is
 /// added to the transcript and sent to connected clients).
 async fn send(g: &Gateway, p: &Value) -> Res {
+    // `channel` + `to` (OpenClaw's shape) to a channel: through the outbox
+    if let Some(ch) = str_param(p, "channel").filter(|c| *c != "webchat") {
+        return send_to_channel(g, p, ch).await;
+    }
     let session = match str_param(p, "to") {
         Some(to) => routing::canonical_key(&g.cfg, to).map_err(ErrorShape::invalid)?,
         None => session_param(g, p)?,
@@ -696,6 +700,35 @@ async fn send(g: &Gateway, p: &Value) -> Res {
     }
     RunEvents::new(g.bus.clone(), &idem, &session).chat_final(&text, &[]);
     Ok(response)
+}
+
+/// `send {channel, to, message, idempotencyKey}` to a channel's target,
+/// under the outreach policy (docs/protocol.md).
+async fn send_to_channel(g: &Gateway, p: &Value, channel: &str) -> Res {
+    let to = str_param(p, "to").ok_or_else(|| ErrorShape::invalid("send to a channel needs to"))?;
+    let target = format!("{channel}:{to}");
+    let text = message_param(p)?;
+    let idem = idem_param(p)?;
+    let out = g.outreach.clone();
+    let t2 = target.clone();
+    let (id, first) = tokio::task::spawn_blocking(move || {
+        let rec = IdemRecord {
+            method: "send".into(),
+            run_id: idem.clone(),
+            response: json!({"runId": idem, "channel": t2.split(':').next(), "to": t2}),
+            ts: now_ms(),
+        };
+        out.send_once(&t2, &text, Some((&format!("send:{idem}"), &rec)))
+            .map(|(id, first)| (id, first.map(|f| f.response).unwrap_or(rec.response)))
+    })
+    .await
+    .map_err(blocking_err)?
+    .map_err(|e| ErrorShape::invalid(e.to_string()))?;
+    let mut r = first;
+    if r.get("messageId").is_none() {
+        r["messageId"] = json!(id);
+    }
+    Ok(r)
 }
 
 async fn sessions_list(g: &Gateway, p: &Value) -> Res {

@@ -94,6 +94,8 @@ pub struct Gateway {
     /// What start-up had to repair (a state file moved aside), for status.
     pub recovered: Vec<String>,
     /// The local chat model: where, whether it is there, and if not why.
+    /// `send` and the `message` tool.
+    pub outreach: crate::outreach::Outreach,
     pub local_model: serde_json::Value,
 }
 
@@ -125,6 +127,7 @@ pub struct Parts {
     pub token: auth::Token,
     pub recovered: Vec<String>,
     pub local_model: serde_json::Value,
+    pub outreach: crate::outreach::Outreach,
 }
 
 impl Gateway {
@@ -151,6 +154,7 @@ impl Gateway {
             channels: std::sync::OnceLock::new(),
             recovered: p.recovered,
             local_model: p.local_model,
+            outreach: p.outreach,
             cfg,
         })
     }

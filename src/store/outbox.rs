@@ -51,6 +51,25 @@ impl Outbox<'_> {
         self.0.write(true, move |w| push_outbox(w, &[item]))
     }
 
+    /// Queues a message once per idempotency key (`send` to a channel):
+    /// `Duplicate` with the first record when the key was used.
+    pub fn push_once(
+        &self,
+        item: OutboxItem,
+        key: &str,
+        rec: &IdemRecord,
+    ) -> Result<(), StoreError> {
+        let (key, rec) = (key.to_string(), rec.clone());
+        self.0.write(true, move |w| {
+            let mut t = w.open_table(IDEM).map_err(db)?;
+            if let Some(old) = t.get(key.as_str()).map_err(db)? {
+                return Err(StoreError::Duplicate(Box::new(dec(old.value())?)));
+            }
+            t.insert(key.as_str(), enc(&rec).as_slice()).map_err(db)?;
+            push_outbox(w, &[item])
+        })
+    }
+
     /// Removes delivered replies. Durable.
     pub fn done(&self, seqs: &[u64]) -> Result<(), StoreError> {
         self.remove(seqs, true)
