@@ -952,6 +952,34 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// `@bot, polling (last poll ...)`, or why it stopped.
+fn telegram_line(t: &serde_json::Value) -> String {
+    let bot = t["bot"]
+        .as_str()
+        .map(|b| format!("@{b}"))
+        .unwrap_or_else(|| "(not connected yet)".into());
+    if let Some(why) = t["stopped"].as_str() {
+        return format!("{bot} {why}");
+    }
+    let state = if t["polling"] == true {
+        "polling"
+    } else {
+        "NOT polling"
+    };
+    let last = t["lastPoll"]
+        .as_str()
+        .map(|l| format!(", last poll {l}"))
+        .unwrap_or_default();
+    let err = t["lastError"]
+        .as_str()
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default();
+    format!(
+        "{bot}, {state}{last}{err}, {} in, {} replies",
+        t["inbound"], t["replies"]
+    )
+}
+
 async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result<i32> {
     let c = match Client::connect(&url, token.as_deref()).await {
         Ok(c) => c,
@@ -1032,6 +1060,11 @@ async fn status(url: String, token: Option<String>, raw: bool) -> anyhow::Result
                 .unwrap_or_default(),
             mq["entities"]
         );
+    }
+    for c in s["channels"].as_array().into_iter().flatten() {
+        if c["kind"] == "telegram" {
+            println!("telegram  {}", telegram_line(&c["status"]));
+        }
     }
     for a in s["agents"].as_array().into_iter().flatten() {
         let model = a["model"]["primary"]

@@ -157,7 +157,13 @@ async fn handle_batch(
 async fn handle(ch: &TelegramChannel, cx: &ChannelContext, me: &Me, u: &serde_json::Value) -> bool {
     let (m, callback, media) = match updates::parse(u, &ch.cfg, me) {
         Update::Ignore(why) => {
-            tracing::debug!(update = %u["update_id"], "telegram: ignored: {why}");
+            let chat = &u["message"]["chat"]["id"];
+            if why.starts_with("a group that is not") {
+                // the owner looks here for the id to put in `groups`
+                tracing::info!(chat = %chat, "telegram: ignored: {why}");
+            } else {
+                tracing::debug!(update = %u["update_id"], chat = %chat, "telegram: ignored: {why}");
+            }
             return true;
         }
         Update::Message { m, media } => (m, None, media),
