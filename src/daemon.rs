@@ -337,6 +337,7 @@ pub async fn run(
             ingest,
             &store,
             &wakers,
+            crate::channel::Drafts::new(bus.clone()),
             channel_stop.clone(),
             &dir,
         )

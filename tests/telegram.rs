@@ -321,7 +321,7 @@ async fn kill_9_with_updates_and_reply_parts_in_flight() {
 async fn rate_limits_are_honoured_and_a_revoked_token_stops_only_the_channel() {
     let (fake, tg) = (FakeOpenAi::start().await, FakeTelegram::start().await);
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), &cfg(&fake, &tg, ""));
+    let d = Daemon::start(dir.path(), &cfg(&fake, &tg, "streaming = false"));
     wait_polling(&d).await;
     tg.fail(
         "sendMessage",
@@ -350,6 +350,10 @@ async fn rate_limits_are_honoured_and_a_revoked_token_stops_only_the_channel() {
     );
     assert_eq!(sends[1].status, 502);
     assert_eq!(sends.last().unwrap().status, 200);
+    assert!(
+        tg.calls("editMessageText").is_empty(),
+        "streaming = false sends no drafts"
+    );
 
     tg.revoke();
     let t = Instant::now();

@@ -121,6 +121,49 @@ impl Outbox {
     }
 }
 
+/// The replies being written, for a channel that shows them as they grow
+/// (Telegram's draft streaming): `(run id, text so far)` of every run.
+#[derive(Clone)]
+pub struct Drafts(crate::events::EventBus);
+
+impl Drafts {
+    pub fn new(bus: crate::events::EventBus) -> Drafts {
+        Drafts(bus)
+    }
+    pub fn subscribe(&self) -> DraftStream {
+        DraftStream(self.0.subscribe())
+    }
+}
+
+pub struct DraftStream(tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>);
+
+impl DraftStream {
+    /// The next streamed text; `None` when the gateway is gone. A slow
+    /// reader skips what it missed (the next delta carries all the text).
+    pub async fn next(&mut self) -> Option<(String, String)> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.0.recv().await {
+                Ok(e) if e.name == "chat" && e.payload.contains("\"delta\"") => {
+                    let v: Value = serde_json::from_str(&e.payload).ok()?;
+                    if v["state"] != "delta" {
+                        continue;
+                    }
+                    let (Some(run), Some(text)) = (
+                        v["runId"].as_str(),
+                        v["message"]["content"][0]["text"].as_str(),
+                    ) else {
+                        continue;
+                    };
+                    return Some((run.to_string(), text.to_string()));
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
 /// Everything a running channel gets.
 #[derive(Clone)]
 pub struct ChannelContext {
@@ -130,6 +173,8 @@ pub struct ChannelContext {
     pub shutdown: CancellationToken,
     /// `<state>/channels/<kind>`, created before the channel starts.
     pub state_dir: PathBuf,
+    /// Replies as they are written (read-only).
+    pub drafts: Drafts,
 }
 
 /// A channel, built from its config section.
@@ -171,6 +216,7 @@ pub fn start(
     ingest: Arc<dyn Ingest>,
     store: &Store,
     wakers: &Wakers,
+    drafts: Drafts,
     shutdown: CancellationToken,
     state_root: &Path,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
@@ -185,6 +231,7 @@ pub fn start(
         outbox: Outbox::new(store.clone(), kind, wakers),
         shutdown,
         state_dir: dir,
+        drafts,
     };
     Ok(tokio::spawn(c.run(cx)))
 }

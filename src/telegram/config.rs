@@ -25,9 +25,12 @@ pub struct TelegramConfig {
     pub media_max_bytes: u64,
     /// `sendChatAction typing` while a reply is being written.
     pub typing: bool,
+    /// Show the reply as it is written (a draft message, edited).
+    pub streaming: bool,
 }
 
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 8] = [
+    "streaming",
     "bot_token",
     "groups",
     "require_mention",
@@ -108,6 +111,7 @@ pub fn parse(cfg: &Config) -> Result<Option<TelegramConfig>, Vec<(String, String
     };
     let require_mention = flag("require_mention", true, &mut probs);
     let typing = flag("typing", true, &mut probs);
+    let streaming = flag("streaming", true, &mut probs);
     let api_base = match t.get("api_base") {
         None => PUBLIC_API.to_string(),
         Some(toml::Value::String(s))
@@ -152,6 +156,7 @@ pub fn parse(cfg: &Config) -> Result<Option<TelegramConfig>, Vec<(String, String
         poll_timeout: Duration::from_secs(poll as u64),
         media_max_bytes: media as u64,
         typing,
+        streaming,
     }))
 }
 

@@ -41,15 +41,17 @@ pub async fn run(ch: Arc<TelegramChannel>, cx: ChannelContext) {
                 .await
                 .map(|d| tokio::time::Instant::now() + d);
         }
-        if ch.status_now().stopped.is_some() || cx.shutdown.is_cancelled() {
+        if ch.status_now().stopped.is_some() {
             return;
         }
         let until =
             resume_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
+            biased;
             _ = cx.shutdown.cancelled() => {
-                // one more pass for what the drain committed, unless
-                // Telegram asked to wait longer than the stop budget
+                // one more pass for what the drain committed (also when
+                // the stop came during the pass above), unless Telegram
+                // asked to wait longer than the stop budget
                 if resume_at.is_none_or(|t| t <= tokio::time::Instant::now() + Duration::from_secs(1)) {
                     let _ = tokio::time::timeout(super::STOP_BUDGET - Duration::from_millis(500), pass(&ch, &cx)).await;
                 }
@@ -78,6 +80,10 @@ async fn pass(ch: &TelegramChannel, cx: &ChannelContext) -> Option<Duration> {
         match deliver(ch, cx, seq, &item, &mut backoff).await {
             Sent::Done => {
                 ch.stop_typing(item.address());
+                ch.drafts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take(&item.run_id);
                 ch.set_status(|s| s.replies += 1);
             }
             Sent::Later(d) => return Some(d),
@@ -111,6 +117,15 @@ async fn deliver(
     };
     let parts = format::parts(&item.text);
     let wire = item.wire.unwrap_or_default();
+    // a draft of this reply is on the screen: it becomes the first part
+    let draft = {
+        let _io = ch.draft_io.lock().await;
+        ch.drafts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finishing(&item.run_id)
+            .filter(|d| d.chat == item.address())
+    };
     if wire.sending {
         tracing::warn!(run_id = %item.run_id, part = wire.part, "telegram: a reply part may have gone out before the last stop; sending it again");
     }
@@ -129,7 +144,11 @@ async fn deliver(
         {
             return Sent::Later(Duration::from_secs(2));
         }
-        match send_part(ch, chat, thread, part).await {
+        let sent = match (&draft, k) {
+            (Some(d), 0) => edit_part(ch, chat, thread, d.message_id, part).await,
+            _ => send_part(ch, chat, thread, part).await,
+        };
+        match sent {
             Ok(()) => {}
             Err(ApiError::RetryAfter(d)) => {
                 tracing::warn!(
@@ -172,6 +191,41 @@ async fn deliver(
         crate::util::crash_hook("telegram-after-part-record");
     }
     finish(cx, seq).await
+}
+
+/// The draft becomes part one; a draft Telegram will not edit any more
+/// (too old, deleted) is left, and the part goes as a new message.
+async fn edit_part(
+    ch: &TelegramChannel,
+    chat: i64,
+    thread: Option<i64>,
+    id: i64,
+    part: &format::Part,
+) -> Result<(), ApiError> {
+    let body = json!({"chat_id": chat, "message_id": id, "text": part.html, "parse_mode": "HTML",
+                      "link_preview_options": {"is_disabled": true}});
+    match ch.call("editMessageText", body.clone()).await {
+        Ok(_) => Ok(()),
+        Err(ApiError::Rejected { description, .. }) if description.contains("not modified") => {
+            Ok(())
+        }
+        Err(ApiError::Rejected {
+            code: 400,
+            description,
+        }) if description.contains("parse entities") => {
+            let mut plain = body;
+            plain["text"] = Value::String(part.plain.clone());
+            if let Some(o) = plain.as_object_mut() {
+                o.remove("parse_mode");
+            }
+            ch.call("editMessageText", plain).await.map(|_| ())
+        }
+        Err(e) if e.transient() || matches!(e, ApiError::Unauthorized(_)) => Err(e),
+        Err(e) => {
+            tracing::warn!("telegram: cannot turn the draft into the reply ({e}); sending it anew");
+            send_part(ch, chat, thread, part).await
+        }
+    }
 }
 
 async fn finish(cx: &ChannelContext, seq: u64) -> Sent {

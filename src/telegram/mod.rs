@@ -8,6 +8,7 @@
 //! | [`poll`] | the `getUpdates` loop and its durable offset |
 //! | [`deliver`] | replies from the outbox, in parts, each part once |
 //! | [`format`] | Markdown → Telegram HTML, splitting at 4,096 characters |
+//! | [`stream`] | draft streaming: the reply shown and edited as it grows |
 //!
 //! Invariants: an update is acknowledged (the next `getUpdates` offset)
 //! only after the ingest handle answered for it, so nothing accepted is
@@ -31,6 +32,7 @@ pub mod config;
 pub mod deliver;
 pub mod format;
 pub mod poll;
+pub mod stream;
 pub mod updates;
 
 use api::{Api, ApiError};
@@ -68,6 +70,11 @@ pub struct TelegramChannel {
     status: Mutex<Status>,
     /// Chats with a reply on the way, until when they show "typing".
     typing: Mutex<HashMap<String, Instant>>,
+    /// Replies being written, and their drafts.
+    pub drafts: Mutex<stream::Drafts>,
+    /// Held while a draft is sent or edited, and while a finished reply
+    /// takes its draft over: never a draft after its reply.
+    pub draft_io: tokio::sync::Mutex<()>,
 }
 
 /// `[channels.telegram]` → the channel.
@@ -91,6 +98,8 @@ impl TelegramChannel {
             cfg,
             status: Mutex::new(Status::default()),
             typing: Mutex::new(HashMap::new()),
+            drafts: Mutex::new(stream::Drafts::default()),
+            draft_io: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -218,9 +227,17 @@ impl Channel for TelegramChannel {
             };
             let me = Arc::new(me);
             let poller = tokio::spawn(poll::run(self.clone(), cx.clone(), me));
+            let drafts = self
+                .cfg
+                .streaming
+                .then(|| tokio::spawn(stream::run(self.clone(), cx.clone())));
             deliver::run(self.clone(), cx).await;
             poller.abort();
             let _ = poller.await;
+            if let Some(d) = drafts {
+                d.abort();
+                let _ = d.await;
+            }
         })
     }
     fn stop_budget(&self) -> Duration {

@@ -183,8 +183,14 @@ async fn handle(ch: &TelegramChannel, cx: &ChannelContext, me: &Me, u: &serde_js
     let chat = chat.strip_prefix("telegram:").unwrap_or("").to_string();
     ch.set_status(|s| s.inbound += 1);
     match cx.ingest.accept(m).await {
-        IngestOutcome::Accepted { .. } => {
+        IngestOutcome::Accepted { run_id, .. } => {
             ch.start_typing(&chat);
+            if ch.cfg.streaming {
+                ch.drafts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .follow(&run_id, &chat);
+            }
             true
         }
         IngestOutcome::Duplicate { .. } | IngestOutcome::Command { .. } => true,

@@ -70,7 +70,13 @@ async fn exactly_once(p: &mut dyn Platform, d: &Daemon, want: &[&str]) {
     let got = p.replies(d).await;
     for w in want {
         let n = got.iter().filter(|r| r.contains(w)).count();
-        assert_eq!(n, 1, "{}: reply {w:?} came {n} times: {got:?}", p.name());
+        assert_eq!(
+            n,
+            1,
+            "{}: reply {w:?} came {n} times: {got:?}\n{}",
+            p.name(),
+            d.log()
+        );
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Sent {
     /// The visible text (markup parsed away).
     pub text: String,
     pub html: bool,
+    /// How often it was edited (draft streaming).
+    pub edits: u32,
 }
 
 #[derive(Default)]
@@ -222,9 +224,7 @@ async fn method(
         }
         "getUpdates" => get_updates(&sh, &body).await,
         "sendMessage" => send_message(&sh, &body),
-        "editMessageText" => ok(
-            json!({"message_id": body["message_id"], "chat": {"id": body["chat_id"]}, "text": body["text"]}),
-        ),
+        "editMessageText" => edit_message(&sh, &body),
         "sendChatAction" | "answerCallbackQuery" => ok(json!(true)),
         "getFile" => {
             let id = body["file_id"].as_str().unwrap_or("");
@@ -288,8 +288,39 @@ fn send_message(sh: &Shared, body: &Value) -> Response {
         thread: body["message_thread_id"].as_i64(),
         text: text.clone(),
         html,
+        edits: 0,
     });
     ok(json!({"message_id": message_id, "chat": {"id": chat_id}, "date": 0, "text": text}))
+}
+
+fn edit_message(sh: &Shared, body: &Value) -> Response {
+    let (chat, id) = (body["chat_id"].as_i64(), body["message_id"].as_i64());
+    let raw = body["text"].as_str().unwrap_or("");
+    let text = if body["parse_mode"] == "HTML" {
+        match parse_html(raw) {
+            Ok(t) => t,
+            Err(e) => return err(400, &format!("Bad Request: {e}"), None),
+        }
+    } else {
+        raw.to_string()
+    };
+    if text.chars().count() > 4096 {
+        return err(400, "Bad Request: message is too long", None);
+    }
+    let mut inner = sh.inner.lock().unwrap();
+    let Some(m) = inner
+        .sent
+        .iter_mut()
+        .find(|m| Some(m.chat_id) == chat && Some(m.message_id) == id)
+    else {
+        return err(400, "Bad Request: message to edit not found", None);
+    };
+    if m.text == text {
+        return err(400, "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message", None);
+    }
+    m.text = text.clone();
+    m.edits += 1;
+    ok(json!({"message_id": id, "chat": {"id": chat}, "date": 0, "text": text}))
 }
 
 impl FakeTelegram {
