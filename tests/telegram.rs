@@ -184,6 +184,30 @@ async fn groups_answer_when_mentioned_and_topics_are_sessions() {
         list.contains(&format!("agent:main:telegram:group:{GROUP}:topic:7")),
         "{list}"
     );
+    // a button press comes in as a message from the presser
+    tg.push(
+        json!({"callback_query": {"id": "cb1", "data": "lights off", "chat_instance": "x",
+        "from": {"id": OWNER, "is_bot": false, "first_name": "Dana"},
+        "message": {"message_id": 9, "date": 0, "chat": {"id": OWNER, "type": "private"}}}}),
+    );
+    tg.wait_sent(OWNER, Duration::from_secs(20), |t| t == "echo: lights off")
+        .await;
+    assert!(tg
+        .calls("answerCallbackQuery")
+        .iter()
+        .any(|c| c.body["callback_query_id"] == "cb1"));
+    // a dropped connection during a poll: polling goes on
+    tg.fail("getUpdates", Fault::Drop);
+    tg.message(OWNER, OWNER, "before the drop");
+    common::until("the dropped poll", Duration::from_secs(20), || {
+        tg.faults_left() == 0
+    })
+    .await;
+    tg.message(OWNER, OWNER, "after the drop");
+    tg.wait_sent(OWNER, Duration::from_secs(20), |t| {
+        t == "echo: after the drop"
+    })
+    .await;
     // a photo: described to the model, the file kept
     tg.add_file("photos/ph1.jpg", b"JPEG");
     tg.push(json!({"message": {"message_id": 3, "date": 0, "chat": {"id": OWNER, "type": "private"},
@@ -339,6 +363,7 @@ async fn rate_limits_are_honoured_and_a_revoked_token_stops_only_the_channel() {
             retry_after: None,
         },
     );
+    tg.fail("sendMessage", Fault::Drop);
     tg.message(OWNER, OWNER, "slow down");
     tg.wait_sent(OWNER, Duration::from_secs(30), |t| t == "echo: slow down")
         .await;
@@ -349,6 +374,18 @@ async fn rate_limits_are_honoured_and_a_revoked_token_stops_only_the_channel() {
         "a request before retry_after"
     );
     assert_eq!(sends[1].status, 502);
+    assert_eq!(
+        sends.len(),
+        4,
+        "429, 502, a dropped connection, then the reply"
+    );
+    assert_eq!(
+        tg.sent_to(OWNER)
+            .iter()
+            .filter(|t| *t == "echo: slow down")
+            .count(),
+        1
+    );
     assert_eq!(sends.last().unwrap().status, 200);
     assert!(
         tg.calls("editMessageText").is_empty(),

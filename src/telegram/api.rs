@@ -103,6 +103,12 @@ impl Api {
         if status == 200 && v["ok"] == true {
             return Ok(v["result"].clone());
         }
+        if status < 300 {
+            // a cut or garbled answer: whether it was done is unknown
+            return Err(ApiError::Network(
+                "an incomplete answer from the Bot API".into(),
+            ));
+        }
         let description: String = v["description"]
             .as_str()
             .unwrap_or("no description")

@@ -32,6 +32,9 @@ pub enum Fault {
     },
     /// Answer after this many ms.
     Slow(u64),
+    /// Start a 200 answer and cut the connection in the middle of its
+    /// body (nothing of the request is done).
+    Drop,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +219,18 @@ async fn method(
             retry_after,
         }) => return err(code, &description, retry_after),
         Some(Fault::Slow(ms)) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Some(Fault::Drop) => {
+            let parts: Vec<Result<&'static str, std::io::Error>> = vec![
+                Ok("{\"ok\":tr"),
+                Err(std::io::Error::other("connection dropped")),
+            ];
+            return Response::builder()
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                    parts,
+                )))
+                .unwrap();
+        }
         None => {}
     }
     match method.as_str() {
@@ -394,6 +409,10 @@ impl FakeTelegram {
             .unwrap()
             .faults
             .push((method.into(), f));
+    }
+
+    pub fn faults_left(&self) -> usize {
+        self.shared.inner.lock().unwrap().faults.len()
     }
 
     pub fn revoke(&self) {
