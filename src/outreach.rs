@@ -88,11 +88,18 @@ impl Outreach {
             )));
         }
         let allowed = match kind {
-            "webchat" => true,
+            // a web chat session, not another channel's (`...:telegram:group:...`)
+            "webchat" => !addr.split(':').any(|seg| {
+                matches!(seg, "direct" | "group" | "topic") || self.kinds.iter().any(|k| k == seg)
+            }),
             "mqtt" => self.kinds.iter().any(|k| k == "mqtt") && !addr.contains(':'),
             k if self.kinds.iter().any(|c| c == k) => {
-                let chat = addr.split(':').next().unwrap_or("");
-                self.owner_chats.iter().any(|(c, id)| c == k && id == chat)
+                let mut it = addr.split(':');
+                let chat = it.next().unwrap_or("");
+                // an optional topic: a number
+                let topic_ok =
+                    it.next().is_none_or(|t| t.parse::<i64>().is_ok()) && it.next().is_none();
+                topic_ok && self.owner_chats.iter().any(|(c, id)| c == k && id == chat)
             }
             _ => false,
         };

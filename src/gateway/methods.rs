@@ -715,7 +715,8 @@ async fn send_to_channel(g: &Gateway, p: &Value, channel: &str) -> Res {
         let rec = IdemRecord {
             method: "send".into(),
             run_id: idem.clone(),
-            response: json!({"runId": idem, "channel": t2.split(':').next(), "to": t2}),
+            response: json!({"runId": idem, "channel": t2.split(':').next(), "to": t2,
+                             "messageId": format!("send-{idem}")}),
             ts: now_ms(),
         };
         out.send_once(&t2, &text, Some((&format!("send:{idem}"), &rec)))

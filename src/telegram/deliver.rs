@@ -35,9 +35,11 @@ pub async fn run(ch: Arc<TelegramChannel>, cx: ChannelContext) {
     typing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // after a 429 or a fault: no request before this
     let mut resume_at: Option<tokio::time::Instant> = None;
+    // kept across passes: an outage backs off to 60 s
+    let mut backoff = Backoff::default();
     loop {
         if resume_at.is_none_or(|t| t <= tokio::time::Instant::now()) {
-            resume_at = pass(&ch, &cx)
+            resume_at = pass(&ch, &cx, &mut backoff)
                 .await
                 .map(|d| tokio::time::Instant::now() + d);
         }
@@ -53,7 +55,7 @@ pub async fn run(ch: Arc<TelegramChannel>, cx: ChannelContext) {
                 // the stop came during the pass above), unless Telegram
                 // asked to wait longer than the stop budget
                 if resume_at.is_none_or(|t| t <= tokio::time::Instant::now() + Duration::from_secs(1)) {
-                    let _ = tokio::time::timeout(super::STOP_BUDGET - Duration::from_millis(500), pass(&ch, &cx)).await;
+                    let _ = tokio::time::timeout(super::STOP_BUDGET - Duration::from_millis(500), pass(&ch, &cx, &mut backoff)).await;
                 }
                 return;
             }
@@ -66,7 +68,11 @@ pub async fn run(ch: Arc<TelegramChannel>, cx: ChannelContext) {
 
 /// Delivers every waiting reply in order; `Some(wait)` when one must be
 /// tried again after `wait`.
-async fn pass(ch: &TelegramChannel, cx: &ChannelContext) -> Option<Duration> {
+async fn pass(
+    ch: &TelegramChannel,
+    cx: &ChannelContext,
+    backoff: &mut Backoff,
+) -> Option<Duration> {
     let ob = cx.outbox.clone();
     let pending = match tokio::task::spawn_blocking(move || ob.pending()).await {
         Ok(Ok(p)) => p,
@@ -75,10 +81,10 @@ async fn pass(ch: &TelegramChannel, cx: &ChannelContext) -> Option<Duration> {
             return Some(Duration::from_secs(5));
         }
     };
-    let mut backoff = Backoff::default();
     for (seq, item) in pending {
-        match deliver(ch, cx, seq, &item, &mut backoff).await {
+        match deliver(ch, cx, seq, &item, backoff).await {
             Sent::Done => {
+                backoff.reset();
                 ch.stop_typing(item.address());
                 ch.drafts
                     .lock()

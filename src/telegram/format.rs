@@ -34,7 +34,7 @@ pub fn parts(text: &str) -> Vec<Part> {
 
 fn push_rendered(src: &str, out: &mut Vec<Part>) {
     let html = render(src);
-    if html.chars().count() <= MAX_CHARS || src.chars().count() < 64 {
+    if utf16_len(&html) <= MAX_CHARS || src.chars().count() < 64 {
         out.push(Part {
             html,
             plain: src.chars().take(MAX_CHARS).collect(),
@@ -45,6 +45,12 @@ fn push_rendered(src: &str, out: &mut Vec<Part>) {
     for half in split(src, src.chars().count() / 2) {
         push_rendered(&half, out);
     }
+}
+
+/// Telegram counts a message's length in UTF-16 code units (an emoji is
+/// two).
+pub fn utf16_len(s: &str) -> usize {
+    s.encode_utf16().count()
 }
 
 /// Splits at the best boundary before `max` characters; a code fence cut
@@ -80,15 +86,26 @@ pub fn split(text: &str, max: usize) -> Vec<String> {
 fn open_fence(s: &str) -> Option<String> {
     let mut open = None;
     for l in s.lines() {
-        let t = l.trim_start();
-        if t.starts_with("```") {
+        if let Some(f) = fence(l) {
             open = match open {
-                None => Some(t.to_string()),
+                None => Some(f),
                 Some(_) => None,
             };
         }
     }
     open
+}
+
+/// A line that opens or closes a code block: "```" and at most a short
+/// language word (e.g. "```rust"); the fence as it is reopened. A line
+/// like "```ls -la```" is inline code, not a fence.
+fn fence(line: &str) -> Option<String> {
+    let rest = line.trim().strip_prefix("```")?;
+    (rest.len() <= 20
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-_#.".contains(c)))
+    .then(|| format!("```{rest}"))
 }
 
 /// `(head, tail)` with `head` at most `max` characters, cut at a paragraph,
@@ -136,7 +153,7 @@ pub fn render(md: &str) -> String {
     let mut code: Option<String> = None;
     for line in md.split('\n') {
         let t = line.trim_start();
-        if t.starts_with("```") {
+        if fence(line).is_some() {
             match code.take() {
                 Some(body) => {
                     out.push_str(&format!(
@@ -151,6 +168,14 @@ pub fn render(md: &str) -> String {
         if let Some(body) = code.as_mut() {
             body.push_str(line);
             body.push('\n');
+            continue;
+        }
+        if let Some(inner) = t
+            .strip_prefix("```")
+            .and_then(|r| r.trim_end().strip_suffix("```"))
+        {
+            // "```ls -la```" on one line: inline code
+            out.push_str(&format!("<code>{}</code>\n", escape(inner)));
             continue;
         }
         let heading = t.trim_start_matches('#');
@@ -349,6 +374,22 @@ mod tests {
         assert_eq!(joined.matches("let x = 1;").count(), 300);
         assert_eq!(joined.matches("This is a sentence.").count(), 120);
         assert!(!ps[0].plain.ends_with("sen"), "cut inside a word");
+    }
+
+    #[test]
+    fn odd_fences_and_wide_characters() {
+        assert_eq!(render("```ls -la```"), "<code>ls -la</code>");
+        let h = render("```ls -la``` lists files");
+        assert!(h.contains("ls -la") && h.contains("lists files"), "{h}");
+        let long_fence = format!("```{}\n{}", "x".repeat(300), "word ".repeat(2000));
+        assert!(
+            parts(&long_fence).len() < 5,
+            "a long first line is not a fence reopened in every part"
+        );
+        let emoji = "😀".repeat(3000);
+        assert!(parts(&emoji)
+            .iter()
+            .all(|p| utf16_len(&p.html) <= MAX_CHARS));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Status {
     pub inbound: u64,
     pub replies: u64,
     pub offset: i64,
+    /// The update being handled (a failure skips it).
+    pub handling: Option<i64>,
 }
 
 /// Who the bot is (getMe): for mentions and replies in groups.
@@ -199,6 +201,36 @@ impl TelegramChannel {
     }
 }
 
+/// Runs the poll loop; a panic in it (a bug meeting an odd update) is
+/// logged, the update it was handling is skipped (acknowledged), and the
+/// loop starts again: polling never stops silently, and one bad update
+/// cannot hold up the rest.
+async fn supervise(ch: Arc<TelegramChannel>, cx: ChannelContext, me: Arc<Me>) {
+    use futures_util::FutureExt;
+    loop {
+        let r = std::panic::AssertUnwindSafe(poll::run(ch.clone(), cx.clone(), me.clone()))
+            .catch_unwind()
+            .await;
+        if r.is_ok() {
+            return;
+        }
+        let bad = ch.status_now().handling;
+        tracing::error!(update = ?bad, "telegram: handling an update failed; it is skipped, polling goes on");
+        ch.set_status(|s| {
+            s.last_error =
+                Some("an update could not be handled and was skipped; see the log".into());
+            s.handling = None;
+        });
+        if let Some(id) = bad {
+            poll::save(&cx.state_dir.join("offset"), me.id, id + 1).await;
+        }
+        tokio::select! {
+            _ = cx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// A reusable inline keyboard: rows of (label, callback data ≤ 64 bytes).
 /// A press comes back as a message with the data as its text.
 pub fn keyboard(rows: &[&[(&str, &str)]]) -> Value {
@@ -226,7 +258,7 @@ impl Channel for TelegramChannel {
                 return;
             };
             let me = Arc::new(me);
-            let poller = tokio::spawn(poll::run(self.clone(), cx.clone(), me));
+            let poller = tokio::spawn(supervise(self.clone(), cx.clone(), me));
             let drafts = self
                 .cfg
                 .streaming

@@ -38,20 +38,26 @@ fn offset_file(cx: &ChannelContext) -> PathBuf {
     cx.state_dir.join("offset")
 }
 
-pub fn read_offset(path: &Path) -> i64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+/// The saved offset of bot `bot` (another bot's, or none: 0).
+pub fn read_offset(path: &Path, bot: i64) -> i64 {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let mut it = s.split_whitespace();
+    match (
+        it.next().and_then(|b| b.parse::<i64>().ok()),
+        it.next().and_then(|o| o.parse().ok()),
+    ) {
+        (Some(b), Some(o)) if b == bot => o,
+        _ => 0,
+    }
 }
 
 /// Written to a temporary file, synced, renamed: a power cut leaves the
 /// old offset or the new one (an old one only repeats duplicates).
-pub fn write_offset(path: &Path, offset: i64) -> std::io::Result<()> {
+pub fn write_offset(path: &Path, bot: i64, offset: i64) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(offset.to_string().as_bytes())?;
+    f.write_all(format!("{bot} {offset}").as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
@@ -62,7 +68,7 @@ pub fn write_offset(path: &Path, offset: i64) -> std::io::Result<()> {
 
 pub async fn run(ch: Arc<TelegramChannel>, cx: ChannelContext, me: Arc<Me>) {
     let path = offset_file(&cx);
-    let mut offset = read_offset(&path);
+    let mut offset = read_offset(&path, me.id);
     ch.set_status(|s| s.offset = offset);
     let mut backoff = Backoff::default();
     let timeout = ch.cfg.poll_timeout.as_secs();
@@ -83,18 +89,12 @@ pub async fn run(ch: Arc<TelegramChannel>, cx: ChannelContext, me: Arc<Me>) {
                 });
                 let empty = Vec::new();
                 let list = list.as_array().unwrap_or(&empty);
-                let (next, retry) = handle_batch(&ch, &cx, &me, list, offset).await;
-                if next != offset {
-                    let p = path.clone();
-                    match tokio::task::spawn_blocking(move || write_offset(&p, next)).await {
-                        Ok(Ok(())) => {}
-                        other => tracing::warn!("telegram: cannot save the update offset ({other:?}); updates may be seen again (they are answered once)"),
-                    }
-                    offset = next;
-                    ch.set_status(|s| s.offset = offset);
-                }
+                let retry = handle_batch(&ch, &cx, &me, list, &path, &mut offset).await;
+                ch.set_status(|s| s.offset = offset);
                 if retry {
-                    Some(Duration::from_secs(1))
+                    // shutting down or the state database failed: the
+                    // update stays with Telegram
+                    Some(Duration::from_secs(3))
                 } else {
                     None
                 }
@@ -129,28 +129,40 @@ pub async fn run(ch: Arc<TelegramChannel>, cx: ChannelContext, me: Arc<Me>) {
     }
 }
 
-/// Hands in a batch in order; returns the new offset (past the last update
-/// that got an answer) and whether one must be tried again later.
+/// Hands in a batch in order, saving the offset after every update (a
+/// command or a refusal has no idempotency key: it must not come again);
+/// true when one must be tried again later.
 async fn handle_batch(
     ch: &TelegramChannel,
     cx: &ChannelContext,
     me: &Me,
     list: &[serde_json::Value],
-    mut offset: i64,
-) -> (i64, bool) {
+    path: &Path,
+    offset: &mut i64,
+) -> bool {
     for u in list {
         let Some(id) = u["update_id"].as_i64() else {
             continue;
         };
-        if id < offset {
-            continue; // Telegram repeating itself
-        }
+        // an id below the offset (Telegram restarting its numbering) is
+        // handled like any: repeats are caught by the update id
+        ch.set_status(|s| s.handling = Some(id));
         if !handle(ch, cx, me, u).await {
-            return (offset, true);
+            return true;
         }
-        offset = id + 1;
+        *offset = id + 1;
+        save(path, me.id, *offset).await;
     }
-    (offset, false)
+    ch.set_status(|s| s.handling = None);
+    false
+}
+
+pub async fn save(path: &Path, bot: i64, offset: i64) {
+    let p = path.to_path_buf();
+    match tokio::task::spawn_blocking(move || write_offset(&p, bot, offset)).await {
+        Ok(Ok(())) => {}
+        other => tracing::warn!("telegram: cannot save the update offset ({other:?}); updates may be seen again (they are answered once)"),
+    }
 }
 
 /// One update; false when it must be tried again (not acknowledged).
@@ -176,14 +188,33 @@ async fn handle(ch: &TelegramChannel, cx: &ChannelContext, me: &Me, u: &serde_js
             .await;
     }
     let mut m = m;
+    let mut kept = None;
     if let Some(f) = media {
-        m.text = keep_media(ch, cx, &m.peer, &f, m.text).await;
+        (m.text, kept) = keep_media(ch, cx, &m.peer, &f, m.text).await;
     }
     let chat = m.reply_to.clone().unwrap_or_default();
     let chat = chat.strip_prefix("telegram:").unwrap_or("").to_string();
-    ch.set_status(|s| s.inbound += 1);
-    match cx.ingest.accept(m).await {
+    let outcome = cx.ingest.accept(m).await;
+    if let Some(file) = kept {
+        // a file of a message that did not get in is not kept, and only
+        // what got in makes older files go
+        let root = cx.state_dir.join("media");
+        let accepted = matches!(
+            outcome,
+            IngestOutcome::Accepted { .. } | IngestOutcome::Duplicate { .. }
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            if accepted {
+                prune_media(&root, MEDIA_TOTAL);
+            } else {
+                let _ = std::fs::remove_file(file);
+            }
+        })
+        .await;
+    }
+    match outcome {
         IngestOutcome::Accepted { run_id, .. } => {
+            ch.set_status(|s| s.inbound += 1);
             ch.start_typing(&chat);
             if ch.cfg.streaming {
                 ch.drafts
@@ -217,58 +248,68 @@ async fn handle(ch: &TelegramChannel, cx: &ChannelContext, me: &Me, u: &serde_js
 }
 
 /// Downloads a message's file into `media/<chat>/` when it is within
-/// `media_max_bytes`; returns the text with what happened to it.
+/// `media_max_bytes` (once: a file already there is kept as it is);
+/// returns the text with what happened to it, and the file.
 async fn keep_media(
     ch: &TelegramChannel,
     cx: &ChannelContext,
     chat: &str,
     f: &Media,
     text: String,
-) -> String {
+) -> (String, Option<PathBuf>) {
     let max = ch.cfg.media_max_bytes;
     if max == 0 || f.size > max {
-        return format!("{text} (not kept: larger than media_max_bytes)");
+        return (
+            format!("{text} (not kept: larger than media_max_bytes)"),
+            None,
+        );
     }
     let safe = |s: &str| {
-        s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            && !s.is_empty()
+        !s.is_empty()
             && s.len() < 128
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     if !safe(&f.unique_id) || !chat.chars().all(|c| c.is_ascii_digit() || c == '-') {
-        return text;
+        return (text, None);
+    }
+    let dir = cx.state_dir.join("media").join(chat);
+    let name = format!("{}.{}", f.unique_id, f.ext);
+    let target = dir.join(&name);
+    let kept = |n: u64| {
+        format!(
+            "{text} (kept as media/{chat}/{name}, {} KB)",
+            n.div_ceil(1024)
+        )
+    };
+    if let Ok(m) = std::fs::metadata(&target) {
+        return (kept(m.len()), Some(target));
     }
     let info = match ch.call("getFile", json!({"file_id": f.file_id})).await {
         Ok(i) => i,
         Err(e) => {
             tracing::warn!("telegram: getFile failed: {e}");
-            return format!("{text} (could not be downloaded)");
+            return (format!("{text} (could not be downloaded)"), None);
         }
     };
     let Some(path) = info["file_path"].as_str().map(str::to_string) else {
-        return format!("{text} (could not be downloaded)");
+        return (format!("{text} (could not be downloaded)"), None);
     };
     let api = ch.api();
-    let dir = cx.state_dir.join("media").join(chat);
-    let name = format!("{}.{}", f.unique_id, f.ext);
-    let target = dir.join(&name);
+    let t2 = target.clone();
     let r = tokio::task::spawn_blocking(move || -> Result<u64, String> {
         let bytes = api.download(&path, max).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        std::fs::write(&target, &bytes).map_err(|e| e.to_string())?;
-        prune_media(dir.parent().unwrap_or(&dir), MEDIA_TOTAL);
+        std::fs::write(&t2, &bytes).map_err(|e| e.to_string())?;
         Ok(bytes.len() as u64)
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
     match r {
-        Ok(n) => format!(
-            "{text} (kept as media/{chat}/{name}, {} KB)",
-            n.div_ceil(1024)
-        ),
+        Ok(n) => (kept(n), Some(target)),
         Err(e) => {
             tracing::warn!("telegram: cannot keep a file: {e}");
-            format!("{text} (could not be downloaded)")
+            (format!("{text} (could not be downloaded)"), None)
         }
     }
 }
@@ -303,12 +344,13 @@ mod tests {
     fn the_offset_survives_and_backoff_grows() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("offset");
-        assert_eq!(read_offset(&p), 0);
-        write_offset(&p, 812).unwrap();
-        assert_eq!(read_offset(&p), 812);
+        assert_eq!(read_offset(&p, 7), 0);
+        write_offset(&p, 7, 812).unwrap();
+        assert_eq!(read_offset(&p, 7), 812);
+        assert_eq!(read_offset(&p, 8), 0, "another bot starts over");
         std::fs::write(&p, "garbage").unwrap();
         assert_eq!(
-            read_offset(&p),
+            read_offset(&p, 7),
             0,
             "a damaged file starts over (duplicates are recognized)"
         );

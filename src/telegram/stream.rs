@@ -143,7 +143,18 @@ pub async fn run(ch: Arc<TelegramChannel>, cx: ChannelContext) {
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::debug!("telegram: draft update failed: {e}"),
+            Err(e) => {
+                // whether a first draft arrived is unknown: no more drafts
+                // for this run (the finished reply comes as a message)
+                tracing::debug!(
+                    "telegram: draft update failed ({e}); the reply comes when finished"
+                );
+                ch.drafts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .runs
+                    .remove(&run);
+            }
         }
     }
 }

@@ -111,8 +111,7 @@ fn inbound(
             thread = msg["message_thread_id"].as_i64();
         }
         let mention = format!("@{}", me.username);
-        let mentioned =
-            !me.username.is_empty() && text.to_lowercase().contains(&mention.to_lowercase());
+        let mentioned = !me.username.is_empty() && !mention_spans(&text, &mention).is_empty();
         let replied = msg["reply_to_message"]["from"]["id"].as_i64() == Some(me.id) && me.id != 0;
         if cfg.require_mention && !mentioned && !replied && !pressed {
             return Err("a group message that does not mention the bot");
@@ -148,15 +147,42 @@ fn inbound(
     })
 }
 
-/// `@bot` out of the text, any case (`/new@bot` → `/new`).
+/// Where `@bot` stands in `text` as a whole word (not `@botfan`, not
+/// `x@bot.org`), any case. Bot user names are ASCII: the ASCII-only fold
+/// keeps byte offsets (a full lowercase changes lengths, e.g. 'İ').
+fn mention_spans(text: &str, mention: &str) -> Vec<(usize, usize)> {
+    let lower = text.to_ascii_lowercase();
+    let m = mention.to_ascii_lowercase();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(j) = lower[from..].find(&m) {
+        let (s, e) = (from + j, from + j + m.len());
+        // after a word only as a command's address: `/status@bot`
+        let mut w = s;
+        while w > 0 && word(bytes[w - 1]) {
+            w -= 1;
+        }
+        let command = w < s && w > 0 && bytes[w - 1] == b'/';
+        let before_ok = s == 0 || command || !(word(bytes[s - 1]) || bytes[s - 1] == b'@');
+        let after_ok = e == bytes.len()
+            || !(word(bytes[e]) || bytes[e] == b'.' && bytes.get(e + 1).is_some_and(|b| word(*b)));
+        if before_ok && after_ok {
+            out.push((s, e));
+        }
+        from = e;
+    }
+    out
+}
+
+/// `@bot` out of the text (`/new@bot` → `/new`).
 fn strip_mention(text: &str, mention: &str) -> String {
-    let lower = text.to_lowercase();
-    let m = mention.to_lowercase();
     let mut out = String::new();
     let mut i = 0;
-    while let Some(j) = lower[i..].find(&m) {
-        out.push_str(&text[i..i + j]);
-        i += j + m.len();
+    for (s, e) in mention_spans(text, mention) {
+        out.push_str(&text[i..s]);
+        i = e;
     }
     out.push_str(&text[i..]);
     out
@@ -179,9 +205,12 @@ pub fn content(msg: &Value) -> (String, Option<Media>) {
     };
     let (what, media) = if let Some(sizes) = msg["photo"].as_array() {
         // the sizes come smallest first
-        let big = sizes
-            .iter()
-            .max_by_key(|p| p["width"].as_u64().unwrap_or(0) * p["height"].as_u64().unwrap_or(0));
+        let big = sizes.iter().max_by_key(|p| {
+            p["width"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_mul(p["height"].as_u64().unwrap_or(0))
+        });
         match big {
             Some(p) => (
                 format!(
@@ -328,6 +357,29 @@ mod tests {
             (Some("5"), "/status")
         );
         assert_eq!(m.reply_to.as_deref(), Some("telegram:-100:5"));
+        // letters whose lowercase is longer do not shift the cut
+        let Update::Message { m, .. } = parse(
+            &msg(json!({"id": -100, "type": "group"}), "İİİ @HearthBot İx"),
+            &cfg(),
+            &me(),
+        ) else {
+            panic!()
+        };
+        assert_eq!(m.text, "İİİ  İx");
+        // a longer name or an e-mail address is not a mention
+        for other in ["@HearthBotFan hi", "mail x@hearthbot.org", "@@HearthBot"] {
+            assert!(
+                matches!(
+                    parse(
+                        &msg(json!({"id": -100, "type": "group"}), other),
+                        &cfg(),
+                        &me()
+                    ),
+                    Update::Ignore(_)
+                ),
+                "{other}"
+            );
+        }
         // a reply to the bot needs no mention
         let mut r = msg(json!({"id": -100, "type": "group"}), "and the hall?");
         r["message"]["reply_to_message"] = json!({"from": {"id": 99}});
