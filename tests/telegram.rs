@@ -66,6 +66,18 @@ fn numbered(sent: Vec<String>, prefix: char) -> (Vec<String>, Vec<String>) {
     (parts, words)
 }
 
+/// `sessions.list` as text.
+async fn sessions(d: &Daemon) -> String {
+    let c = d.client().await;
+    let list = c
+        .request("sessions.list", json!({}))
+        .await
+        .unwrap()
+        .to_string();
+    c.close().await;
+    list
+}
+
 fn asked(fake: &FakeOpenAi, what: &str) -> usize {
     fake.log
         .all()
@@ -129,12 +141,7 @@ async fn owner_is_answered_and_a_stranger_pairs_first() {
     })
     .await;
     // a member talks in a session of their own
-    let c = d.client().await;
-    let list = c
-        .request("sessions.list", json!({}))
-        .await
-        .unwrap()
-        .to_string();
+    let list = sessions(&d).await;
     assert!(
         list.contains(&format!("agent:main:telegram:direct:{STRANGER}")),
         "{list}"
@@ -170,12 +177,7 @@ async fn groups_answer_when_mentioned_and_topics_are_sessions() {
         .find(|s| s.text.contains("garden"))
         .unwrap();
     assert_eq!(topic.thread, Some(7), "the reply goes to the topic");
-    let c = d.client().await;
-    let list = c
-        .request("sessions.list", json!({}))
-        .await
-        .unwrap()
-        .to_string();
+    let list = sessions(&d).await;
     assert!(
         list.contains(&format!("agent:main:telegram:group:{GROUP}\"")),
         "{list}"

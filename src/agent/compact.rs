@@ -29,7 +29,7 @@ use super::{context, exec_tool, AgentCtx};
 use crate::config::ModelChain;
 use crate::events::RunEvents;
 use crate::inbound::{Origin, Trust};
-use crate::provider::{ChainReply, ProviderError, ToolSpec};
+use crate::provider::{ProviderError, ToolSpec};
 use crate::store::{now_ms, Entry, Role, SessionContext, StoreError, COMPACTION_STATE};
 use crate::tool::Scope;
 use crate::util::estimate_tokens;
@@ -197,25 +197,14 @@ fn render(summary: Option<&str>, entries: &[Entry], max_chars: usize) -> String 
     }
 }
 
-/// One model call without streaming (the shared call path); stops when
-/// `cancel` fires or when dropped.
-async fn call(
-    ctx: &AgentCtx,
-    chain: &ModelChain,
-    session: &str,
-    system: String,
-    transcript: Vec<Entry>,
-    tools: Vec<ToolSpec>,
-    cancel: &CancellationToken,
-) -> Result<ChainReply, CompactError> {
-    ModelCall::start(ctx, chain, session, system, transcript, tools)
-        .finish(cancel)
-        .await
-        .map_err(|e| match e {
+impl From<CallError> for CompactError {
+    fn from(e: CallError) -> CompactError {
+        match e {
             CallError::Cancelled => CompactError::Cancelled,
             CallError::Provider(e) => CompactError::Provider(e),
             CallError::Internal(e) => CompactError::Internal(e),
-        })
+        }
+    }
 }
 
 /// Compacts `session` now. `origin` is who the run speaks for (the flush
@@ -264,15 +253,15 @@ pub async fn compact(
     // window is room for the turns (which were in the context already).
     let room = win * crate::util::CHARS_PER_TOKEN * 85 / 100;
     let input = render(sc.summary.as_deref(), &entries[..at], room);
-    let reply = call(
+    let reply = ModelCall::start(
         ctx,
         &chain,
         session,
         SUMMARY_SYSTEM.to_string(),
         vec![Entry::new(Role::User, input, None)],
         vec![],
-        cancel,
     )
+    .finish(cancel)
     .await?;
     let summary = reply.response.text.trim().to_string();
     if summary.is_empty() {
@@ -370,15 +359,15 @@ async fn flush(
         None,
     ));
     for step in 0..=FLUSH_STEPS {
-        let r = match call(
+        let r = match ModelCall::start(
             ctx,
             chain,
             session,
             system.clone(),
             transcript.clone(),
             tools.clone(),
-            cancel,
         )
+        .finish(cancel)
         .await
         {
             Ok(r) => r,

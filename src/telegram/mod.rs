@@ -279,3 +279,22 @@ impl Channel for TelegramChannel {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keyboards_carry_at_most_64_bytes_of_data() {
+        let k = super::keyboard(&[&[("Allow once", "approve:1"), ("Deny", &"é".repeat(40))]]);
+        let row = &k["inline_keyboard"][0];
+        assert_eq!(
+            row[0],
+            serde_json::json!({"text": "Allow once", "callback_data": "approve:1"})
+        );
+        let data = row[1]["callback_data"].as_str().unwrap();
+        assert_eq!(
+            data.len(),
+            64,
+            "cut on a character boundary within Telegram's limit"
+        );
+    }
+}

@@ -77,16 +77,7 @@ impl FakeCloud {
             .route("/v1/messages", post(anthropic))
             .route("/v1beta/models/{call}", post(gemini))
             .with_state(shared.clone());
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let s2 = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(async move { s2.cancelled().await })
-                .await
-                .unwrap();
-        });
+        let (addr, stop) = super::serve(app).await;
         FakeCloud {
             url: format!("http://{addr}"),
             shared,

@@ -290,26 +290,33 @@ impl FakeOpenAi {
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
             .with_state(log.clone());
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let s2 = stop.clone();
-        tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let l = l.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(l, app)
-                .with_graceful_shutdown(async move { s2.cancelled().await })
-                .await
-                .unwrap();
-        });
+        let (addr, stop) = serve(app).await;
         FakeOpenAi {
             url: format!("http://{addr}/v1"),
             log,
             stop,
         }
     }
+}
+
+/// Serves `app` on 127.0.0.1:0 (TCP_NODELAY) until the token is
+/// cancelled; every fake server starts this way.
+pub async fn serve(app: Router) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    use axum::serve::ListenerExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s2 = stop.clone();
+    let l = l.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        axum::serve(l, app)
+            .with_graceful_shutdown(async move { s2.cancelled().await })
+            .await
+            .unwrap();
+    });
+    (addr, stop)
 }
 
 /// A config using the fake provider, plus extra TOML.

@@ -346,16 +346,7 @@ impl FakeTelegram {
             .route("/{token}/{method}", post(method))
             .route("/file/{token}/{*path}", get(file))
             .with_state(shared.clone());
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let s2 = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(async move { s2.cancelled().await })
-                .await
-                .unwrap();
-        });
+        let (addr, stop) = super::serve(app).await;
         FakeTelegram {
             url: format!("http://{addr}"),
             shared,
