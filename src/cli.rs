@@ -282,29 +282,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             // state is committed and closed by now).
             rt.shutdown_timeout(Duration::from_millis(500));
             r?;
+            if daemon::restart_requested() {
+                return daemon::restart_self();
+            }
             Ok(0)
         }
         Cmd::Config {
             cmd: ConfigCmd::Validate { config },
         } => {
             let path = daemon::config_path(config.as_deref());
-            let file = path
-                .as_ref()
-                .map_or("embedded defaults".into(), |p| p.display().to_string());
-            match Config::load(path.as_deref()).and_then(|c| {
-                let mut p = c.check_paths();
-                p.extend(crate::channel::check(&c).into_iter().map(|message| {
-                    crate::config::ConfigProblem {
-                        file: file.clone(),
-                        key: String::new(),
-                        message,
-                    }
-                }));
-                match p {
-                    p if p.is_empty() => Ok(c),
-                    p => Err(crate::config::ConfigErrors(p)),
-                }
-            }) {
+            match daemon::check_config(path.as_deref(), &daemon::state_dir(None), None) {
                 Ok(c) => {
                     let what = path
                         .map(|p| p.display().to_string())

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 mod access;
 mod lenient;
+pub mod setup;
 
 pub use access::{ChannelAccess, DmPolicy, SenderTools};
 
@@ -531,9 +532,32 @@ impl Config {
     /// Loads `path` (or the embedded defaults when `path` is `None`),
     /// expanding `${VAR}` from the process environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let env = |k: &str| std::env::var(k).ok();
+        Config::load_over(path, None, &BTreeMap::new())
+    }
+
+    /// [`load`](Self::load) with the console's setup (`config::setup`)
+    /// from `state` merged over it, its secrets resolving `${VAR}` first.
+    pub fn load_with_setup(path: Option<&Path>, state: &Path) -> Result<Config, ConfigErrors> {
+        let over = setup::read_table(state).map_err(|m| {
+            ConfigErrors(vec![ConfigProblem {
+                file: setup::toml_path(state).display().to_string(),
+                key: String::new(),
+                message: m,
+            }])
+        })?;
+        Config::load_over(path, over.as_ref(), &setup::read_env(state))
+    }
+
+    /// [`load`](Self::load) with `over` merged in and `extra` variables
+    /// resolved before the process environment.
+    pub fn load_over(
+        path: Option<&Path>,
+        over: Option<&toml::Table>,
+        extra: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigErrors> {
+        let env = |k: &str| extra.get(k).cloned().or_else(|| std::env::var(k).ok());
         match path {
-            None => Config::from_str("", None, &env),
+            None => Config::from_str_over("", None, &env, over),
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| {
                     ConfigErrors(vec![ConfigProblem {
@@ -542,7 +566,7 @@ impl Config {
                         message: format!("cannot read the file: {e}"),
                     }])
                 })?;
-                Config::from_str(&text, Some(p), &env)
+                Config::from_str_over(&text, Some(p), &env, over)
             }
         }
     }
@@ -578,9 +602,10 @@ impl Config {
     /// as `gateway.bind` is, so what validates is what starts.
     pub fn load_for_serve(
         path: Option<&Path>,
+        state: &Path,
         bind: Option<SocketAddr>,
     ) -> Result<Config, ConfigErrors> {
-        let mut c = Config::load(path)?;
+        let mut c = Config::load_with_setup(path, state)?;
         if let Some(b) = bind {
             if !b.ip().is_loopback() && c.gateway.token.is_none() {
                 return Err(ConfigErrors(vec![ConfigProblem {
@@ -600,6 +625,17 @@ impl Config {
         source: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
+        Config::from_str_over(text, source, env, None)
+    }
+
+    /// [`from_str`](Self::from_str) with `over` (what the console's setup
+    /// wrote, `config::setup`) merged over the file's tables first.
+    pub fn from_str_over(
+        text: &str,
+        source: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        over: Option<&toml::Table>,
+    ) -> Result<Config, ConfigErrors> {
         let file = source
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "<embedded defaults>".into());
@@ -618,6 +654,9 @@ impl Config {
                 return Err(ConfigErrors(probs.list));
             }
         };
+        if let Some(o) = over {
+            setup::merge(&mut table, o);
+        }
         for (k, v) in table.iter_mut() {
             interpolate(v, k, env, &mut probs);
         }

@@ -98,6 +98,71 @@ pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
     etc.exists().then_some(etc)
 }
 
+static RESTART: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks the daemon of `g` to stop in order and start again
+/// (`gateway.restart`, the console's setup page).
+pub fn request_restart(g: &crate::gateway::Gateway) {
+    RESTART.store(true, std::sync::atomic::Ordering::SeqCst);
+    g.restart.notify_one();
+}
+
+/// Whether the daemon stopped to start again ([`request_restart`]).
+pub fn restart_requested() -> bool {
+    RESTART.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Starts again after a requested restart: under systemd, exit status
+/// [`RESTART_EXIT`] (the unit's `Restart=on-failure` starts it again with
+/// its `ExecStartPre` check); otherwise the same binary with the same
+/// arguments replaces this process.
+pub fn restart_self() -> anyhow::Result<i32> {
+    if std::env::var_os("INVOCATION_ID").is_some() {
+        tracing::info!("exiting with status {RESTART_EXIT} so that systemd starts Hearth again");
+        return Ok(RESTART_EXIT);
+    }
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    tracing::info!(exe = %exe.display(), "starting again");
+    let e = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(anyhow::anyhow!("cannot start again: {e}"))
+}
+
+/// The exit status of a requested restart under systemd (EX_TEMPFAIL).
+pub const RESTART_EXIT: i32 = 75;
+
+/// What `hearth config validate` checks: the config (with the console's
+/// setup from `state` over it, or `over`/`extra` instead when given),
+/// then the paths it names and the channel kinds. Every problem at once.
+pub fn check_config(
+    path: Option<&Path>,
+    state: &Path,
+    planned: Option<(&toml::Table, &std::collections::BTreeMap<String, String>)>,
+) -> Result<Config, crate::config::ConfigErrors> {
+    let c = match planned {
+        Some((t, env)) => Config::load_over(path, Some(t), env)?,
+        None => Config::load_with_setup(path, state)?,
+    };
+    let file = path.map_or("embedded defaults".into(), |p| p.display().to_string());
+    let mut p = c.check_paths();
+    p.extend(
+        crate::channel::check(&c)
+            .into_iter()
+            .map(|message| crate::config::ConfigProblem {
+                file: file.clone(),
+                key: String::new(),
+                message,
+            }),
+    );
+    if p.is_empty() {
+        Ok(c)
+    } else {
+        Err(crate::config::ConfigErrors(p))
+    }
+}
+
 /// Holds the exclusive lock on `<state>/hearth.lock` for the process life.
 pub struct InstanceLock {
     _file: File,
@@ -156,9 +221,9 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let cfg_path = config_path(opts.config.as_deref());
-    let cfg = Config::load_for_serve(cfg_path.as_deref(), opts.bind)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = state_dir(opts.state_dir.as_deref());
+    let cfg = Config::load_for_serve(cfg_path.as_deref(), &dir, opts.bind)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     run(cfg, dir, None, wait_for_signal()).await
 }
 
@@ -330,6 +395,7 @@ pub async fn run(
             .downcast_ref::<crate::mqtt::channel::MqttChannel>()
         {
             let _ = gw.mqtt.set(m.mqtt.clone());
+            crate::gateway::admin::spawn_device_events(gw.clone(), m.mqtt.clone());
         }
         let ingest: Arc<dyn crate::channel::Ingest> = gw.clone();
         let task = crate::channel::start(
@@ -348,7 +414,10 @@ pub async fn run(
     let watchdog = spawn_watchdog(shutdown.clone());
     let pruner = spawn_pruner(store.clone(), cfg.run_retention, shutdown.clone());
 
-    stop.await;
+    tokio::select! {
+        _ = stop => {}
+        _ = gw.restart.notified() => tracing::info!("restarting"),
+    }
     tracing::info!(
         "stopping: draining runs (up to {} s, {} s in all)",
         DRAIN_DEADLINE.as_secs(),

@@ -14,7 +14,7 @@
 //! | [`config`] | TOML config in two stages, `${VAR}` interpolation, every problem at once |
 //! | [`inbound`] | leaf: the normalized [`inbound::Inbound`], its sender, [`inbound::Trust`], [`inbound::Origin`] |
 //! | [`channel`] | the channel boundary: [`channel::Channel`], [`channel::ChannelContext`] (ingest, outbox, shutdown, state dir), the one registry of kinds |
-//! | [`gateway`] | WebSocket (OpenClaw protocol v4) + HTTP on one port; methods in `gateway::methods`, the channels' entry point (trust, pairing, routing) in `gateway::ingest`, the command layer in `gateway::commands` |
+//! | [`gateway`] | WebSocket (OpenClaw protocol v4) + HTTP on one port; methods in `gateway::methods` (OpenClaw-client methods in `gateway::compat`, the console's admin methods in `gateway::admin`), the web console's embedded files in `gateway::console`, the channels' entry point (trust, pairing, routing) in `gateway::ingest`, the command layer in `gateway::commands` |
 //! | [`routing`] | bindings → agent, OpenClaw session keys |
 //! | [`queue`] | per-session serial runs, global concurrency, collect/followup/steer/interrupt, durability |
 //! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` assembles every model call's input, `agent::call` is the one model-call path, `agent::compact` summarizes old turns |
@@ -28,6 +28,7 @@
 //! | [`store`] | redb: inbox, transcripts, sessions, runs, idempotency keys, outbox, credentials, pairing, each behind a small handle; one writer thread (group commit); schema version |
 //! | [`events`] | the event bus feeding `agent` / `chat` events to clients |
 //! | [`client`] | a gateway client for `hearth chat` / `status` and the tests |
+//! | [`logs`] | leaf: the bounded ring of recent log lines that `logs.tail` serves, and the secret scrub |
 //! | [`secret`] | leaf: a string that never prints itself |
 //! | [`util`] | small shared helpers |
 
@@ -40,6 +41,7 @@ pub mod daemon;
 pub mod events;
 pub mod gateway;
 pub mod inbound;
+pub mod logs;
 pub mod memory;
 pub mod models;
 pub mod mqtt;
@@ -57,21 +59,31 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Sets up logging: plain lines without timestamps under systemd/journald
 /// (it adds its own), timestamps otherwise. `HEARTH_LOG` / `RUST_LOG` filter.
+/// The same lines (with timestamps, no colour) also go to the ring that
+/// `logs.tail` serves ([`logs`]).
 pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, EnvFilter};
     let filter = EnvFilter::try_from_env("HEARTH_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let journald =
         std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some();
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    if journald {
-        b.without_time().with_ansi(false).init();
+    let stderr = fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let stderr = if journald {
+        stderr.without_time().with_ansi(false).boxed()
     } else {
-        b.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
+        stderr
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed()
+    };
+    let ring = fmt::layer()
+        .with_writer(logs::ring_writer)
+        .with_target(false)
+        .with_ansi(false);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(ring)
+        .init();
 }

@@ -366,6 +366,13 @@ impl Queue {
         })
     }
 
+    /// The run id of the session's running turn, if any.
+    pub fn active_run(&self, session_key: &str) -> Option<String> {
+        let s = self.inner.sessions.lock().unwrap();
+        s.get(session_key)
+            .and_then(|q| q.running.as_ref().map(|r| r.run_id.clone()))
+    }
+
     pub fn is_busy(&self, session_key: &str) -> bool {
         let s = self.inner.sessions.lock().unwrap();
         s.get(session_key)
@@ -525,6 +532,9 @@ impl Queue {
         };
         let mut entry = Entry::new(Role::Assistant, text.clone(), Some(&run_id));
         entry.state = state.map(str::to_string);
+        entry.model = result.model.as_ref().map(|m| m.0.clone());
+        let final_msg =
+            crate::events::stored_message(&entry, result.model.as_ref().is_some_and(|m| m.1));
         let now = now_ms();
         let runs: Vec<RunRecord> = result
             .items
@@ -534,7 +544,7 @@ impl Queue {
                 session_key: key.to_string(),
                 status,
                 created_ms: it.received_ms,
-                started_ms: Some(now),
+                started_ms: Some(result.started_ms),
                 ended_ms: Some(now),
                 reply: (status == RunStatus::Ok).then(|| text.clone()),
                 error: (status != RunStatus::Ok).then(|| text.clone()),
@@ -574,26 +584,32 @@ impl Queue {
             )
         })
         .await;
-        match commit {
-            Ok(Ok(())) => {}
+        let index = match commit {
+            Ok(Ok(i)) => i,
             other => {
                 tracing::error!(run_id = %run_id, "could not commit the run: {other:?}; it will run again on restart");
                 return;
             }
-        }
+        };
         for to in &wake {
             self.inner.wakers.wake(to);
         }
         // Merged and steered-in messages are answered by this run too.
         let also: Vec<String> = result.items[1..].iter().map(|i| i.run_id.clone()).collect();
         match &result.end {
-            RunEnd::Ok(t) => ev.chat_final(t, &also),
+            RunEnd::Ok(_) => {
+                let mut m = final_msg;
+                m["__openclaw"] = crate::events::message_identity(index, None);
+                ev.chat_final_message(m, &also)
+            }
             RunEnd::Error(m) => ev.chat_error(m, &also),
             RunEnd::Aborted(p) => ev.chat_aborted(p, &also),
         }
         self.inner.bus.emit(
             "sessions.changed",
-            serde_json::json!({"sessionKey": key, "reason": "run"}),
+            serde_json::json!({"sessionKey": key, "reason": "run", "phase": "end",
+                               "runId": run_id, "clientRunId": run_id, "updatedAt": now_ms(),
+                               "agentId": crate::routing::agent_of(key)}),
         );
         self.finished(result.items.iter().map(|i| i.run_id.clone()));
     }

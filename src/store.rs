@@ -31,6 +31,7 @@ const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credenti
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 mod credentials;
+pub mod devices;
 mod inbox;
 mod outbox;
 mod pairing;
@@ -293,6 +294,9 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     pub ts: u64,
+    /// The model that wrote a reply (`provider/model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// A user turn from someone other than the owner: who (the model sees
     /// it marked as untrusted content from this source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,6 +314,7 @@ impl Entry {
             state: None,
             ts: now_ms(),
             source: None,
+            model: None,
         }
     }
 }
@@ -682,11 +687,13 @@ impl Store {
     }
 
     /// Commits a finished run durably (see the module invariants).
-    pub fn finish_run(&self, c: RunCommit<'_>, agent_id: &str) -> Result<(), StoreError> {
+    /// Returns the transcript index of the first entry it appended.
+    pub fn finish_run(&self, c: RunCommit<'_>, agent_id: &str) -> Result<u64, StoreError> {
         let (session, agent_id) = (c.session_key.to_string(), agent_id.to_string());
         let (entries, remove, runs_in, outbox) = (c.entries, c.remove_inbox, c.runs, c.outbox);
         self.write(true, move |w| {
             let mut meta = session_meta_mut(w, &session, &agent_id)?;
+            let first = meta.next_index;
             append(w, &mut meta, &entries)?;
             put_meta(w, &meta)?;
             push_outbox(w, &outbox)?;
@@ -699,7 +706,7 @@ impl Store {
                 runs.insert(r.run_id.as_str(), enc(r).as_slice())
                     .map_err(db)?;
             }
-            Ok(())
+            Ok(first)
         })
     }
 

@@ -96,6 +96,11 @@ pub struct RunResult {
     pub end: RunEnd,
     /// Items answered by this run (the batch plus steered-in messages).
     pub items: Vec<InboxItem>,
+    /// The model that wrote the reply (`provider/model`), and whether it
+    /// is the in-process local model.
+    pub model: Option<(String, bool)>,
+    /// When the run started (ms since the epoch).
+    pub started_ms: u64,
 }
 
 /// Source of messages to steer into a running turn at the next tool boundary.
@@ -133,9 +138,10 @@ pub async fn run(
     let session = ev.session_key.clone();
     // one sender per turn (the queue batches so)
     let origin = items[0].origin();
+    let started_ms = now_ms();
     ev.agent(
         "lifecycle",
-        json!({"phase": "start", "startedAt": now_ms()}),
+        json!({"phase": "start", "startedAt": started_ms}),
     );
     tracing::info!(run_id = %run_id, session = %session, messages = items.len(), "run started");
 
@@ -152,13 +158,18 @@ pub async fn run(
         .await
         {
             Ok(Ok(its)) => items = its,
-            Ok(Err(e)) => return fail(&ev, items, format!("state database error: {e}")),
-            Err(e) => return fail(&ev, items, format!("internal error: {e}")),
+            Ok(Err(e)) => {
+                return fail(&ev, items, format!("state database error: {e}"), started_ms)
+            }
+            Err(e) => return fail(&ev, items, format!("internal error: {e}"), started_ms),
         }
     }
 
     let timeout = ctx.agent.run_timeout;
-    let fut = turn_loop(&ctx, &mut items, &ev, &cancel, &mut steer, &origin);
+    let mut model = None;
+    let fut = turn_loop(
+        &ctx, &mut items, &ev, &cancel, &mut steer, &origin, &mut model,
+    );
     let end = tokio::select! {
         end = fut => end,
         _ = tokio::time::sleep(timeout) => {
@@ -183,14 +194,21 @@ pub async fn run(
         RunEnd::Aborted(_) => "aborted",
     };
     tracing::info!(run_id = %run_id, session = %session, outcome, "run ended");
-    RunResult { end, items }
+    RunResult {
+        end,
+        items,
+        model,
+        started_ms,
+    }
 }
 
-fn fail(ev: &RunEvents, items: Vec<InboxItem>, msg: String) -> RunResult {
+fn fail(ev: &RunEvents, items: Vec<InboxItem>, msg: String, started_ms: u64) -> RunResult {
     tracing::error!(run_id = %ev.run_id, session = %ev.session_key, "{msg}");
     RunResult {
         end: RunEnd::Error("Hearth could not start this reply; see the log.".into()),
         items,
+        model: None,
+        started_ms,
     }
 }
 
@@ -201,6 +219,7 @@ async fn turn_loop(
     cancel: &CancellationToken,
     steer: &mut SteerFn,
     origin: &Origin,
+    model: &mut Option<(String, bool)>,
 ) -> RunEnd {
     let Some(chain) = ctx.agent.model.clone() else {
         return RunEnd::Error(NO_PROVIDER.into());
@@ -320,6 +339,8 @@ async fn turn_loop(
             let mut text = response.text;
             // Say briefly when the offline model stood in for the configured one.
             let pname = reply.model_ref.split('/').next().unwrap_or("");
+            let local = ctx.providers.kind_of(pname) == Some("local");
+            *model = Some((reply.model_ref.clone(), local));
             let note = ctx.providers.local_note();
             if reply.model_ref != chain.primary
                 && ctx.providers.kind_of(pname) == Some("local")

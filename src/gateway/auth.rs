@@ -207,12 +207,36 @@ impl Token {
             .generation
     }
 
+    /// The token now (to mask it in log lines a client reads).
+    pub fn current(&self) -> Secret {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .secret
+            .clone()
+    }
+
+    /// A short digest of the token now: device tokens issued under it are
+    /// valid only while it is (rotating the token signs out every device).
+    pub fn fingerprint(&self) -> String {
+        sha256_hex(self.current().expose().as_bytes())[..16].to_string()
+    }
+
     /// Whether `got` is the token (constant time). Returns the generation
     /// it matched.
     pub fn check(&self, got: &str) -> Option<u64> {
         let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         constant_time_eq(got.as_bytes(), c.secret.expose().as_bytes()).then_some(c.generation)
     }
+}
+
+/// SHA-256 as lower-case hex.
+pub fn sha256_hex(b: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -53,7 +53,7 @@ impl Command {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Command::Stop => "/stop",
             Command::New => "/new",
@@ -65,7 +65,7 @@ impl Command {
     }
 }
 
-const HELP: [(Command, &str); 6] = [
+pub const HELP: [(Command, &str); 6] = [
     (Command::New, "/new or /reset: start a new conversation"),
     (Command::Stop, "/stop: stop the reply being written"),
     (

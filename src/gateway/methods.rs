@@ -38,7 +38,7 @@ pub const METHODS: [&str; 22] = [
     "pairing.approve",
     "pairing.revoke",
 ];
-pub const EVENTS: [&str; 7] = [
+pub const EVENTS: [&str; 8] = [
     "connect.challenge",
     "tick",
     "agent",
@@ -46,7 +46,17 @@ pub const EVENTS: [&str; 7] = [
     "sessions.changed",
     "health",
     "shutdown",
+    "device",
 ];
+
+/// Every method a signed-in client may call (hello-ok `features.methods`;
+/// OpenClaw's Control UI calls only what is listed).
+pub fn all_methods() -> Vec<&'static str> {
+    let mut v: Vec<&str> = METHODS[1..].to_vec();
+    v.extend(super::admin::METHODS);
+    v.extend(super::compat::METHODS);
+    v
+}
 
 type Res = Result<Value, ErrorShape>;
 
@@ -56,9 +66,31 @@ pub struct Connect {
     pub id: String,
     /// `auth.token` (or `auth.password`), "" when absent.
     pub token: String,
+    /// `auth.deviceToken`, "" when absent.
+    pub device_token: String,
     pub role: String,
     pub scopes: Vec<Value>,
+    /// `device`: an OpenClaw device proof, checked by `devices::sign_in`.
+    pub device: Option<Value>,
+    /// What a device signature covers (OpenClaw's v2/v3 payload).
+    pub client_id: String,
+    pub client_mode: String,
+    pub platform: String,
+    pub device_family: String,
+    pub scopes_signed: Vec<String>,
+    pub signed_token: String,
 }
+
+/// The scopes a signed-in connection has: all of an operator's (every
+/// client that signs in is the owner).
+pub const SCOPES: [&str; 6] = [
+    "operator.admin",
+    "operator.read",
+    "operator.write",
+    "operator.approvals",
+    "operator.questions",
+    "operator.pairing",
+];
 
 /// Checks the first frame's shape and protocol range (no token check).
 /// Errors carry (request id, error, close code).
@@ -115,37 +147,59 @@ pub fn parse_connect(text: &str) -> Result<Connect, (String, ErrorShape, u16)> {
                 .collect()
         })
         .unwrap_or_else(|| vec![json!("operator.admin")]);
+    let text = |v: &Value| -> String { v.as_str().unwrap_or("").chars().take(256).collect() };
+    let auth = &params["auth"];
+    let signed_token = [
+        &auth["token"],
+        &auth["deviceToken"],
+        &auth["bootstrapToken"],
+    ]
+    .into_iter()
+    .find_map(|v| v.as_str())
+    .unwrap_or("")
+    .to_string();
     Ok(Connect {
         id,
         token,
+        device_token: text(&auth["deviceToken"]),
         role,
+        scopes_signed: scopes
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         scopes,
+        device: params["device"]
+            .is_object()
+            .then(|| params["device"].clone()),
+        client_id: text(&params["client"]["id"]),
+        client_mode: text(&params["client"]["mode"]),
+        platform: text(&params["client"]["platform"]),
+        device_family: text(&params["client"]["deviceFamily"]),
+        signed_token,
     })
 }
 
-/// Checks the first frame. Returns hello-ok and the token generation it
-/// signed in with; errors carry (request id, error, close code).
-pub fn handshake(
+/// Checks the first frame and signs the client in (`devices::sign_in`:
+/// a token always, on loopback too, so a web page a browser on this
+/// machine opens cannot sign in; DNS rebinding, SPEC §5). Returns hello-ok
+/// and the token generation it signed in with; errors carry (request id,
+/// error, close code).
+pub async fn handshake(
     g: &Gateway,
     text: &str,
     conn_id: &str,
+    nonce: &str,
 ) -> Result<(Frame, u64), (String, ErrorShape, u16)> {
-    let Connect {
-        id,
-        token,
-        role,
-        scopes,
-    } = parse_connect(text)?;
-    // A token always: on loopback too, so a web page a browser on this
-    // machine opens cannot sign in (DNS rebinding, SPEC §5).
-    let Some(generation) = g.token.check(&token) else {
-        let msg = if token.is_empty() {
-            "this gateway needs its token (auth.token); on this machine `hearth token` prints it"
-        } else {
-            "gateway token mismatch"
-        };
-        return Err((id, ErrorShape::new("AUTH_TOKEN_MISMATCH", msg), 1008));
-    };
+    let c = parse_connect(text)?;
+    let signed = super::devices::sign_in(g, &c, nonce)
+        .await
+        .map_err(|e| (c.id.clone(), e, 1008))?;
+    let (id, generation) = (c.id, signed.generation);
+    let mut auth = json!({"role": c.role, "scopes": SCOPES});
+    if let Some((t, at)) = signed.device_token {
+        auth["deviceToken"] = json!(t);
+        auth["issuedAtMs"] = json!(at);
+    }
     let (running, pending) = g.queue.load();
     let hello = Frame::ok(
         &id,
@@ -153,7 +207,7 @@ pub fn handshake(
             "type": "hello-ok",
             "protocol": PROTOCOL,
             "server": {"version": crate::VERSION, "connId": conn_id},
-            "features": {"methods": &METHODS[1..], "events": EVENTS},
+            "features": {"methods": all_methods(), "events": EVENTS},
             "snapshot": {
                 "presence": [],
                 "health": {"ok": true, "queue": {"running": running, "pending": pending}},
@@ -162,7 +216,7 @@ pub fn handshake(
                 "sessionDefaults": {"defaultAgentId": g.cfg.default_agent, "mainKey": "main",
                                      "mainSessionKey": format!("agent:{}:main", g.cfg.default_agent)},
             },
-            "auth": {"role": role, "scopes": scopes},
+            "auth": auth,
             "policy": {"maxPayload": MAX_PAYLOAD, "maxBufferedBytes": MAX_BUFFERED, "tickIntervalMs": g.cfg.gateway.tick_interval.as_millis() as u64},
         }),
     );
@@ -173,7 +227,7 @@ pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p:
     let r = match method.as_str() {
         "health" => health(g),
         "status" => status(g).await,
-        "chat.send" => chat_send(g, &p).await,
+        "chat.send" => return chat_send_ordered(g, c, &id, &p).await,
         "chat.history" => chat_history(g, &p).await,
         "chat.abort" => chat_abort(g, &p),
         "agent" => return agent(g, c, &id, &p).await,
@@ -193,13 +247,37 @@ pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p:
         "pairing.approve" => pairing_approve(g, &p).await,
         "pairing.revoke" => pairing_revoke(g, &p).await,
         "connect" => Err(ErrorShape::invalid("already connected")),
-        other => Err(ErrorShape::invalid(format!("unknown method {other:?}"))),
+        other => match super::admin::dispatch(g, other, &p).await {
+            Some(r) => r,
+            None => match super::compat::dispatch(g, other, &p).await {
+                Some(r) => r,
+                None => Err(ErrorShape::invalid(format!("unknown method {other:?}"))),
+            },
+        },
     };
     c.send(match r {
         Ok(v) => Frame::ok(&id, v),
         Err(e) => Frame::err(&id, e),
     })
     .await;
+}
+
+/// `chat.send`: the answer goes out before any event of its run (a
+/// client may take the run's end for its own answer otherwise), so the
+/// connection holds that run's events back until then.
+async fn chat_send_ordered(g: &Gateway, c: &Conn, id: &str, p: &Value) {
+    let run = str_param(p, "idempotencyKey").map(str::to_string);
+    if let Some(r) = &run {
+        c.hold(r).await;
+    }
+    let f = match chat_send(g, p).await {
+        Ok(v) => Frame::ok(id, v),
+        Err(e) => Frame::err(id, e),
+    };
+    match &run {
+        Some(r) => c.release(r, f).await,
+        None => c.send(f).await,
+    }
 }
 
 use super::{blocking, blocking_err};
@@ -226,8 +304,13 @@ async fn status(g: &Gateway) -> Res {
         })
         .collect();
     let providers = g.providers.status();
+    let dir = g.state_dir.clone();
+    let disk = tokio::task::spawn_blocking(move || disk_use(&dir))
+        .await
+        .map_err(blocking_err)?;
     Ok(json!({
         "version": crate::VERSION,
+        "disk": disk,
         "uptimeMs": g.started.elapsed().as_millis() as u64,
         "gateway": {"bind": cfg.gateway.bind.to_string(), "auth": "token", "token": g.token.source(),
                     "connections": {"signedIn": g.connection_counts().1, "handshakes": g.connection_counts().0,
@@ -253,6 +336,51 @@ async fn status(g: &Gateway) -> Res {
             None => None,
         },
     }))
+}
+
+/// Bytes under the state dir (at most 20 000 entries are walked) and
+/// free on its file system.
+fn disk_use(dir: &std::path::Path) -> Value {
+    let mut used = 0u64;
+    let mut seen = 0usize;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > 20_000 {
+                break;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => used += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    let free = rustix::fs::statvfs(dir)
+        .ok()
+        .map(|v| v.f_bavail * v.f_frsize);
+    json!({"usedBytes": used, "freeBytes": free, "usedHuman": human(used),
+           "freeHuman": free.map_or_else(|| "?".into(), human)})
+}
+
+/// A URL with any `user:password@` masked.
+fn hide_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(a), Some(b)) if b > a => format!("{}****{}", &url[..a + 3], &url[b..]),
+        _ => url.to_string(),
+    }
+}
+
+fn human(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{} kB", b.div_ceil(1024)),
+    }
 }
 
 /// `pairing.list`: codes waiting for the owner, and approved senders.
@@ -284,6 +412,20 @@ async fn pairing_approve(g: &Gateway, p: &Value) -> Res {
             )))
         }
     };
+    let store = g.queue.store().clone();
+    let c = code.clone();
+    let console = blocking(move || {
+        let reqs = store.pairing().requests()?;
+        Ok(reqs.iter().any(|r| {
+            r.code.eq_ignore_ascii_case(&c) && r.channel == super::devices::CONSOLE_CHANNEL
+        }))
+    })
+    .await?;
+    if console && trust != Trust::Owner {
+        return Err(ErrorShape::invalid(
+            "this code is a browser asking for the web console, which is full control of Hearth: approve it with --owner (trust \"owner\") if it is yours",
+        ));
+    }
     let store = g.queue.store().clone();
     let c = code.clone();
     match blocking(move || store.pairing().approve(&c, trust)).await? {
@@ -350,7 +492,10 @@ async fn devices_forget(g: &Gateway, p: &Value) -> Res {
     Ok(json!({"entity": id, "forgotten": had}))
 }
 
-fn memory_agent(g: &Gateway, p: &Value) -> Result<crate::config::AgentConfig, ErrorShape> {
+pub(super) fn memory_agent(
+    g: &Gateway,
+    p: &Value,
+) -> Result<crate::config::AgentConfig, ErrorShape> {
     let id = str_param(p, "agentId")
         .or_else(|| str_param(p, "agent"))
         .unwrap_or(&g.cfg.default_agent);
@@ -500,9 +645,25 @@ async fn chat_send(g: &Gateway, p: &Value) -> Res {
     }
 }
 
-fn entry_json(e: &Entry) -> Value {
+/// A transcript entry as a `chat.history` message, with OpenClaw's
+/// identity (`__openclaw {id, seq}`, a user turn's `idempotencyKey`) and
+/// the model that wrote a reply (`local` for the offline model).
+fn entry_json(g: &Gateway, index: u64, e: &Entry) -> Value {
     let mut m =
         json!({"role": e.role, "content": [{"type": "text", "text": e.text}], "timestamp": e.ts});
+    let user_run = (e.role == crate::store::Role::User)
+        .then_some(e.run_id.as_deref())
+        .flatten();
+    m["__openclaw"] = crate::events::message_identity(index, user_run);
+    if let Some(k) = user_run {
+        m["idempotencyKey"] = json!(format!("{k}:user"));
+    }
+    if let Some(model) = &e.model {
+        let provider = model.split('/').next().unwrap_or("");
+        m["model"] = json!(model);
+        m["provider"] = json!(provider);
+        m["local"] = json!(g.providers.kind_of(provider) == Some("local"));
+    }
     if !e.tool_calls.is_empty() {
         m["toolCalls"] = json!(e
             .tool_calls
@@ -522,22 +683,30 @@ fn entry_json(e: &Entry) -> Value {
     m
 }
 
-async fn chat_history(g: &Gateway, p: &Value) -> Res {
+pub(super) async fn chat_history(g: &Gateway, p: &Value) -> Res {
     let session = session_param(g, p)?;
     let limit = p["limit"].as_u64().unwrap_or(200).clamp(1, 1000) as usize;
     let store = g.queue.store().clone();
     let k = session.clone();
     let (entries, meta) = blocking(move || {
         Ok((
-            store.transcripts().tail(&k, limit)?,
+            store.transcripts().tail_indexed(&k, limit)?,
             store.sessions().get(&k)?,
         ))
     })
     .await?;
+    let messages: Vec<Value> = entries.iter().map(|(i, e)| entry_json(g, *i, e)).collect();
+    let info = meta.as_ref().map(|m| super::compat::session_row(g, m));
     Ok(json!({
         "sessionKey": session,
         "sessionId": meta.map(|m| m.session_id),
-        "messages": entries.iter().map(entry_json).collect::<Vec<_>>(),
+        "messages": messages,
+        "defaults": super::compat::defaults(g),
+        "sessionInfo": info,
+        "thinkingLevel": "off",
+        "verboseLevel": "off",
+        "fastMode": false,
+        "hasMore": false,
     }))
 }
 
@@ -740,13 +909,12 @@ async fn sessions_list(g: &Gateway, p: &Value) -> Res {
     list.truncate(limit);
     let sessions: Vec<Value> = list
         .iter()
-        .map(|s| {
-            json!({"key": s.key, "sessionId": s.session_id, "agentId": s.agent_id,
-                   "createdAt": s.created_ms, "updatedAt": s.updated_ms, "channel": s.last_channel,
-                   "busy": g.queue.is_busy(&s.key)})
-        })
+        .map(|s| super::compat::session_row(g, s))
         .collect();
-    Ok(json!({"count": sessions.len(), "sessions": sessions}))
+    Ok(
+        json!({"ts": now_ms(), "path": "", "count": sessions.len(), "hasMore": false,
+              "defaults": super::compat::defaults(g), "sessions": sessions}),
+    )
 }
 
 async fn sessions_reset(g: &Gateway, p: &Value) -> Res {
@@ -848,8 +1016,26 @@ fn config_get(g: &Gateway) -> Value {
                    "tools": {"allow": a.tools.allow, "deny": a.tools.deny}})
         })
         .collect();
+    let cloud: Vec<String> = c
+        .providers
+        .iter()
+        .filter(|(_, p)| p.kind.as_str() != "local")
+        .map(|(n, p)| format!("{n} ({})", p.kind.as_str()))
+        .collect();
+    let model = c
+        .agent(&c.default_agent)
+        .and_then(|a| a.model.as_ref())
+        .map(|m| m.primary.clone());
+    let setup = json!({
+        "needed": cloud.is_empty(),
+        "provider": (!cloud.is_empty()).then(|| format!("{}, model {}", cloud.join(", "), model.unwrap_or_default())),
+        "telegram": c.channels.contains_key("telegram"),
+        "mqtt": c.channels.get("mqtt").and_then(|m| m.get("url")).and_then(|u| u.as_str()).map(hide_userinfo),
+        "files": [crate::config::setup::toml_path(&g.state_dir), crate::config::setup::env_path(&g.state_dir)],
+    });
     json!({
         "path": c.source.as_ref().map(|p| p.display().to_string()),
+        "setup": setup,
         "config": {
             "gateway": {"bind": c.gateway.bind.to_string(), "token": c.gateway.token.as_ref().map(|t| t.masked()),
                         "allowedOrigins": c.gateway.allowed_origins, "hostnames": c.gateway.hostnames,

@@ -16,8 +16,12 @@
 //! [`WRITE_TIMEOUT`] is disconnected. A bad frame gets an error response;
 //! nothing a client sends can take the daemon down.
 
+pub mod admin;
 pub mod auth;
 pub mod commands;
+pub mod compat;
+pub mod console;
+pub mod devices;
 pub mod ingest;
 pub mod methods;
 pub mod protocol;
@@ -32,7 +36,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use futures_util::{SinkExt, StreamExt};
@@ -97,6 +101,8 @@ pub struct Gateway {
     /// `send` and the `message` tool.
     pub outreach: crate::outreach::Outreach,
     pub local_model: serde_json::Value,
+    /// `gateway.restart` wakes the daemon's stop with this.
+    pub restart: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -155,6 +161,7 @@ impl Gateway {
             recovered: p.recovered,
             local_model: p.local_model,
             outreach: p.outreach,
+            restart: tokio::sync::Notify::new(),
             cfg,
         })
     }
@@ -164,6 +171,8 @@ impl Gateway {
             .route("/", get(root))
             .route("/health", get(health))
             .route("/metrics", get(metrics))
+            .route("/console/app.js", get(console::app_js))
+            .route("/console/app.css", get(console::app_css))
             .with_state(self.clone())
     }
 
@@ -234,10 +243,6 @@ async fn metrics(State(g): State<Arc<Gateway>>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
-const CONSOLE: &str = "<!doctype html><meta charset=utf-8><title>Hearth</title>\
-<h1>Hearth</h1><p>The gateway is running. Talk to it with <code>hearth chat</code> \
-or any OpenClaw gateway-protocol v4 client on this address.</p>";
-
 async fn root(
     State(g): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -246,7 +251,7 @@ async fn root(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
-        return Html(CONSOLE).into_response();
+        return console::index();
     };
     if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
         let host = headers
@@ -276,11 +281,69 @@ pub enum Out {
 /// Per-connection context handed to method handlers.
 pub struct Conn {
     pub out: mpsc::Sender<Out>,
+    /// Event sequence numbers of this connection.
+    seq: AtomicU64,
+    /// Runs whose events wait for this connection's `chat.send` answer.
+    hold: tokio::sync::Mutex<Hold>,
 }
 
+#[derive(Default)]
+struct Hold {
+    runs: std::collections::HashSet<String>,
+    held: Vec<Arc<crate::events::Event>>,
+}
+
+/// Events held back for one connection at most (more are dropped, as for
+/// a slow client).
+const MAX_HELD: usize = 1024;
+
 impl Conn {
+    pub fn new(out: mpsc::Sender<Out>) -> Conn {
+        Conn {
+            out,
+            seq: AtomicU64::new(0),
+            hold: Default::default(),
+        }
+    }
+
     pub async fn send(&self, f: Frame) {
         let _ = self.out.send(Out::Text(f.to_text())).await;
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Sends an event, or holds it while its run's answer is pending.
+    async fn forward(&self, e: Arc<crate::events::Event>) {
+        let mut h = self.hold.lock().await;
+        if e.run.as_deref().is_some_and(|r| h.runs.contains(r)) {
+            if h.held.len() < MAX_HELD {
+                h.held.push(e);
+            }
+            return;
+        }
+        let _ = self.out.send(Out::Text(e.frame(self.next_seq()))).await;
+    }
+
+    /// Holds `run`'s events until [`release`](Self::release).
+    pub async fn hold(&self, run: &str) {
+        self.hold.lock().await.runs.insert(run.to_string());
+    }
+
+    /// Sends `answer`, then the events of `run` held since [`hold`](Self::hold).
+    pub async fn release(&self, run: &str, answer: Frame) {
+        let mut h = self.hold.lock().await;
+        let _ = self.out.send(Out::Text(answer.to_text())).await;
+        h.runs.remove(run);
+        let held = std::mem::take(&mut h.held);
+        for e in held {
+            if e.run.as_deref() == Some(run) {
+                let _ = self.out.send(Out::Text(e.frame(self.next_seq()))).await;
+            } else {
+                h.held.push(e);
+            }
+        }
     }
 }
 
@@ -341,14 +404,19 @@ async fn sign_in(
             1009,
         ))
     } else {
-        methods::handshake(g, &text, conn_id).map_err(|(id, shape, code)| ((id, shape), code))
+        methods::handshake(g, &text, conn_id, &nonce)
+            .await
+            .map_err(|(id, shape, code)| ((id, shape), code))
     };
     let (hello, generation) = match res {
         Ok(h) => h,
         Err(((id, shape), code)) => {
             g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
             tracing::info!(%peer, code = %shape.code, "refused a gateway connection");
-            if shape.code == "AUTH_TOKEN_MISMATCH" {
+            if matches!(
+                shape.code.as_str(),
+                "AUTH_TOKEN_MISMATCH" | "AUTH_DEVICE_TOKEN_MISMATCH" | "NOT_PAIRED"
+            ) {
                 // a guesser gets one try a second per connection (and
                 // `max_handshakes_per_peer` connections)
                 tokio::time::sleep(AUTH_DELAY).await;
@@ -420,7 +488,7 @@ async fn connection(
     tracing::debug!(%peer, conn = %conn_id, "client connected");
 
     let (out_tx, out_rx) = mpsc::channel::<Out>(OUT_QUEUE);
-    let conn = Arc::new(Conn { out: out_tx });
+    let conn = Arc::new(Conn::new(out_tx));
     let stop = CancellationToken::new();
     let writer = tokio::spawn(writer(tx, out_rx, stop.clone()));
     let close = serve_connection(&g, &conn, &mut rx, &conn_id, generation, &stop).await;
@@ -461,11 +529,9 @@ async fn serve_connection(
     }
     let mut tick = tokio::time::interval(g.cfg.gateway.tick_interval);
     tick.tick().await;
-    let seq = AtomicU64::new(0);
     let inflight = Arc::new(Semaphore::new(g.cfg.gateway.max_inflight));
     let tasks = tokio_util::task::TaskTracker::new();
     let closed = CancellationToken::new();
-    let send = |t: String| conn.out.send(Out::Text(t));
     let close = loop {
         tokio::select! {
             _ = stop.cancelled() => break None,
@@ -480,14 +546,11 @@ async fn serve_connection(
                 }
             }
             _ = tick.tick() => {
-                let s = seq.fetch_add(1, Ordering::Relaxed) + 1;
+                let s = conn.next_seq();
                 conn.send(Frame::event("tick", json!({"ts": now_ms()}), Some(s))).await;
             }
             ev = events.recv() => match ev {
-                Ok(e) => {
-                    let s = seq.fetch_add(1, Ordering::Relaxed) + 1;
-                    let _ = send(e.frame(s)).await;
-                }
+                Ok(e) => conn.forward(e).await,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(conn = %conn_id, skipped = n, "slow client missed events");
                 }

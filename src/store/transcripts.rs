@@ -15,6 +15,19 @@ impl Store {
 impl Transcripts<'_> {
     /// The last `limit` entries of the session's current transcript.
     pub fn tail(&self, session: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        Ok(self
+            .tail_indexed(session, limit)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// [`tail`](Self::tail) with each entry's index in the transcript.
+    pub fn tail_indexed(
+        &self,
+        session: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, Entry)>, StoreError> {
         let r = self.0.db.begin_read().map_err(db)?;
         let first = match r
             .open_table(SESSIONS)
@@ -35,8 +48,8 @@ impl Transcripts<'_> {
             if out.len() >= limit {
                 break;
             }
-            let (_, v) = row.map_err(db)?;
-            out.push(dec(v.value())?);
+            let (k, v) = row.map_err(db)?;
+            out.push((k.value().1, dec(v.value())?));
         }
         out.reverse();
         Ok(out)

@@ -1,0 +1,198 @@
+//! Signing in: the gateway token, a device token, or a console pairing.
+//!
+//! - **The gateway token** (`auth.token`, or `auth.password` as OpenClaw's
+//!   Control UI also sends it): the owner. A client that also proves a
+//!   device key (`device {id, publicKey, signature, signedAt, nonce}`,
+//!   OpenClaw's ed25519 device identity) gets a **device token** in
+//!   hello-ok (`auth.deviceToken`), so it can sign in again without the
+//!   gateway token (the Control UI after a reload).
+//! - **A device token** with the same device proof: the owner, while the
+//!   gateway token it was issued under is unchanged. The proof is checked
+//!   as OpenClaw's gateway checks it: the id is the SHA-256 of the key,
+//!   the signature covers the challenge nonce and is at most 2 min old.
+//! - **A console pairing** (Hearth's console, no device key): a random
+//!   secret the browser keeps, sent as `auth.deviceToken`. Unknown, it
+//!   gets a pairing code (`NOT_PAIRED`, `details.code`); once the owner ran
+//!   `hearth pairing approve CODE --owner`, the same secret signs in.
+
+use base64::Engine;
+use serde_json::Value;
+
+use super::auth::sha256_hex;
+use super::methods::Connect;
+use super::protocol::ErrorShape;
+use super::Gateway;
+use crate::inbound::Trust;
+use crate::store::devices::DeviceToken;
+use crate::store::now_ms;
+
+/// The pairing channel of browsers that asked for console access.
+pub const CONSOLE_CHANNEL: &str = "console";
+/// How old a device signature may be.
+const MAX_SKEW_MS: u64 = 120_000;
+
+/// A signed-in client: the token generation it counts under, and the
+/// device token to hand it (with when it was issued).
+pub struct SignedIn {
+    pub generation: u64,
+    pub device_token: Option<(String, u64)>,
+}
+
+fn mismatch(token_given: bool) -> ErrorShape {
+    let msg = if token_given {
+        "gateway token mismatch"
+    } else {
+        "this gateway needs its token (auth.token); on this machine `hearth token` prints it"
+    };
+    ErrorShape::new("AUTH_TOKEN_MISMATCH", msg)
+}
+
+/// Decides a `connect` (after its shape was checked).
+pub async fn sign_in(g: &Gateway, c: &Connect, nonce: &str) -> Result<SignedIn, ErrorShape> {
+    let device = match &c.device {
+        Some(d) => Some(verify(d, c, nonce)?),
+        None => None,
+    };
+    if !c.token.is_empty() {
+        let generation = g.token.check(&c.token).ok_or_else(|| mismatch(true))?;
+        let device_token = match device {
+            Some(id) => Some(issue(g, &id, &c.client_id).await?),
+            None => None,
+        };
+        return Ok(SignedIn {
+            generation,
+            device_token,
+        });
+    }
+    if c.device_token.is_empty() {
+        return Err(mismatch(false));
+    }
+    match device {
+        Some(id) => reuse(g, &id, &c.device_token).await,
+        None => console(g, &c.device_token, &c.client_id).await,
+    }
+}
+
+fn b64(v: &Value, k: &str) -> Result<Vec<u8>, ErrorShape> {
+    let s = v[k].as_str().unwrap_or("");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| ErrorShape::invalid(format!("device.{k} is not base64url")))
+}
+
+/// Checks a device proof; returns the device id.
+fn verify(d: &Value, c: &Connect, nonce: &str) -> Result<String, ErrorShape> {
+    let bad = |m: &str| ErrorShape::invalid(format!("device auth failed: {m}"));
+    let id = d["id"].as_str().unwrap_or("");
+    let key = b64(d, "publicKey")?;
+    let sig = b64(d, "signature")?;
+    if key.len() != 32 || id != sha256_hex(&key) {
+        return Err(bad("device identity mismatch"));
+    }
+    let signed_at = d["signedAt"]
+        .as_u64()
+        .ok_or_else(|| bad("signedAt missing"))?;
+    if now_ms().abs_diff(signed_at) > MAX_SKEW_MS {
+        return Err(bad("device signature expired (check the clock)"));
+    }
+    if d["nonce"].as_str() != Some(nonce) || nonce.is_empty() {
+        return Err(bad("device nonce does not match the challenge"));
+    }
+    let v2 = format!(
+        "v2|{id}|{}|{}|{}|{}|{signed_at}|{}|{nonce}",
+        c.client_id,
+        c.client_mode,
+        c.role,
+        c.scopes_signed.join(","),
+        c.signed_token
+    );
+    let v3 = format!(
+        "{}|{}|{}",
+        v2.replacen("v2|", "v3|", 1),
+        c.platform.trim().to_lowercase(),
+        c.device_family.trim().to_lowercase()
+    );
+    let pk = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &key);
+    if pk.verify(v3.as_bytes(), &sig).is_ok() || pk.verify(v2.as_bytes(), &sig).is_ok() {
+        Ok(id.to_string())
+    } else {
+        Err(bad("device signature invalid"))
+    }
+}
+
+async fn issue(g: &Gateway, device: &str, client: &str) -> Result<(String, u64), ErrorShape> {
+    let token = crate::gateway::auth::random_token();
+    let rec = DeviceToken {
+        device: device.to_string(),
+        hash: sha256_hex(token.as_bytes()),
+        under: g.token.fingerprint(),
+        client: client.chars().take(64).collect(),
+        issued_ms: now_ms(),
+    };
+    let at = rec.issued_ms;
+    let store = g.queue.store().clone();
+    super::blocking(move || store.devices().put(rec)).await?;
+    Ok((token, at))
+}
+
+async fn reuse(g: &Gateway, device: &str, token: &str) -> Result<SignedIn, ErrorShape> {
+    let store = g.queue.store().clone();
+    let d = device.to_string();
+    let rec = super::blocking(move || store.devices().get(&d)).await?;
+    let hash = sha256_hex(token.as_bytes());
+    match rec {
+        Some(r) if r.hash == hash && r.under == g.token.fingerprint() => Ok(SignedIn {
+            generation: g.token.generation(),
+            device_token: Some((token.to_string(), r.issued_ms)),
+        }),
+        _ => Err(ErrorShape::new(
+            "AUTH_DEVICE_TOKEN_MISMATCH",
+            "this device token is unknown or was issued under an older gateway token; sign in with the gateway token",
+        )),
+    }
+}
+
+/// The sender id a console secret pairs as.
+pub fn console_id(secret: &str) -> String {
+    sha256_hex(secret.as_bytes())[..32].to_string()
+}
+
+async fn console(g: &Gateway, secret: &str, client: &str) -> Result<SignedIn, ErrorShape> {
+    if secret.len() < 32 || secret.len() > 256 {
+        return Err(ErrorShape::invalid(
+            "a console device token is 32 to 256 characters",
+        ));
+    }
+    let id = console_id(secret);
+    let store = g.queue.store().clone();
+    let (i, name) = (
+        id.clone(),
+        format!("browser ({})", client.chars().take(40).collect::<String>()),
+    );
+    let (trust, code) = super::blocking(move || {
+        let p = store.pairing();
+        match p.approved(CONSOLE_CHANNEL, "", &i)? {
+            Some(t) => Ok((Some(t), None)),
+            None => Ok((None, Some(p.request(CONSOLE_CHANNEL, "", &i, Some(&name))?))),
+        }
+    })
+    .await?;
+    match (trust, code) {
+        (Some(Trust::Owner), _) => Ok(SignedIn {
+            generation: g.token.generation(),
+            device_token: None,
+        }),
+        (Some(_), _) => Err(ErrorShape::new(
+            "NOT_PAIRED",
+            "this browser was approved without --owner; the console needs `hearth pairing approve CODE --owner`",
+        )),
+        (None, code) => {
+            let mut e = ErrorShape::new(
+                "NOT_PAIRED",
+                "this browser is not approved yet: the owner runs `hearth pairing approve CODE --owner` on the board",
+            );
+            e.details = Some(Box::new(serde_json::json!({"code": code, "channel": CONSOLE_CHANNEL})));
+            Err(e)
+        }
+    }
+}
