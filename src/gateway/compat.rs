@@ -20,8 +20,9 @@ use crate::store::{now_ms, SessionMeta};
 
 type Res = Result<Value, ErrorShape>;
 
-pub const METHODS: [&str; 25] = [
+pub const METHODS: [&str; 26] = [
     "chat.startup",
+    "sessions.observer.visibility",
     "sessions.subscribe",
     "sessions.unsubscribe",
     "sessions.messages.subscribe",
@@ -53,6 +54,7 @@ pub async fn dispatch(g: &Arc<Gateway>, method: &str, p: &Value) -> Option<Res> 
     Some(match method {
         "chat.startup" => super::methods::chat_history(g, p).await,
         "sessions.subscribe" => Ok(json!({"subscribed": true})),
+        "sessions.observer.visibility" => Ok(json!({"ok": true})),
         "sessions.unsubscribe" | "sessions.messages.unsubscribe" => {
             Ok(json!({"subscribed": false}))
         }
@@ -193,7 +195,13 @@ fn agents_list(g: &Gateway) -> Value {
         .cfg
         .agents
         .iter()
-        .map(|a| json!({"id": a.id, "name": a.id, "kind": "agent"}))
+        .map(|a| {
+            let model = a
+                .model
+                .as_ref()
+                .map(|m| json!({"primary": m.primary, "fallbacks": m.fallbacks}));
+            json!({"id": a.id, "name": a.id, "kind": "agent", "model": model})
+        })
         .collect();
     json!({"defaultId": g.cfg.default_agent, "mainKey": "main", "scope": "per-sender", "agents": agents})
 }

@@ -905,6 +905,10 @@ async fn sessions_list(g: &Gateway, p: &Value) -> Res {
     let limit = p["limit"].as_u64().unwrap_or(500) as usize;
     let store = g.queue.store().clone();
     let mut list = blocking(move || store.sessions().list()).await?;
+    // Hearth has no sub-agent sessions: none was spawned by another
+    if p.get("spawnedBy").is_some_and(|v| !v.is_null()) {
+        list.clear();
+    }
     list.sort_by_key(|s| std::cmp::Reverse(s.updated_ms));
     list.truncate(limit);
     let sessions: Vec<Value> = list

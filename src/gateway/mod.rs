@@ -276,7 +276,15 @@ async fn root(
 pub enum Out {
     Text(String),
     Close(u16, String),
+    /// Answered once everything before it was written and flushed.
+    Flushed(tokio::sync::oneshot::Sender<()>),
 }
+
+/// After a `chat.send` answer went out, the run's events wait this long
+/// more: OpenClaw's TUI handles an answer only after the events that
+/// arrive in the same read, and would then take a finished run as still
+/// waiting (its spinner sticks).
+const AFTER_ANSWER: Duration = Duration::from_millis(30);
 
 /// Per-connection context handed to method handlers.
 pub struct Conn {
@@ -335,6 +343,13 @@ impl Conn {
     pub async fn release(&self, run: &str, answer: Frame) {
         let mut h = self.hold.lock().await;
         let _ = self.out.send(Out::Text(answer.to_text())).await;
+        // the run's events wait (held, or arriving now) until the answer
+        // is on the wire and a moment longer
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.out.send(Out::Flushed(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, rx).await;
+            tokio::time::sleep(AFTER_ANSWER).await;
+        }
         h.runs.remove(run);
         let held = std::mem::take(&mut h.held);
         for e in held {
@@ -455,6 +470,11 @@ async fn writer(mut tx: Sink, mut out: mpsc::Receiver<Out>, stop: CancellationTo
                 .await
                 .map_err(|_| ())
                 .and_then(|r| r.map_err(|_| ())),
+            Out::Flushed(done) => {
+                let r = tokio::time::timeout(WRITE_TIMEOUT, tx.flush()).await;
+                let _ = done.send(());
+                r.map_err(|_| ()).and_then(|r| r.map_err(|_| ()))
+            }
             Out::Close(code, reason) => {
                 let _ = tokio::time::timeout(Duration::from_secs(2), close(&mut tx, code, &reason))
                     .await;
