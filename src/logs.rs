@@ -140,10 +140,11 @@ pub fn ring_writer() -> RingWriter {
     RingWriter(Vec::new())
 }
 
-/// Masks every occurrence of a secret (8 characters or longer) and
-/// Telegram bot tokens in URLs (`/bot<id>:<secret>/`).
+/// Masks every occurrence of a secret (8 characters or longer), the
+/// password of a URL (`scheme://user:password@host`) and Telegram bot
+/// tokens in URLs (`/bot<id>:<secret>/`).
 pub fn scrub(line: &str, secrets: &[&str]) -> String {
-    let mut s = line.to_string();
+    let mut s = url_passwords(line);
     for sec in secrets.iter().filter(|x| x.len() >= 8) {
         if s.contains(sec) {
             s = s.replace(sec, "****");
@@ -164,6 +165,35 @@ pub fn scrub(line: &str, secrets: &[&str]) -> String {
         s.replace_range(tok_start..tok_start + tok_len, "****");
     }
     s
+}
+
+/// `://user:password@` → `://user:****@`, everywhere in `line`.
+fn url_passwords(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let auth_end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
+            .unwrap_or(tail.len());
+        match tail[..auth_end].rfind('@') {
+            Some(at) => {
+                let userinfo = &tail[..at];
+                match userinfo.find(':') {
+                    Some(c) => {
+                        out.push_str(&userinfo[..c]);
+                        out.push_str(":****");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -216,5 +246,9 @@ mod tests {
             "key **** and url https://api.telegram.org/bot123:****/getMe ok"
         );
         assert_eq!(scrub("nothing here", &[]), "nothing here");
+        assert_eq!(
+            scrub("url=mqtt://home:pw-1@broker:1883 and https://a.b/x@y", &[]),
+            "url=mqtt://home:****@broker:1883 and https://a.b/x@y"
+        );
     }
 }

@@ -54,6 +54,9 @@ fn secrets(g: &Gateway) -> Vec<String> {
             }
         }
     }
+    if let Some(pw) = g.cfg.mqtt.as_ref().and_then(|m| m.password.as_ref()) {
+        out.push(pw.expose().to_string());
+    }
     out.extend(setup::read_env(&g.state_dir).into_values());
     out
 }
@@ -249,15 +252,24 @@ async fn files_list(g: &Gateway, p: &Value) -> Res {
             names.insert(0, "MEMORY.md".into());
         }
         names.sort_by_key(|n| (n != "MEMORY.md", n.starts_with("memory/"), n.clone()));
-        (ws, names)
+        let list: Vec<Value> = names
+            .iter()
+            .map(|n| {
+                let m = std::fs::symlink_metadata(ws.join(n))
+                    .ok()
+                    .filter(|m| m.is_file());
+                let mut v = json!({"name": n, "path": ws.join(n), "missing": m.is_none()});
+                if let Some(m) = m {
+                    v["size"] = json!(m.len());
+                }
+                v
+            })
+            .collect();
+        (ws, list)
     })
     .await
     .map_err(blocking_err)?;
-    let (ws, names) = files;
-    let list: Vec<Value> = names
-        .iter()
-        .map(|n| json!({"name": n, "path": ws.join(n)}))
-        .collect();
+    let (ws, list) = files;
     Ok(json!({"agentId": agent.id, "workspace": ws, "files": list}))
 }
 
@@ -309,7 +321,9 @@ async fn files_set(g: &Gateway, p: &Value) -> Res {
     .map_err(blocking_err)?
     .map_err(path_err)?;
     tracing::info!(file = %name, bytes = len, "memory file saved from the console");
-    Ok(json!({"ok": true, "file": {"name": name, "path": ws.join(&name), "size": len}}))
+    let agent = super::methods::memory_agent(g, p)?.id;
+    Ok(json!({"ok": true, "agentId": agent, "workspace": ws,
+              "file": {"name": name, "path": ws.join(&name), "missing": false, "size": len}}))
 }
 
 /// `gateway.restart`: the ordered shutdown, then the daemon starts again

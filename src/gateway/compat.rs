@@ -237,26 +237,26 @@ fn commands_list() -> Value {
 
 fn tools_catalog(g: &Gateway, p: &Value) -> Value {
     let id = str_param(p, "agentId").unwrap_or(&g.cfg.default_agent);
-    let groups = [
-        ("fs", "Files", &["read", "write", "edit", "ls"][..]),
-        ("memory", "Memory", &["memory_search", "memory_get"][..]),
-        (
-            "devices",
-            "Devices",
-            &["devices_list", "device_state", "device_set"][..],
-        ),
-        ("message", "Messages", &["message"][..]),
-    ];
-    let groups: Vec<Value> = groups
-        .iter()
-        .map(|(id, label, tools)| {
-            let tools: Vec<Value> = tools
-                .iter()
-                .map(|t| json!({"id": t, "label": t, "source": "core"}))
-                .collect();
-            json!({"id": id, "label": label, "source": "core", "tools": tools})
-        })
-        .collect();
+    let mut specs = crate::tool::fs::specs();
+    specs.extend(crate::memory::service::specs());
+    specs.extend(crate::mqtt::tools::specs());
+    let group_of = |name: &str| match name {
+        n if crate::tool::fs::FS_TOOLS.contains(&n) => ("fs", "Files"),
+        n if n.starts_with("memory") => ("memory", "Memory"),
+        _ => ("devices", "Devices"),
+    };
+    let mut groups: Vec<Value> = Vec::new();
+    for s in specs {
+        let (gid, label) = group_of(&s.name);
+        let tool = json!({"id": s.name, "label": s.name, "description": s.description,
+                          "source": "core", "defaultProfiles": ["full"]});
+        match groups.iter_mut().find(|g| g["id"] == gid) {
+            Some(g) => g["tools"].as_array_mut().expect("tools").push(tool),
+            None => {
+                groups.push(json!({"id": gid, "label": label, "source": "core", "tools": [tool]}))
+            }
+        }
+    }
     json!({"agentId": id, "profiles": [], "groups": groups})
 }
 

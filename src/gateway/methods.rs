@@ -200,7 +200,6 @@ pub async fn handshake(
         auth["deviceToken"] = json!(t);
         auth["issuedAtMs"] = json!(at);
     }
-    let (running, pending) = g.queue.load();
     let hello = Frame::ok(
         &id,
         json!({
@@ -210,7 +209,7 @@ pub async fn handshake(
             "features": {"methods": all_methods(), "events": EVENTS},
             "snapshot": {
                 "presence": [],
-                "health": {"ok": true, "queue": {"running": running, "pending": pending}},
+                "health": {"ok": true, "ts": now_ms()},
                 "stateVersion": {"presence": 0, "health": 0},
                 "uptimeMs": g.started.elapsed().as_millis() as u64,
                 "sessionDefaults": {"defaultAgentId": g.cfg.default_agent, "mainKey": "main",
@@ -1034,7 +1033,7 @@ fn config_get(g: &Gateway) -> Value {
         "needed": cloud.is_empty(),
         "provider": (!cloud.is_empty()).then(|| format!("{}, model {}", cloud.join(", "), model.unwrap_or_default())),
         "telegram": c.channels.contains_key("telegram"),
-        "mqtt": c.channels.get("mqtt").and_then(|m| m.get("url")).and_then(|u| u.as_str()).map(hide_userinfo),
+        "mqtt": c.mqtt.as_ref().map(|m| hide_userinfo(&m.url)),
         "files": [crate::config::setup::toml_path(&g.state_dir), crate::config::setup::env_path(&g.state_dir)],
     });
     json!({

@@ -83,6 +83,15 @@ try {
   await page.click("#chat-send");
   await expectText(page, ".msg.assistant", /\/new or \/reset/, "help text");
 
+  step("chat: stop a reply being written");
+  await page.fill("#chat-input", "a long one [slow:400]");
+  await page.click("#chat-send");
+  await page.waitForSelector("#chat-abort:not([hidden])", { timeout: 10000 });
+  await page.waitForSelector(".msg.assistant.streaming", { timeout: 10000 });
+  await page.click("#chat-abort");
+  await expectText(page, ".msg.assistant .meta", /stopped/, "aborted reply marked");
+  if (!(await page.isHidden("#chat-abort"))) throw new Error("Stop still shown after the abort");
+
   step("sessions: a new one, then back");
   page.once("dialog", (d) => d.accept("kitchen-notes"));
   await page.click("#session-new");

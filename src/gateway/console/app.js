@@ -459,7 +459,11 @@ const status = {
     }
     if (!(s.providers || []).length) cards.push(el("div", { class: "card" }, el("h2", {}, "Providers"), "None configured: replies come from the local model. ", el("a", { href: "#setup" }, "Set one up")));
     if (s.mqtt) cards.push(el("div", { class: "card" }, el("h2", {}, "MQTT"), rows([["broker", s.mqtt.url], ["connected", s.mqtt.connected], ["entities", s.mqtt.entities], ["last error", s.mqtt.lastError]])));
-    for (const c of s.channels || []) cards.push(el("div", { class: "card" }, el("h2", {}, "Channel " + c.kind), rows(Object.entries(c).filter(([k]) => k !== "kind").map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : v]))));
+    const plain = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : v);
+    for (const c of s.channels || []) {
+      const st = c.status && typeof c.status === "object" ? c.status : { status: c.status };
+      cards.push(el("div", { class: "card" }, el("h2", {}, "Channel " + c.kind), rows(Object.entries(st).map(([k, v]) => [k, plain(v)]))));
+    }
     $("status-cards").replaceChildren(...cards);
     this.cursor = null;
     $("logs").textContent = "";
