@@ -112,15 +112,11 @@ pub fn restart_requested() -> bool {
     RESTART.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// Starts again after a requested restart: under systemd, exit status
-/// [`RESTART_EXIT`] (the unit's `Restart=on-failure` starts it again with
-/// its `ExecStartPre` check); otherwise the same binary with the same
-/// arguments replaces this process.
+/// Starts again after a requested restart: the same binary with the same
+/// arguments replaces this process (same PID). Under systemd the stop was
+/// announced as `RELOADING=1`, and the new start's `READY=1` ends it, so
+/// the unit stays active and its start limit is not touched.
 pub fn restart_self() -> anyhow::Result<i32> {
-    if std::env::var_os("INVOCATION_ID").is_some() {
-        tracing::info!("exiting with status {RESTART_EXIT} so that systemd starts Hearth again");
-        return Ok(RESTART_EXIT);
-    }
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     tracing::info!(exe = %exe.display(), "starting again");
@@ -129,9 +125,6 @@ pub fn restart_self() -> anyhow::Result<i32> {
         .exec();
     Err(anyhow::anyhow!("cannot start again: {e}"))
 }
-
-/// The exit status of a requested restart under systemd (EX_TEMPFAIL).
-pub const RESTART_EXIT: i32 = 75;
 
 /// What `hearth config validate` checks: the config (with the console's
 /// setup from `state` over it, or `over`/`extra` instead when given),
@@ -424,7 +417,11 @@ pub async fn run(
         STOP_BUDGET.as_secs()
     );
     notify(&[
-        sd_notify::NotifyState::Stopping,
+        if restart_requested() {
+            sd_notify::NotifyState::Reloading
+        } else {
+            sd_notify::NotifyState::Stopping
+        },
         sd_notify::NotifyState::Status("draining"),
     ]);
     shutdown.cancel();

@@ -150,14 +150,15 @@ pub fn scrub(line: &str, secrets: &[&str]) -> String {
             s = s.replace(sec, "****");
         }
     }
-    while let Some(i) = s.find("/bot").filter(|&i| {
-        let rest = &s[i + 4..];
+    let mut from = 0;
+    while let Some(i) = s[from..].find("/bot").map(|i| i + from) {
+        from = i + 4;
+        let rest = &s[from..];
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        digits > 0 && rest[digits..].starts_with(':') && !rest[digits + 1..].starts_with("****")
-    }) {
-        let rest = &s[i + 4..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let tok_start = i + 4 + digits + 1;
+        if digits == 0 || !rest[digits..].starts_with(':') {
+            continue;
+        }
+        let tok_start = from + digits + 1;
         let tok_len = s[tok_start..]
             .bytes()
             .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
@@ -244,6 +245,10 @@ mod tests {
         assert_eq!(
             s,
             "key **** and url https://api.telegram.org/bot123:****/getMe ok"
+        );
+        assert_eq!(
+            scrub("/botany then /bot1:AAA-b and /bot2:CC", &[]),
+            "/botany then /bot1:**** and /bot2:****"
         );
         assert_eq!(scrub("nothing here", &[]), "nothing here");
         assert_eq!(

@@ -187,3 +187,19 @@ async fn the_console_in_chromium() {
         }
     }
 }
+
+/// The renderer on hostile Markdown (a link inside a link's URL once put an
+/// `onmouseover` attribute into the page; the CSP was the only guard).
+#[test]
+fn markdown_never_makes_a_tag_it_did_not_mean() {
+    let out = Command::new("node")
+        .arg(node_script("markdown.mjs"))
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -367,6 +367,19 @@ async fn the_local_model_answers_without_any_provider() {
     let st = c.request("status", json!({})).await.unwrap();
     assert_eq!(st["agents"][0]["model"]["primary"], "local/smollm2-135m");
     assert!(d.log().contains("local chat model loaded"));
+    // the console and OpenClaw's clients can tell: the reply says which
+    // model wrote it, and that it was the offline one
+    assert_eq!(t["message"]["model"], "local/smollm2-135m", "{t}");
+    assert_eq!(t["message"]["local"], true, "{t}");
+    let h = c
+        .request("chat.history", json!({"sessionKey": "main"}))
+        .await
+        .unwrap();
+    let reply = h["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (reply["local"].clone(), reply["model"].clone()),
+        (json!(true), json!("local/smollm2-135m"))
+    );
 }
 
 #[tokio::test]

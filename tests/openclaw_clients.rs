@@ -106,6 +106,11 @@ fn start_tui(m: &Path, home: &Path, url: &str, token: &str, name: &str) -> Tmux 
     Tmux(name.to_string())
 }
 
+/// The two clients run one after the other: on a 2-core machine a
+/// browser beside the TUI starves node's event loop (the TUI then reads
+/// an answer and the run's events together, which is its own race).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn idle(p: &str) -> bool {
     p.lines()
         .any(|l| l.contains("connected | idle") || l.trim_start().starts_with("idle"))
@@ -113,6 +118,7 @@ fn idle(p: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openclaw_tui_in_tmux() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let m = openclaw_dir();
     let fake = common::FakeOpenAi::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -148,6 +154,7 @@ async fn openclaw_tui_in_tmux() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openclaw_control_ui_in_chromium() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let m = openclaw_dir();
     let fake = common::FakeOpenAi::start().await;
     let dir = tempfile::tempdir().unwrap();

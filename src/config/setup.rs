@@ -94,11 +94,25 @@ pub struct FieldProblem {
 }
 
 fn secret_ok(key: &str, v: &str, probs: &mut Vec<FieldProblem>) -> bool {
-    let ok = !v.chars().any(|c| c.is_control() || c == ' ') && v.len() <= 4096;
+    let ok = !v.chars().any(|c| c.is_control() || c == ' ' || c == '$') && v.len() <= 4096;
     if !ok {
         probs.push(FieldProblem {
             key: key.into(),
-            message: "must be one line without spaces (paste the key alone)".into(),
+            message: "must be one line without spaces or $ (paste the key alone)".into(),
+        });
+    }
+    ok
+}
+
+/// A setting that is not a secret: one line, no control characters, and
+/// no `$` (the config expands `${VAR}` in every string, so a `$` here could
+/// pull another secret into a value a page shows or an error message).
+fn plain_ok(key: &str, v: &str, probs: &mut Vec<FieldProblem>) -> bool {
+    let ok = !v.chars().any(|c| c.is_control() || c == '$') && v.len() <= 1024;
+    if !ok {
+        probs.push(FieldProblem {
+            key: key.into(),
+            message: "must be one line of at most 1024 characters without $".into(),
         });
     }
     ok
@@ -128,7 +142,10 @@ pub fn plan(
         at.insert(path[path.len() - 1].to_string(), v);
     };
     if let Some((kind, key, model, base)) = &c.provider {
-        if !["openai", "anthropic", "gemini"].contains(&kind.as_str()) {
+        let fine = plain_ok("provider.model", model, &mut probs)
+            & plain_ok("provider.baseUrl", base, &mut probs);
+        if !fine {
+        } else if !["openai", "anthropic", "gemini"].contains(&kind.as_str()) {
             probs.push(FieldProblem {
                 key: "provider.kind".into(),
                 message: "choose openai, anthropic or gemini".into(),
@@ -185,7 +202,10 @@ pub fn plan(
         }
     }
     if let Some((url, user, pass)) = &c.mqtt {
-        if url.is_empty() {
+        let fine =
+            plain_ok("mqtt.url", url, &mut probs) & plain_ok("mqtt.username", user, &mut probs);
+        if !fine {
+        } else if url.is_empty() {
             probs.push(FieldProblem {
                 key: "mqtt.url".into(),
                 message: "the broker's URL, e.g. mqtt://192.168.1.10:1883".into(),
@@ -197,7 +217,7 @@ pub fn plan(
                 url.as_str().into(),
             );
         }
-        if !user.is_empty() {
+        if !user.is_empty() && fine {
             put(
                 &mut table,
                 &["channels", "mqtt", "username"],
@@ -271,19 +291,38 @@ fn quote_key(k: &str) -> String {
     }
 }
 
-/// Writes the env file, then the overlay (both 0600, each atomically).
+/// Writes the env file, then the overlay (both 0600, each atomically),
+/// after checking that the text reads back as the same table (a file the
+/// next start could not parse is never written).
 pub fn write(state: &Path, t: &Table, env: &BTreeMap<String, String>) -> std::io::Result<()> {
+    let text = to_toml(t);
+    if text.parse::<Table>().ok().as_ref() != Some(t) {
+        return Err(std::io::Error::other(
+            "the settings do not round-trip through TOML; nothing was written",
+        ));
+    }
     let mut e = String::from("# Secrets set by Hearth's web console (Setup).\n");
     for (k, v) in env {
+        if v.contains(['\n', '\r']) || !valid_name(k) {
+            return Err(std::io::Error::other("a secret is not one line"));
+        }
         e.push_str(&format!("{k}={v}\n"));
     }
     atomic(&env_path(state), e.as_bytes())?;
-    atomic(&toml_path(state), to_toml(t).as_bytes())
+    atomic(&toml_path(state), text.as_bytes())
+}
+
+/// Serializes read-plan-write of the setup files (`config.set`).
+pub fn lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = p.with_extension("tmp");
+    let mut name = p.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = p.with_file_name(name);
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -344,6 +383,42 @@ mod tests {
         let probs = plan(&c, Table::new(), BTreeMap::new()).unwrap_err();
         let keys: Vec<&str> = probs.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["provider.apiKey", "telegram.botToken", "mqtt.url"]);
+    }
+
+    /// `${VAR}` in a setting would be expanded by the config loader and
+    /// could come back in an error message (`"<the token>" must start with
+    /// http://`): refused, as are control characters TOML cannot hold.
+    #[test]
+    fn settings_cannot_reference_other_secrets_or_break_the_file() {
+        for (base, url) in [
+            ("${HEARTH_GATEWAY_TOKEN}", "mqtt://a:1883"),
+            ("https://x", "mqtt://h:${OPENAI_API_KEY}"),
+            ("https://x\u{7f}", "mqtt://a:1883"),
+            ("https://x\nkind = \"y\"", "mqtt://a:1883"),
+        ] {
+            let c = Change {
+                provider: Some((
+                    "openai".into(),
+                    "sk-1234567890".into(),
+                    "m".into(),
+                    base.into(),
+                )),
+                telegram_token: None,
+                mqtt: Some((url.into(), String::new(), String::new())),
+            };
+            let probs = plan(&c, Table::new(), BTreeMap::new()).unwrap_err();
+            assert!(!probs.is_empty(), "{base} {url}");
+        }
+        let c = Change {
+            provider: Some((
+                "openai".into(),
+                "sk-12$34567890".into(),
+                String::new(),
+                String::new(),
+            )),
+            ..Default::default()
+        };
+        assert!(plan(&c, Table::new(), BTreeMap::new()).is_err());
     }
 
     #[test]

@@ -117,6 +117,7 @@ async fn config_set(g: &Gateway, p: &Value) -> Res {
     }
     let (state, source) = (g.state_dir.clone(), g.cfg.source.clone());
     let r = tokio::task::spawn_blocking(move || -> Result<Vec<String>, Vec<(String, String)>> {
+        let _one = setup::lock();
         let table = setup::read_table(&state).map_err(|m| vec![(String::new(), m)])?;
         let env = setup::read_env(&state);
         let (table, env, changed) =
@@ -277,16 +278,26 @@ async fn files_get(g: &Gateway, p: &Value) -> Res {
     let (ws, name) = file_param(g, p)?;
     let n = name.clone();
     let w = ws.clone();
-    let r = tokio::task::spawn_blocking(move || crate::tool::fs::read_file(&w, &n))
-        .await
-        .map_err(blocking_err)?;
+    // the size first: a huge file is never read into memory (a planted
+    // link is refused by the read itself)
+    let r = tokio::task::spawn_blocking(move || match std::fs::symlink_metadata(w.join(&n)) {
+        Ok(m) if m.is_file() && m.len() > MAX_FILE as u64 => Ok(None),
+        _ => crate::tool::fs::read_file(&w, &n).map(Some),
+    })
+    .await
+    .map_err(blocking_err)?;
     let (content, missing) = match r {
-        Ok(b) if b.len() > MAX_FILE => {
+        Ok(None) => {
             return Err(ErrorShape::invalid(format!(
                 "{name} is larger than {MAX_FILE} bytes; edit it on the board"
             )))
         }
-        Ok(b) => (String::from_utf8_lossy(&b).into_owned(), false),
+        Ok(Some(b)) if b.len() > MAX_FILE => {
+            return Err(ErrorShape::invalid(format!(
+                "{name} is larger than {MAX_FILE} bytes; edit it on the board"
+            )))
+        }
+        Ok(Some(b)) => (String::from_utf8_lossy(&b).into_owned(), false),
         Err(crate::tool::dir::PathError::Io(m)) if m.contains("no such file") => {
             (String::new(), true)
         }

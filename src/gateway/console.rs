@@ -21,7 +21,7 @@ pub fn size() -> usize {
 }
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-connect-src 'self' ws: wss:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 fn asset(body: &'static str, kind: &'static str) -> Response {
     let mut r = (StatusCode::OK, body).into_response();

@@ -48,7 +48,12 @@ fn mismatch(token_given: bool) -> ErrorShape {
 }
 
 /// Decides a `connect` (after its shape was checked).
-pub async fn sign_in(g: &Gateway, c: &Connect, nonce: &str) -> Result<SignedIn, ErrorShape> {
+pub async fn sign_in(
+    g: &Gateway,
+    c: &Connect,
+    nonce: &str,
+    peer: std::net::IpAddr,
+) -> Result<SignedIn, ErrorShape> {
     let device = match &c.device {
         Some(d) => Some(verify(d, c, nonce)?),
         None => None,
@@ -69,7 +74,7 @@ pub async fn sign_in(g: &Gateway, c: &Connect, nonce: &str) -> Result<SignedIn, 
     }
     match device {
         Some(id) => reuse(g, &id, &c.device_token).await,
-        None => console(g, &c.device_token, &c.client_id).await,
+        None => console(g, &c.device_token, peer).await,
     }
 }
 
@@ -157,7 +162,26 @@ pub fn console_id(secret: &str) -> String {
     sha256_hex(secret.as_bytes())[..32].to_string()
 }
 
-async fn console(g: &Gateway, secret: &str, client: &str) -> Result<SignedIn, ErrorShape> {
+/// New console pairing requests over the whole gateway: at most one per
+/// this interval (each is a durable write, and strangers may ask).
+const NEW_REQUEST_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn new_request_allowed() -> bool {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let now = std::time::Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < NEW_REQUEST_EVERY) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
+async fn console(
+    g: &Gateway,
+    secret: &str,
+    peer: std::net::IpAddr,
+) -> Result<SignedIn, ErrorShape> {
     if secret.len() < 32 || secret.len() > 256 {
         return Err(ErrorShape::invalid(
             "a console device token is 32 to 256 characters",
@@ -165,16 +189,25 @@ async fn console(g: &Gateway, secret: &str, client: &str) -> Result<SignedIn, Er
     }
     let id = console_id(secret);
     let store = g.queue.store().clone();
-    let (i, name) = (
-        id.clone(),
-        format!("browser ({})", client.chars().take(40).collect::<String>()),
-    );
+    // the name the owner sees in `hearth pairing list`: where it came from
+    let (i, name) = (id.clone(), format!("browser at {}", peer.to_canonical()));
     let (trust, code) = super::blocking(move || {
         let p = store.pairing();
-        match p.approved(CONSOLE_CHANNEL, "", &i)? {
-            Some(t) => Ok((Some(t), None)),
-            None => Ok((None, Some(p.request(CONSOLE_CHANNEL, "", &i, Some(&name))?))),
+        if let Some(t) = p.approved(CONSOLE_CHANNEL, "", &i)? {
+            return Ok((Some(t), None));
         }
+        // asking again: the same code, no write
+        let mine = p
+            .requests()?
+            .into_iter()
+            .find(|r| r.channel == CONSOLE_CHANNEL && r.sender == i);
+        if let Some(r) = mine {
+            return Ok((None, Some(r.code)));
+        }
+        if !new_request_allowed() {
+            return Ok((None, None));
+        }
+        Ok((None, Some(p.request(CONSOLE_CHANNEL, "", &i, Some(&name))?)))
     })
     .await?;
     match (trust, code) {
@@ -186,6 +219,13 @@ async fn console(g: &Gateway, secret: &str, client: &str) -> Result<SignedIn, Er
             "NOT_PAIRED",
             "this browser was approved without --owner; the console needs `hearth pairing approve CODE --owner`",
         )),
+        (None, None) => Err(ErrorShape {
+            retryable: Some(true),
+            retry_after_ms: Some(NEW_REQUEST_EVERY.as_millis() as u64),
+            ..ErrorShape::unavailable(
+                "too many browsers are asking to pair; try again in a few seconds",
+            )
+        }),
         (None, code) => {
             let mut e = ErrorShape::new(
                 "NOT_PAIRED",

@@ -181,17 +181,18 @@ pub fn parse_connect(text: &str) -> Result<Connect, (String, ErrorShape, u16)> {
 
 /// Checks the first frame and signs the client in (`devices::sign_in`:
 /// a token always, on loopback too, so a web page a browser on this
-/// machine opens cannot sign in; DNS rebinding, SPEC §5). Returns hello-ok
-/// and the token generation it signed in with; errors carry (request id,
-/// error, close code).
+/// machine opens cannot sign in; DNS rebinding, SPEC §5). Returns hello-ok,
+/// the token generation it signed in with and the client's `client.id`;
+/// errors carry (request id, error, close code).
 pub async fn handshake(
     g: &Gateway,
     text: &str,
     conn_id: &str,
     nonce: &str,
-) -> Result<(Frame, u64), (String, ErrorShape, u16)> {
+    peer: std::net::IpAddr,
+) -> Result<(Frame, u64, String), (String, ErrorShape, u16)> {
     let c = parse_connect(text)?;
-    let signed = super::devices::sign_in(g, &c, nonce)
+    let signed = super::devices::sign_in(g, &c, nonce, peer)
         .await
         .map_err(|e| (c.id.clone(), e, 1008))?;
     let (id, generation) = (c.id, signed.generation);
@@ -219,7 +220,7 @@ pub async fn handshake(
             "policy": {"maxPayload": MAX_PAYLOAD, "maxBufferedBytes": MAX_BUFFERED, "tickIntervalMs": g.cfg.gateway.tick_interval.as_millis() as u64},
         }),
     );
-    Ok((hello, generation))
+    Ok((hello, generation, c.client_id))
 }
 
 pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p: Value) {
@@ -401,6 +402,7 @@ async fn pairing_approve(g: &Gateway, p: &Value) -> Res {
     use crate::inbound::Trust;
     let code = str_param(p, "code")
         .ok_or_else(|| ErrorShape::invalid("code is required"))?
+        .trim()
         .to_string();
     let trust = match str_param(p, "trust").unwrap_or("member") {
         "owner" => Trust::Owner,

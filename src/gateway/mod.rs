@@ -281,10 +281,10 @@ pub enum Out {
 }
 
 /// After a `chat.send` answer went out, the run's events wait this long
-/// more: OpenClaw's TUI handles an answer only after the events that
-/// arrive in the same read, and would then take a finished run as still
-/// waiting (its spinner sticks).
-const AFTER_ANSWER: Duration = Duration::from_millis(30);
+/// more (for every client but Hearth's own): OpenClaw's TUI handles an
+/// answer only after the events that arrive in the same read, and would
+/// then take a finished run as still waiting (its spinner sticks).
+const AFTER_ANSWER: Duration = Duration::from_millis(100);
 
 /// Per-connection context handed to method handlers.
 pub struct Conn {
@@ -293,11 +293,15 @@ pub struct Conn {
     seq: AtomicU64,
     /// Runs whose events wait for this connection's `chat.send` answer.
     hold: tokio::sync::Mutex<Hold>,
+    /// How long a run's events wait after its answer was flushed.
+    settle: Duration,
 }
 
 #[derive(Default)]
 struct Hold {
-    runs: std::collections::HashSet<String>,
+    /// Run id → answers still pending for it (a repeated `chat.send` of
+    /// the same key holds the same run).
+    runs: std::collections::HashMap<String, usize>,
     held: Vec<Arc<crate::events::Event>>,
 }
 
@@ -306,11 +310,12 @@ struct Hold {
 const MAX_HELD: usize = 1024;
 
 impl Conn {
-    pub fn new(out: mpsc::Sender<Out>) -> Conn {
+    pub fn new(out: mpsc::Sender<Out>, settle: Duration) -> Conn {
         Conn {
             out,
             seq: AtomicU64::new(0),
             hold: Default::default(),
+            settle,
         }
     }
 
@@ -323,9 +328,10 @@ impl Conn {
     }
 
     /// Sends an event, or holds it while its run's answer is pending.
+    /// Sequence numbers are taken under the lock, so they go out in order.
     async fn forward(&self, e: Arc<crate::events::Event>) {
         let mut h = self.hold.lock().await;
-        if e.run.as_deref().is_some_and(|r| h.runs.contains(r)) {
+        if e.run.as_deref().is_some_and(|r| h.runs.contains_key(r)) {
             if h.held.len() < MAX_HELD {
                 h.held.push(e);
             }
@@ -334,23 +340,44 @@ impl Conn {
         let _ = self.out.send(Out::Text(e.frame(self.next_seq()))).await;
     }
 
-    /// Holds `run`'s events until [`release`](Self::release).
-    pub async fn hold(&self, run: &str) {
-        self.hold.lock().await.runs.insert(run.to_string());
+    /// A `tick` event, numbered in order with the others.
+    async fn tick(&self) {
+        let _h = self.hold.lock().await;
+        let f = Frame::event("tick", json!({"ts": now_ms()}), Some(self.next_seq()));
+        let _ = self.out.send(Out::Text(f.to_text())).await;
     }
 
-    /// Sends `answer`, then the events of `run` held since [`hold`](Self::hold).
+    /// Holds `run`'s events until [`release`](Self::release).
+    pub async fn hold(&self, run: &str) {
+        *self
+            .hold
+            .lock()
+            .await
+            .runs
+            .entry(run.to_string())
+            .or_default() += 1;
+    }
+
+    /// Sends `answer`, then the events of `run` held since
+    /// [`hold`](Self::hold), once the answer is flushed and `settle` has
+    /// passed. The lock is not held while waiting: other events go on.
     pub async fn release(&self, run: &str, answer: Frame) {
-        let mut h = self.hold.lock().await;
         let _ = self.out.send(Out::Text(answer.to_text())).await;
-        // the run's events wait (held, or arriving now) until the answer
-        // is on the wire and a moment longer
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.out.send(Out::Flushed(tx)).await.is_ok() {
             let _ = tokio::time::timeout(WRITE_TIMEOUT, rx).await;
-            tokio::time::sleep(AFTER_ANSWER).await;
+            tokio::time::sleep(self.settle).await;
         }
-        h.runs.remove(run);
+        let mut h = self.hold.lock().await;
+        match h.runs.get_mut(run) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                return;
+            }
+            _ => {
+                h.runs.remove(run);
+            }
+        }
         let held = std::mem::take(&mut h.held);
         for e in held {
             if e.run.as_deref() == Some(run) {
@@ -374,7 +401,7 @@ async fn sign_in(
     conn_id: &str,
     peer: SocketAddr,
     evicted: CancellationToken,
-) -> Option<(OwnedSemaphorePermit, u64)> {
+) -> Option<(OwnedSemaphorePermit, u64, String)> {
     let nonce = crate::store::new_id();
     let challenge = Frame::event(
         "connect.challenge",
@@ -419,11 +446,11 @@ async fn sign_in(
             1009,
         ))
     } else {
-        methods::handshake(g, &text, conn_id, &nonce)
+        methods::handshake(g, &text, conn_id, &nonce, peer.ip())
             .await
             .map_err(|(id, shape, code)| ((id, shape), code))
     };
-    let (hello, generation) = match res {
+    let (hello, generation, client) = match res {
         Ok(h) => h,
         Err(((id, shape), code)) => {
             g.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -457,7 +484,7 @@ async fn sign_in(
         return None;
     };
     tx.send(Message::Text(hello.to_text().into())).await.ok()?;
-    Some((permit, generation))
+    Some((permit, generation, client))
 }
 
 /// Sends what the handlers queue; a client that takes nothing for
@@ -499,7 +526,8 @@ async fn connection(
     let evicted = pre
         .as_ref()
         .map_or_else(CancellationToken::new, |p| p.evicted());
-    let Some((_slot, generation)) = sign_in(&g, &mut tx, &mut rx, &conn_id, peer, evicted).await
+    let Some((_slot, generation, client)) =
+        sign_in(&g, &mut tx, &mut rx, &conn_id, peer, evicted).await
     else {
         return;
     };
@@ -508,7 +536,13 @@ async fn connection(
     tracing::debug!(%peer, conn = %conn_id, "client connected");
 
     let (out_tx, out_rx) = mpsc::channel::<Out>(OUT_QUEUE);
-    let conn = Arc::new(Conn::new(out_tx));
+    // Hearth's own clients take an answer before the frames after it
+    let settle = if matches!(client.as_str(), "cli" | "hearth-console") {
+        Duration::ZERO
+    } else {
+        AFTER_ANSWER
+    };
+    let conn = Arc::new(Conn::new(out_tx, settle));
     let stop = CancellationToken::new();
     let writer = tokio::spawn(writer(tx, out_rx, stop.clone()));
     let close = serve_connection(&g, &conn, &mut rx, &conn_id, generation, &stop).await;
@@ -565,10 +599,7 @@ async fn serve_connection(
                     break Some((1008, "the gateway token was changed".to_string()));
                 }
             }
-            _ = tick.tick() => {
-                let s = conn.next_seq();
-                conn.send(Frame::event("tick", json!({"ts": now_ms()}), Some(s))).await;
-            }
+            _ = tick.tick() => conn.tick().await,
             ev = events.recv() => match ev {
                 Ok(e) => conn.forward(e).await,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

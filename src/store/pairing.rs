@@ -97,7 +97,13 @@ impl Pairing<'_> {
         name: Option<&str>,
     ) -> Result<String, StoreError> {
         let (c, a, s) = (channel.to_string(), account.to_string(), sender.to_string());
-        let name = name.map(|n| n.chars().take(100).collect::<String>());
+        // shown on the owner's terminal: no control characters
+        let name = name.map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect::<String>()
+        });
         self.0.write(true, move |w| {
             let mut t = w.open_table(REQUESTS).map_err(db)?;
             let now = now_ms();

@@ -34,15 +34,21 @@ function el(tag, attrs, ...kids) {
 function esc(s) {
   return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
+// Code spans and links are cut out first and put back last, so no later
+// rule ever runs over a tag an earlier rule made (an autolink inside a
+// generated href would otherwise break out of the attribute).
 function inline(s) {
-  const codes = [];
-  s = s.replace(/`([^`\n]+)`/g, (_, c) => { codes.push(c); return "\u0000" + (codes.length - 1) + "\u0000"; });
-  s = s.replace(/\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)/g, '<a href="$2" target="_blank" rel="noopener noreferrer">$1</a>');
-  s = s.replace(/(^|[\s(])(https?:\/\/[^\s<)]+)/g, '$1<a href="$2" target="_blank" rel="noopener noreferrer">$2</a>');
+  const parts = [];
+  const keep = (html) => { parts.push(html); return "\u0000" + (parts.length - 1) + "\u0000"; };
+  const link = (url, text) => '<a href="' + url + '" target="_blank" rel="noopener noreferrer">' + text + "</a>";
+  s = s.replace(/\u0000/g, "");
+  s = s.replace(/`([^`\n]+)`/g, (_, c) => keep("<code>" + c + "</code>"));
+  s = s.replace(/\[([^\]\n]+)\]\((https?:\/\/[^\s()]+)\)/g, (_, t, u) => keep(link(u, t)));
+  s = s.replace(/(^|[\s(])(https?:\/\/[^\s<()\u0000]+)/g, (_, pre, u) => pre + keep(link(u, u)));
   s = s.replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>");
   s = s.replace(/(^|[^*\w])\*([^*\n]+)\*(?!\w)/g, "$1<em>$2</em>");
   s = s.replace(/(^|[^_\w])_([^_\n]+)_(?!\w)/g, "$1<em>$2</em>");
-  return s.replace(/\u0000(\d+)\u0000/g, (_, i) => "<code>" + codes[+i] + "</code>");
+  return s.replace(/\u0000(\d+)\u0000/g, (_, i) => parts[+i]);
 }
 function markdown(text) {
   const lines = esc(text || "").split("\n");
@@ -195,6 +201,13 @@ gw.on("open", (hello) => {
   setup.check();
 });
 gw.on("refused", (err) => {
+  if (gw.auth && gw.auth.deviceToken && err.code === "UNAVAILABLE" && err.retryable) {
+    $("pair-status").textContent = errText(err);
+    clearTimeout(signin.poll);
+    signin.poll = setTimeout(() => gw.connect({ deviceToken: store.get("deviceToken") }), err.retryAfterMs || 3000);
+    show("signin");
+    return;
+  }
   if (err.code === "NOT_PAIRED" && err.details && err.details.code) {
     const code = err.details.code;
     $("pair-status").replaceChildren("Code ", el("strong", {}, code), ". On the board run ",
@@ -205,8 +218,9 @@ gw.on("refused", (err) => {
     show("signin");
     return;
   }
-  if (gw.auth && gw.auth.token) store.set("token", null);
-  if (gw.auth && gw.auth.deviceToken) store.set("paired", null);
+  // forget only what the gateway said is wrong (not a busy or restarting one)
+  if (gw.auth && gw.auth.token && err.code === "AUTH_TOKEN_MISMATCH") store.set("token", null);
+  if (gw.auth && gw.auth.deviceToken && err.code === "NOT_PAIRED") store.set("paired", null);
   signin.tried = null;
   $("signin-error").textContent = "Refused: " + errText(err);
   show("signin");
