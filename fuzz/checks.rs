@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use hearth::config::Config;
-use hearth::gateway::{methods, protocol};
+use hearth::gateway::{devices, protocol};
 use hearth::mqtt::client::parse_device_text;
 use hearth::mqtt::discovery::{self, Entity};
 use hearth::mqtt::template;
@@ -23,7 +23,7 @@ pub fn gateway_frames(data: &[u8]) {
         assert!(!method.is_empty());
         assert!(params.is_object());
     }
-    match methods::parse_connect(&text) {
+    match devices::parse_connect(&text) {
         Ok(c) => assert!(c.scopes.len() <= 32 && c.role.chars().count() <= 64),
         Err((_, e, code)) => assert!(matches!(code, 1002 | 1008), "{code} {}", e.code),
     }

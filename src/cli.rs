@@ -282,7 +282,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             // state is committed and closed by now).
             rt.shutdown_timeout(Duration::from_millis(500));
             r?;
-            if daemon::restart_requested() {
+            if crate::gateway::restart_requested() {
                 return daemon::restart_self();
             }
             Ok(0)
@@ -291,7 +291,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             cmd: ConfigCmd::Validate { config },
         } => {
             let path = daemon::config_path(config.as_deref());
-            match daemon::check_config(path.as_deref(), &daemon::state_dir(None), None) {
+            match crate::channel::check_config(path.as_deref(), &daemon::state_dir(None), None) {
                 Ok(c) => {
                     let what = path
                         .map(|p| p.display().to_string())

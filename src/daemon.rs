@@ -98,20 +98,6 @@ pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
     etc.exists().then_some(etc)
 }
 
-static RESTART: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Asks the daemon of `g` to stop in order and start again
-/// (`gateway.restart`, the console's setup page).
-pub fn request_restart(g: &crate::gateway::Gateway) {
-    RESTART.store(true, std::sync::atomic::Ordering::SeqCst);
-    g.restart.notify_one();
-}
-
-/// Whether the daemon stopped to start again ([`request_restart`]).
-pub fn restart_requested() -> bool {
-    RESTART.load(std::sync::atomic::Ordering::SeqCst)
-}
-
 /// Starts again after a requested restart: the same binary with the same
 /// arguments replaces this process (same PID). Under systemd the stop was
 /// announced as `RELOADING=1`, and the new start's `READY=1` ends it, so
@@ -124,36 +110,6 @@ pub fn restart_self() -> anyhow::Result<i32> {
         .args(std::env::args_os().skip(1))
         .exec();
     Err(anyhow::anyhow!("cannot start again: {e}"))
-}
-
-/// What `hearth config validate` checks: the config (with the console's
-/// setup from `state` over it, or `over`/`extra` instead when given),
-/// then the paths it names and the channel kinds. Every problem at once.
-pub fn check_config(
-    path: Option<&Path>,
-    state: &Path,
-    planned: Option<(&toml::Table, &std::collections::BTreeMap<String, String>)>,
-) -> Result<Config, crate::config::ConfigErrors> {
-    let c = match planned {
-        Some((t, env)) => Config::load_over(path, Some(t), env)?,
-        None => Config::load_with_setup(path, state)?,
-    };
-    let file = path.map_or("embedded defaults".into(), |p| p.display().to_string());
-    let mut p = c.check_paths();
-    p.extend(
-        crate::channel::check(&c)
-            .into_iter()
-            .map(|message| crate::config::ConfigProblem {
-                file: file.clone(),
-                key: String::new(),
-                message,
-            }),
-    );
-    if p.is_empty() {
-        Ok(c)
-    } else {
-        Err(crate::config::ConfigErrors(p))
-    }
 }
 
 /// Holds the exclusive lock on `<state>/hearth.lock` for the process life.
@@ -417,7 +373,7 @@ pub async fn run(
         STOP_BUDGET.as_secs()
     );
     notify(&[
-        if restart_requested() {
+        if crate::gateway::restart_requested() {
             sd_notify::NotifyState::Reloading
         } else {
             sd_notify::NotifyState::Stopping

@@ -235,3 +235,33 @@ pub fn start(
     };
     Ok(tokio::spawn(c.run(cx)))
 }
+
+/// What `hearth config validate` checks: the config (with the console's
+/// setup from `state` over it, or `over`/`extra` instead when given),
+/// then the paths it names and the channel kinds. Every problem at once.
+pub fn check_config(
+    path: Option<&Path>,
+    state: &Path,
+    planned: Option<(&toml::Table, &std::collections::BTreeMap<String, String>)>,
+) -> Result<crate::config::Config, crate::config::ConfigErrors> {
+    let c = match planned {
+        Some((t, env)) => crate::config::Config::load_over(path, Some(t), env)?,
+        None => crate::config::Config::load_with_setup(path, state)?,
+    };
+    let file = path.map_or("embedded defaults".into(), |p| p.display().to_string());
+    let mut p = c.check_paths();
+    p.extend(
+        check(&c)
+            .into_iter()
+            .map(|message| crate::config::ConfigProblem {
+                file: file.clone(),
+                key: String::new(),
+                message,
+            }),
+    );
+    if p.is_empty() {
+        Ok(c)
+    } else {
+        Err(crate::config::ConfigErrors(p))
+    }
+}

@@ -126,7 +126,7 @@ async fn config_set(g: &Gateway, p: &Value) -> Res {
                     .map(|p| (p.key, p.message))
                     .collect::<Vec<_>>()
             })?;
-        crate::daemon::check_config(source.as_deref(), &state, Some((&table, &env))).map_err(
+        crate::channel::check_config(source.as_deref(), &state, Some((&table, &env))).map_err(
             |e| {
                 e.0.into_iter()
                     .map(|p| (p.key, p.message))
@@ -212,7 +212,7 @@ fn allowed_name(name: &str) -> bool {
 }
 
 fn file_param(g: &Gateway, p: &Value) -> Result<(std::path::PathBuf, String), ErrorShape> {
-    let agent = super::methods::memory_agent(g, p)?;
+    let agent = super::agent_param(g, p)?;
     let name = str_param(p, "name")
         .ok_or_else(|| ErrorShape::invalid("name is required"))?
         .to_string();
@@ -232,7 +232,7 @@ fn path_err(e: crate::tool::dir::PathError) -> ErrorShape {
 const MAX_FILE: usize = 512 * 1024;
 
 async fn files_list(g: &Gateway, p: &Value) -> Res {
-    let agent = super::methods::memory_agent(g, p)?;
+    let agent = super::agent_param(g, p)?;
     let ws = agent.workspace_in(&g.state_dir);
     let files = tokio::task::spawn_blocking(move || {
         let mut names: Vec<String> = Vec::new();
@@ -304,7 +304,7 @@ async fn files_get(g: &Gateway, p: &Value) -> Res {
         Err(e) => return Err(path_err(e)),
     };
     Ok(
-        json!({"agentId": super::methods::memory_agent(g, p)?.id, "workspace": ws,
+        json!({"agentId": super::agent_param(g, p)?.id, "workspace": ws,
               "file": {"name": name, "path": ws.join(&name), "missing": missing, "size": content.len(), "content": content}}),
     )
 }
@@ -332,7 +332,7 @@ async fn files_set(g: &Gateway, p: &Value) -> Res {
     .map_err(blocking_err)?
     .map_err(path_err)?;
     tracing::info!(file = %name, bytes = len, "memory file saved from the console");
-    let agent = super::methods::memory_agent(g, p)?.id;
+    let agent = super::agent_param(g, p)?.id;
     Ok(json!({"ok": true, "agentId": agent, "workspace": ws,
               "file": {"name": name, "path": ws.join(&name), "missing": false, "size": len}}))
 }
@@ -342,7 +342,7 @@ async fn files_set(g: &Gateway, p: &Value) -> Res {
 /// itself) with the config and setup files as they are now.
 fn restart(g: &Gateway) -> Value {
     tracing::info!("restart requested by the owner from a gateway client");
-    crate::daemon::request_restart(g);
+    super::request_restart(g);
     json!({"ok": true, "restarting": true})
 }
 

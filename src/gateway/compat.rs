@@ -20,8 +20,7 @@ use crate::store::{now_ms, SessionMeta};
 
 type Res = Result<Value, ErrorShape>;
 
-pub const METHODS: [&str; 26] = [
-    "chat.startup",
+pub const METHODS: [&str; 25] = [
     "sessions.observer.visibility",
     "sessions.subscribe",
     "sessions.unsubscribe",
@@ -52,7 +51,6 @@ pub const METHODS: [&str; 26] = [
 /// The methods of this module; `None` for any other.
 pub async fn dispatch(g: &Arc<Gateway>, method: &str, p: &Value) -> Option<Res> {
     Some(match method {
-        "chat.startup" => super::methods::chat_history(g, p).await,
         "sessions.subscribe" => Ok(json!({"subscribed": true})),
         "sessions.observer.visibility" => Ok(json!({"ok": true})),
         "sessions.unsubscribe" | "sessions.messages.unsubscribe" => {

@@ -16,15 +16,133 @@
 //!   `hearth pairing approve CODE --owner`, the same secret signs in.
 
 use base64::Engine;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::auth::sha256_hex;
-use super::methods::Connect;
 use super::protocol::ErrorShape;
-use super::Gateway;
+use super::{Gateway, PROTOCOL};
 use crate::inbound::Trust;
 use crate::store::devices::DeviceToken;
 use crate::store::now_ms;
+
+/// What a `connect` frame asks for, once its shape is checked.
+#[derive(Debug)]
+pub struct Connect {
+    pub id: String,
+    /// `auth.token` (or `auth.password`), "" when absent.
+    pub token: String,
+    /// `auth.deviceToken`, "" when absent.
+    pub device_token: String,
+    pub role: String,
+    pub scopes: Vec<Value>,
+    /// `device`: an OpenClaw device proof, checked by `devices::sign_in`.
+    pub device: Option<Value>,
+    /// What a device signature covers (OpenClaw's v2/v3 payload).
+    pub client_id: String,
+    pub client_mode: String,
+    pub platform: String,
+    pub device_family: String,
+    pub scopes_signed: Vec<String>,
+    pub signed_token: String,
+}
+
+/// The scopes a signed-in connection has: all of an operator's (every
+/// client that signs in is the owner).
+pub const SCOPES: [&str; 6] = [
+    "operator.admin",
+    "operator.read",
+    "operator.write",
+    "operator.approvals",
+    "operator.questions",
+    "operator.pairing",
+];
+
+/// Checks the first frame's shape and protocol range (no token check).
+/// Errors carry (request id, error, close code).
+pub fn parse_connect(text: &str) -> Result<Connect, (String, ErrorShape, u16)> {
+    let (id, method, params) = super::protocol::parse_request(text).map_err(|(id, _)| {
+        (
+            id,
+            ErrorShape::invalid("first request must be connect"),
+            1008,
+        )
+    })?;
+    if method != "connect" {
+        return Err((
+            id,
+            ErrorShape::invalid("first request must be connect"),
+            1008,
+        ));
+    }
+    let minp = params["minProtocol"].as_u64();
+    let maxp = params["maxProtocol"].as_u64();
+    let (Some(minp), Some(maxp)) = (minp, maxp) else {
+        return Err((
+            id,
+            ErrorShape::invalid("connect needs minProtocol and maxProtocol"),
+            1008,
+        ));
+    };
+    if !(minp..=maxp).contains(&PROTOCOL) {
+        let mut e = ErrorShape::new(
+            "PROTOCOL_MISMATCH",
+            format!("this gateway speaks protocol {PROTOCOL}; the client offered {minp}..{maxp}"),
+        );
+        e.details = Some(Box::new(json!({"expectedProtocol": PROTOCOL})));
+        return Err((id, e, 1002));
+    }
+    let token = params["auth"]["token"]
+        .as_str()
+        .or_else(|| params["auth"]["password"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let role: String = params["role"]
+        .as_str()
+        .unwrap_or("operator")
+        .chars()
+        .take(64)
+        .collect();
+    let scopes: Vec<Value> = params["scopes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|v| v.is_string())
+                .take(32)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_else(|| vec![json!("operator.admin")]);
+    let text = |v: &Value| -> String { v.as_str().unwrap_or("").chars().take(256).collect() };
+    let auth = &params["auth"];
+    let signed_token = [
+        &auth["token"],
+        &auth["deviceToken"],
+        &auth["bootstrapToken"],
+    ]
+    .into_iter()
+    .find_map(|v| v.as_str())
+    .unwrap_or("")
+    .to_string();
+    Ok(Connect {
+        id,
+        token,
+        device_token: text(&auth["deviceToken"]),
+        role,
+        scopes_signed: scopes
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        scopes,
+        device: params["device"]
+            .is_object()
+            .then(|| params["device"].clone()),
+        client_id: text(&params["client"]["id"]),
+        client_mode: text(&params["client"]["mode"]),
+        platform: text(&params["client"]["platform"]),
+        device_family: text(&params["client"]["deviceFamily"]),
+        signed_token,
+    })
+}
 
 /// The pairing channel of browsers that asked for console access.
 pub const CONSOLE_CHANNEL: &str = "console";

@@ -14,8 +14,9 @@ use crate::store::{
     new_id, now_ms, Entry, IdemRecord, InboxItem, Role, RunRecord, RunStatus, StoreError,
 };
 
-pub const METHODS: [&str; 22] = [
+pub const METHODS: [&str; 23] = [
     "connect",
+    "chat.startup",
     "health",
     "status",
     "chat.send",
@@ -60,125 +61,6 @@ pub fn all_methods() -> Vec<&'static str> {
 
 type Res = Result<Value, ErrorShape>;
 
-/// What a `connect` frame asks for, once its shape is checked.
-#[derive(Debug)]
-pub struct Connect {
-    pub id: String,
-    /// `auth.token` (or `auth.password`), "" when absent.
-    pub token: String,
-    /// `auth.deviceToken`, "" when absent.
-    pub device_token: String,
-    pub role: String,
-    pub scopes: Vec<Value>,
-    /// `device`: an OpenClaw device proof, checked by `devices::sign_in`.
-    pub device: Option<Value>,
-    /// What a device signature covers (OpenClaw's v2/v3 payload).
-    pub client_id: String,
-    pub client_mode: String,
-    pub platform: String,
-    pub device_family: String,
-    pub scopes_signed: Vec<String>,
-    pub signed_token: String,
-}
-
-/// The scopes a signed-in connection has: all of an operator's (every
-/// client that signs in is the owner).
-pub const SCOPES: [&str; 6] = [
-    "operator.admin",
-    "operator.read",
-    "operator.write",
-    "operator.approvals",
-    "operator.questions",
-    "operator.pairing",
-];
-
-/// Checks the first frame's shape and protocol range (no token check).
-/// Errors carry (request id, error, close code).
-pub fn parse_connect(text: &str) -> Result<Connect, (String, ErrorShape, u16)> {
-    let (id, method, params) = super::protocol::parse_request(text).map_err(|(id, _)| {
-        (
-            id,
-            ErrorShape::invalid("first request must be connect"),
-            1008,
-        )
-    })?;
-    if method != "connect" {
-        return Err((
-            id,
-            ErrorShape::invalid("first request must be connect"),
-            1008,
-        ));
-    }
-    let minp = params["minProtocol"].as_u64();
-    let maxp = params["maxProtocol"].as_u64();
-    let (Some(minp), Some(maxp)) = (minp, maxp) else {
-        return Err((
-            id,
-            ErrorShape::invalid("connect needs minProtocol and maxProtocol"),
-            1008,
-        ));
-    };
-    if !(minp..=maxp).contains(&PROTOCOL) {
-        let mut e = ErrorShape::new(
-            "PROTOCOL_MISMATCH",
-            format!("this gateway speaks protocol {PROTOCOL}; the client offered {minp}..{maxp}"),
-        );
-        e.details = Some(Box::new(json!({"expectedProtocol": PROTOCOL})));
-        return Err((id, e, 1002));
-    }
-    let token = params["auth"]["token"]
-        .as_str()
-        .or_else(|| params["auth"]["password"].as_str())
-        .unwrap_or("")
-        .to_string();
-    let role: String = params["role"]
-        .as_str()
-        .unwrap_or("operator")
-        .chars()
-        .take(64)
-        .collect();
-    let scopes: Vec<Value> = params["scopes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|v| v.is_string())
-                .take(32)
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_else(|| vec![json!("operator.admin")]);
-    let text = |v: &Value| -> String { v.as_str().unwrap_or("").chars().take(256).collect() };
-    let auth = &params["auth"];
-    let signed_token = [
-        &auth["token"],
-        &auth["deviceToken"],
-        &auth["bootstrapToken"],
-    ]
-    .into_iter()
-    .find_map(|v| v.as_str())
-    .unwrap_or("")
-    .to_string();
-    Ok(Connect {
-        id,
-        token,
-        device_token: text(&auth["deviceToken"]),
-        role,
-        scopes_signed: scopes
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        scopes,
-        device: params["device"]
-            .is_object()
-            .then(|| params["device"].clone()),
-        client_id: text(&params["client"]["id"]),
-        client_mode: text(&params["client"]["mode"]),
-        platform: text(&params["client"]["platform"]),
-        device_family: text(&params["client"]["deviceFamily"]),
-        signed_token,
-    })
-}
-
 /// Checks the first frame and signs the client in (`devices::sign_in`:
 /// a token always, on loopback too, so a web page a browser on this
 /// machine opens cannot sign in; DNS rebinding, SPEC §5). Returns hello-ok,
@@ -191,12 +73,12 @@ pub async fn handshake(
     nonce: &str,
     peer: std::net::IpAddr,
 ) -> Result<(Frame, u64, String), (String, ErrorShape, u16)> {
-    let c = parse_connect(text)?;
+    let c = super::devices::parse_connect(text)?;
     let signed = super::devices::sign_in(g, &c, nonce, peer)
         .await
         .map_err(|e| (c.id.clone(), e, 1008))?;
     let (id, generation) = (c.id, signed.generation);
-    let mut auth = json!({"role": c.role, "scopes": SCOPES});
+    let mut auth = json!({"role": c.role, "scopes": super::devices::SCOPES});
     if let Some((t, at)) = signed.device_token {
         auth["deviceToken"] = json!(t);
         auth["issuedAtMs"] = json!(at);
@@ -228,7 +110,7 @@ pub async fn dispatch(g: &Arc<Gateway>, c: &Conn, id: String, method: String, p:
         "health" => health(g),
         "status" => status(g).await,
         "chat.send" => return chat_send_ordered(g, c, &id, &p).await,
-        "chat.history" => chat_history(g, &p).await,
+        "chat.history" | "chat.startup" => chat_history(g, &p).await,
         "chat.abort" => chat_abort(g, &p),
         "agent" => return agent(g, c, &id, &p).await,
         "agent.wait" => agent_wait(g, &p).await,
@@ -493,19 +375,6 @@ async fn devices_forget(g: &Gateway, p: &Value) -> Res {
     Ok(json!({"entity": id, "forgotten": had}))
 }
 
-pub(super) fn memory_agent(
-    g: &Gateway,
-    p: &Value,
-) -> Result<crate::config::AgentConfig, ErrorShape> {
-    let id = str_param(p, "agentId")
-        .or_else(|| str_param(p, "agent"))
-        .unwrap_or(&g.cfg.default_agent);
-    g.cfg
-        .agent(id)
-        .cloned()
-        .ok_or_else(|| ErrorShape::invalid(format!("no agent {id:?}")))
-}
-
 fn memory_err(e: crate::memory::MemoryError) -> ErrorShape {
     match e {
         crate::memory::MemoryError::BadRequest(m) => ErrorShape::invalid(m),
@@ -518,7 +387,7 @@ fn memory_err(e: crate::memory::MemoryError) -> ErrorShape {
 
 /// `memory.search {query, agentId?, maxResults?}` → `{results: [...], mode}`.
 async fn memory_search(g: &Gateway, p: &Value) -> Res {
-    let agent = memory_agent(g, p)?;
+    let agent = super::agent_param(g, p)?;
     let query = str_param(p, "query")
         .ok_or_else(|| ErrorShape::invalid("query is required"))?
         .to_string();
@@ -537,7 +406,7 @@ async fn memory_search(g: &Gateway, p: &Value) -> Res {
 
 /// `memory.reindex {agentId?}` → what changed.
 async fn memory_reindex(g: &Gateway, p: &Value) -> Res {
-    let agent = memory_agent(g, p)?;
+    let agent = super::agent_param(g, p)?;
     let (mem, ws) = (g.memory.clone(), agent.workspace_in(&g.state_dir));
     let stats = tokio::task::spawn_blocking(move || mem.reindex(&agent.id, &ws))
         .await
@@ -684,7 +553,7 @@ fn entry_json(g: &Gateway, index: u64, e: &Entry) -> Value {
     m
 }
 
-pub(super) async fn chat_history(g: &Gateway, p: &Value) -> Res {
+async fn chat_history(g: &Gateway, p: &Value) -> Res {
     let session = session_param(g, p)?;
     let limit = p["limit"].as_u64().unwrap_or(200).clamp(1, 1000) as usize;
     let store = g.queue.store().clone();

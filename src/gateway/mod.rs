@@ -690,6 +690,34 @@ async fn close(tx: &mut Sink, code: u16, reason: &str) -> Result<(), axum::Error
     sent.or(flushed)
 }
 
+/// The agent a request names (`agentId`, `agent`), else the default.
+pub(crate) fn agent_param(
+    g: &Gateway,
+    p: &Value,
+) -> Result<crate::config::AgentConfig, ErrorShape> {
+    let id = str_param(p, "agentId")
+        .or_else(|| str_param(p, "agent"))
+        .unwrap_or(&g.cfg.default_agent);
+    g.cfg
+        .agent(id)
+        .cloned()
+        .ok_or_else(|| ErrorShape::invalid(format!("no agent {id:?}")))
+}
+
+static RESTART: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks the daemon of `g` to stop in order and start again
+/// (`gateway.restart`, the console's setup page).
+pub fn request_restart(g: &Gateway) {
+    RESTART.store(true, std::sync::atomic::Ordering::SeqCst);
+    g.restart.notify_one();
+}
+
+/// Whether the daemon stopped to start again ([`request_restart`]).
+pub fn restart_requested() -> bool {
+    RESTART.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// The value of a JSON field as a string, for handlers.
 pub fn str_param<'a>(p: &'a Value, k: &str) -> Option<&'a str> {
     p.get(k)
