@@ -251,7 +251,11 @@ async fn root(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
-        return console::index();
+        let host = headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return console::index(host);
     };
     if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
         let host = headers
