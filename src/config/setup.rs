@@ -121,6 +121,26 @@ fn plain_ok(key: &str, v: &str, probs: &mut Vec<FieldProblem>) -> bool {
 /// The overlay, the env and the names of what changed.
 pub type Planned = (Table, BTreeMap<String, String>, Vec<String>);
 
+/// Sets `path` (tables, then a key) in `t`.
+fn put(t: &mut Table, path: &[&str], v: Value) {
+    let mut at = t;
+    for p in &path[..path.len() - 1] {
+        at = at
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Table(Table::new()))
+            .as_table_mut()
+            .expect("setup tables are tables");
+    }
+    at.insert(path[path.len() - 1].to_string(), v);
+}
+
+fn problem(probs: &mut Vec<FieldProblem>, key: &str, message: impl Into<String>) {
+    probs.push(FieldProblem {
+        key: key.into(),
+        message: message.into(),
+    });
+}
+
 /// The overlay and env after `c`, from the current ones. Every problem
 /// with the fields at once.
 pub fn plan(
@@ -130,66 +150,8 @@ pub fn plan(
 ) -> Result<Planned, Vec<FieldProblem>> {
     let mut probs = Vec::new();
     let mut changed = Vec::new();
-    let put = |t: &mut Table, path: &[&str], v: Value| {
-        let mut at = t;
-        for p in &path[..path.len() - 1] {
-            at = at
-                .entry(p.to_string())
-                .or_insert_with(|| Value::Table(Table::new()))
-                .as_table_mut()
-                .expect("setup tables are tables");
-        }
-        at.insert(path[path.len() - 1].to_string(), v);
-    };
-    if let Some((kind, key, model, base)) = &c.provider {
-        let fine = plain_ok("provider.model", model, &mut probs)
-            & plain_ok("provider.baseUrl", base, &mut probs);
-        if !fine {
-        } else if !["openai", "anthropic", "gemini"].contains(&kind.as_str()) {
-            probs.push(FieldProblem {
-                key: "provider.kind".into(),
-                message: "choose openai, anthropic or gemini".into(),
-            });
-        } else {
-            let has_key = env.contains_key(&env_name(kind));
-            if key.is_empty() && !has_key && (kind != "openai" || base.is_empty()) {
-                probs.push(FieldProblem {
-                    key: "provider.apiKey".into(),
-                    message: format!("an API key is needed for {kind}"),
-                });
-            }
-            if !key.is_empty() && secret_ok("provider.apiKey", key, &mut probs) {
-                env.insert(env_name(kind), key.clone());
-            }
-            let model = if model.is_empty() {
-                default_model(kind)
-            } else {
-                model
-            };
-            if model.contains(char::is_whitespace) || model.contains('/') && kind != "openai" {
-                probs.push(FieldProblem {
-                    key: "provider.model".into(),
-                    message: "a model id without spaces, e.g. gpt-4o-mini".into(),
-                });
-            }
-            put(
-                &mut table,
-                &["providers", kind, "kind"],
-                kind.as_str().into(),
-            );
-            if env.contains_key(&env_name(kind)) {
-                let r = format!("${{{}}}", env_name(kind));
-                put(&mut table, &["providers", kind, "api_key"], r.into());
-            }
-            if !base.is_empty() {
-                put(
-                    &mut table,
-                    &["providers", kind, "base_url"],
-                    base.as_str().into(),
-                );
-            }
-            let m = format!("{kind}/{model}");
-            put(&mut table, &["agents", "defaults", "model"], m.into());
+    if let Some(p) = &c.provider {
+        if plan_provider(p, &mut table, &mut env, &mut probs) {
             changed.push("provider".to_string());
         }
     }
@@ -201,41 +163,105 @@ pub fn plan(
             changed.push("telegram".into());
         }
     }
-    if let Some((url, user, pass)) = &c.mqtt {
-        let fine =
-            plain_ok("mqtt.url", url, &mut probs) & plain_ok("mqtt.username", user, &mut probs);
-        if !fine {
-        } else if url.is_empty() {
-            probs.push(FieldProblem {
-                key: "mqtt.url".into(),
-                message: "the broker's URL, e.g. mqtt://192.168.1.10:1883".into(),
-            });
-        } else {
-            put(
-                &mut table,
-                &["channels", "mqtt", "url"],
-                url.as_str().into(),
-            );
+    if let Some(m) = &c.mqtt {
+        if plan_mqtt(m, &mut table, &mut env, &mut probs) {
+            changed.push("mqtt".into());
         }
-        if !user.is_empty() && fine {
-            put(
-                &mut table,
-                &["channels", "mqtt", "username"],
-                user.as_str().into(),
-            );
-        }
-        if !pass.is_empty() && secret_ok("mqtt.password", pass, &mut probs) {
-            env.insert("HEARTH_SETUP_MQTT_PASSWORD".into(), pass.clone());
-            let r = "${HEARTH_SETUP_MQTT_PASSWORD}";
-            put(&mut table, &["channels", "mqtt", "password"], r.into());
-        }
-        changed.push("mqtt".into());
     }
     if probs.is_empty() {
         Ok((table, env, changed))
     } else {
         Err(probs)
     }
+}
+
+/// `[providers.<kind>]` and `agents.defaults.model`; whether it applies.
+fn plan_provider(
+    (kind, key, model, base): &(String, String, String, String),
+    table: &mut Table,
+    env: &mut BTreeMap<String, String>,
+    probs: &mut Vec<FieldProblem>,
+) -> bool {
+    let fine = plain_ok("provider.model", model, probs) & plain_ok("provider.baseUrl", base, probs);
+    if !fine {
+        return false;
+    }
+    if !["openai", "anthropic", "gemini"].contains(&kind.as_str()) {
+        problem(probs, "provider.kind", "choose openai, anthropic or gemini");
+        return false;
+    }
+    let has_key = env.contains_key(&env_name(kind));
+    if key.is_empty() && !has_key && (kind != "openai" || base.is_empty()) {
+        problem(
+            probs,
+            "provider.apiKey",
+            format!("an API key is needed for {kind}"),
+        );
+    }
+    if !key.is_empty() && secret_ok("provider.apiKey", key, probs) {
+        env.insert(env_name(kind), key.clone());
+    }
+    let model = if model.is_empty() {
+        default_model(kind)
+    } else {
+        model
+    };
+    if model.contains(char::is_whitespace) || model.contains('/') && kind != "openai" {
+        problem(
+            probs,
+            "provider.model",
+            "a model id without spaces, e.g. gpt-4o-mini",
+        );
+    }
+    put(table, &["providers", kind, "kind"], kind.as_str().into());
+    if env.contains_key(&env_name(kind)) {
+        let r = format!("${{{}}}", env_name(kind));
+        put(table, &["providers", kind, "api_key"], r.into());
+    }
+    if !base.is_empty() {
+        put(
+            table,
+            &["providers", kind, "base_url"],
+            base.as_str().into(),
+        );
+    }
+    let m = format!("{kind}/{model}");
+    put(table, &["agents", "defaults", "model"], m.into());
+    true
+}
+
+/// `[channels.mqtt]` url, username, password; whether it applies.
+fn plan_mqtt(
+    (url, user, pass): &(String, String, String),
+    table: &mut Table,
+    env: &mut BTreeMap<String, String>,
+    probs: &mut Vec<FieldProblem>,
+) -> bool {
+    if !(plain_ok("mqtt.url", url, probs) & plain_ok("mqtt.username", user, probs)) {
+        return false;
+    }
+    if url.is_empty() {
+        problem(
+            probs,
+            "mqtt.url",
+            "the broker's URL, e.g. mqtt://192.168.1.10:1883",
+        );
+    } else {
+        put(table, &["channels", "mqtt", "url"], url.as_str().into());
+    }
+    if !user.is_empty() {
+        put(
+            table,
+            &["channels", "mqtt", "username"],
+            user.as_str().into(),
+        );
+    }
+    if !pass.is_empty() && secret_ok("mqtt.password", pass, probs) {
+        env.insert("HEARTH_SETUP_MQTT_PASSWORD".into(), pass.clone());
+        let r = "${HEARTH_SETUP_MQTT_PASSWORD}";
+        put(table, &["channels", "mqtt", "password"], r.into());
+    }
+    true
 }
 
 fn env_name(kind: &str) -> String {
