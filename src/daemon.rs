@@ -331,7 +331,7 @@ pub async fn run(
     ));
     let token_watch = gw.spawn_token_watch();
     write_addr_file(&dir, addr);
-    tracing::info!("gateway listening on {addr} (ws://{addr}, http://{addr}/health)");
+    tracing::info!("gateway listening on {addr} (web console http://{addr}/, gateway ws://{addr}, health http://{addr}/health)");
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("listening on {addr}")),
