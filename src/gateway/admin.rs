@@ -17,7 +17,13 @@ type Res = Result<Value, ErrorShape>;
 /// The methods of this module; `None` for any other.
 pub async fn dispatch(g: &Arc<Gateway>, method: &str, p: &Value) -> Option<Res> {
     Some(match method {
-        "logs.tail" => Ok(logs_tail(g, p)),
+        "logs.tail" => {
+            // reads the setup env file and scrubs up to 1000 lines
+            let (g, p) = (g.clone(), p.clone());
+            tokio::task::spawn_blocking(move || logs_tail(&g, &p))
+                .await
+                .map_err(blocking_err)
+        }
         "config.set" => config_set(g, p).await,
         "devices.set" => devices_set(g, p).await,
         "agents.files.list" => files_list(g, p).await,
