@@ -605,11 +605,13 @@ impl Queue {
             RunEnd::Error(m) => ev.chat_error(m, &also),
             RunEnd::Aborted(p) => ev.chat_aborted(p, &also),
         }
+        // (OpenClaw's shape; `activeRunIds`: the session's runs still going)
+        let active: Vec<String> = self.active_run(key).into_iter().collect();
         self.inner.bus.emit(
             "sessions.changed",
             serde_json::json!({"sessionKey": key, "reason": "run", "phase": "end",
                                "runId": run_id, "clientRunId": run_id, "updatedAt": now_ms(),
-                               "agentId": crate::routing::agent_of(key)}),
+                               "agentId": crate::routing::agent_of(key), "activeRunIds": active}),
         );
         self.finished(result.items.iter().map(|i| i.run_id.clone()));
     }

@@ -137,6 +137,14 @@ async fn method_and_event_shapes_match_openclaws_schema() {
         );
         items.push(item("SessionRow", "sessions.list row", &row));
     }
+    let changed = c
+        .wait_event("sessions.changed", Duration::from_secs(5), |p| {
+            p["phase"] == "end" && p["runId"] == run.as_str()
+        })
+        .await
+        .expect("sessions.changed at the run's end");
+    assert_eq!(changed["activeRunIds"], json!([]), "{changed}");
+    assert_eq!(changed["clientRunId"], run.as_str());
     let out = check_schema(&items);
     assert!(out.contains("ok chat final as ChatFinalEvent"), "{out}");
 
