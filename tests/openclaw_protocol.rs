@@ -400,6 +400,47 @@ async fn device_tokens_need_the_device_key_and_end_with_a_rotated_token() {
         "{r}"
     );
 
+    // the owner sees it and can end it alone
+    let c = d.client().await;
+    let list = c.request("pairing.list", json!({})).await.unwrap();
+    let dev = list["devices"][0]["device"].as_str().unwrap().to_string();
+    assert_eq!(list["devices"][0]["valid"], true, "{list}");
+    let kp2 = keypair();
+    let r = connect_with(&d.url, |n| {
+        connect_params(json!({"token": token}), Some(proof(&kp2, n, &token, now())))
+    })
+    .await;
+    let dt2 = r["payload"]["auth"]["deviceToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = c
+        .request(
+            "pairing.revoke",
+            json!({"channel": "device", "sender": dev}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["revoked"], true);
+    let r = connect_with(&d.url, |n| {
+        connect_params(json!({"deviceToken": dt}), Some(proof(&kp, n, &dt, now())))
+    })
+    .await;
+    assert_eq!(
+        r["error"]["code"], "AUTH_DEVICE_TOKEN_MISMATCH",
+        "revoked: {r}"
+    );
+    let r = connect_with(&d.url, |n| {
+        connect_params(
+            json!({"deviceToken": dt2}),
+            Some(proof(&kp2, n, &dt2, now())),
+        )
+    })
+    .await;
+    assert_eq!(r["ok"], true, "the other device is untouched: {r}");
+    let dt = dt2;
+    let kp = kp2;
+
     // rotating the gateway token ends every device token
     let out = Command::new(common::bin())
         .args(["token", "--rotate", "--state-dir"])

@@ -25,7 +25,8 @@ pub enum PairingCmd {
     },
     /// Take an approval back
     Revoke {
-        /// The channel kind, e.g. telegram
+        /// The channel kind, e.g. telegram; `console` for a browser, `device`
+        /// for an OpenClaw client's device token
         channel: String,
         /// The sender id, as `hearth pairing list` shows it
         sender: String,
@@ -104,6 +105,18 @@ fn print_list(v: &Value) {
             r["channel"].as_str().unwrap_or("?"),
             r["sender"].as_str().unwrap_or("?"),
             r["name"].as_str().unwrap_or("no name"),
+        );
+    }
+    for d in v["devices"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "device token: device {} ({}){}",
+            d["device"].as_str().unwrap_or("?"),
+            d["client"].as_str().unwrap_or("?"),
+            if d["valid"] == true {
+                ""
+            } else {
+                ", issued under an older gateway token"
+            },
         );
     }
     for a in v["approved"].as_array().cloned().unwrap_or_default() {

@@ -268,9 +268,20 @@ fn human(b: u64) -> String {
 /// `pairing.list`: codes waiting for the owner, and approved senders.
 async fn pairing_list(g: &Gateway) -> Res {
     let store = g.queue.store().clone();
-    let (reqs, approved) =
-        blocking(move || Ok((store.pairing().requests()?, store.pairing().list()?))).await?;
+    let (reqs, approved, devices) = blocking(move || {
+        Ok((
+            store.pairing().requests()?,
+            store.pairing().list()?,
+            store.devices().list()?,
+        ))
+    })
+    .await?;
+    let under = g.token.fingerprint();
     Ok(json!({
+        // OpenClaw clients holding a device token (`pairing.revoke
+        // {channel:"device", sender:<device>}` ends one)
+        "devices": devices.iter().map(|d| json!({"device": d.device, "client": d.client,
+            "issuedAt": d.issued_ms, "valid": d.under == under})).collect::<Vec<_>>(),
         "requests": reqs.iter().map(|r| json!({"code": r.code, "channel": r.channel, "account": r.account,
             "sender": r.sender, "name": r.name, "createdAt": r.created_ms})).collect::<Vec<_>>(),
         "approved": approved.iter().map(|a| json!({"channel": a.channel, "account": a.account,
@@ -333,7 +344,11 @@ async fn pairing_revoke(g: &Gateway, p: &Value) -> Res {
         .to_string();
     let account = str_param(p, "account").unwrap_or("").to_string();
     let store = g.queue.store().clone();
-    let had = blocking(move || store.pairing().revoke(&channel, &account, &sender)).await?;
+    let had = blocking(move || match channel.as_str() {
+        "device" => store.devices().revoke(&sender),
+        _ => store.pairing().revoke(&channel, &account, &sender),
+    })
+    .await?;
     Ok(json!({"ok": true, "revoked": had}))
 }
 
