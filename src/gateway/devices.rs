@@ -15,7 +15,7 @@
 //!   gets a pairing code (`NOT_PAIRED`, `details.code`); once the owner ran
 //!   `hearth pairing approve CODE --owner`, the same secret signs in.
 //!   Strangers may ask: a pending code is answered without a write, at
-//!   most one new request is written per [`NEW_REQUEST_EVERY`] over the
+//!   most one new request is written per `NEW_REQUEST_EVERY` over the
 //!   whole gateway, and a request is named by the peer's address.
 
 use base64::Engine;
