@@ -14,10 +14,8 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use common::broker::{Broker, TestClient};
-use serde_json::Value;
+use common::broker::{publish_fixtures, simulate_kitchen_light, Broker, TestClient};
 
 fn node_script(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -35,52 +33,6 @@ pub fn require_browser_deps() {
     );
 }
 
-async fn publish_fixtures(sim: &TestClient) {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/ha_discovery.json"
-    ))
-    .unwrap();
-    let fx: Value = serde_json::from_str(&text).unwrap();
-    for e in fx["entities"].as_array().unwrap() {
-        sim.publish(e["topic"].as_str().unwrap(), e["payload"].to_string(), true)
-            .await;
-        if let Some(st) = e["state"].as_array() {
-            sim.publish(st[0].as_str().unwrap(), st[1].as_str().unwrap(), true)
-                .await;
-        }
-    }
-    sim.publish("home/kitchen/status", "online", true).await;
-}
-
-/// The kitchen light answers its commands with its new state.
-fn simulate_light(sim: &TestClient) -> tokio::task::JoinHandle<()> {
-    let (client, got) = (sim.client.clone(), sim.got.clone());
-    tokio::spawn(async move {
-        let mut seen = 0;
-        loop {
-            let cmds: Vec<(String, String)> = got
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(t, ..)| t.starts_with("home/kitchen/light/"))
-                .map(|(t, p, _)| (t.clone(), p.clone()))
-                .collect();
-            for (t, p) in &cmds[seen..] {
-                let state = match t.strip_suffix("/brightness/set") {
-                    Some(base) => format!("{base}/brightness"),
-                    None => t.replace("/set", "/state"),
-                };
-                let _ = client
-                    .publish(state, rumqttc::QoS::AtLeastOnce, false, p.clone())
-                    .await;
-            }
-            seen = cmds.len();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_chromium() {
     require_browser_deps();
@@ -96,7 +48,8 @@ async fn the_console_in_chromium() {
     )
     .await;
     publish_fixtures(&sim).await;
-    let light = simulate_light(&sim);
+    sim.publish("home/kitchen/status", "online", true).await;
+    let light = simulate_kitchen_light(&sim);
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::broker::config(&fake.url, &broker, "allow_high_risk = []\n");
     let d = common::Daemon::start(dir.path(), &cfg);

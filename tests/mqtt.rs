@@ -9,20 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::broker::{config, status, wait_status, Broker, TestClient};
-use serde_json::{json, Value};
-
-fn fixtures() -> Vec<Value> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/ha_discovery.json"
-    ))
-    .unwrap();
-    serde_json::from_str::<Value>(&text).unwrap()["entities"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
+use common::broker::{
+    config, fixtures, publish_fixtures, simulate_kitchen_light, status, wait_status, Broker,
+    TestClient,
+};
+use serde_json::json;
 
 async fn chat(c: &common::Client, text: &str, key: &str) -> String {
     let r = common::send(c, "main", text, key).await;
@@ -47,14 +38,7 @@ async fn discovery_device_control_and_triggers() {
     )
     .await;
     let fx = fixtures();
-    for e in &fx {
-        sim.publish(e["topic"].as_str().unwrap(), e["payload"].to_string(), true)
-            .await;
-        if let Some(st) = e["state"].as_array() {
-            sim.publish(st[0].as_str().unwrap(), st[1].as_str().unwrap(), true)
-                .await;
-        }
-    }
+    publish_fixtures(&sim).await;
     // malformed configs: not JSON, no command topic, unknown component
     sim.publish("homeassistant/light/broken/config", "{not json", true)
         .await;
@@ -139,33 +123,7 @@ async fn discovery_device_control_and_triggers() {
     assert_eq!(v[0]["entity"], "climate.bathroom_radiator");
 
     // a simulated light that reports what it was told
-    let sim_state = sim.client.clone();
-    let got = sim.got.clone();
-    let light = tokio::spawn(async move {
-        let mut seen = 0;
-        loop {
-            let cmds: Vec<String> = got
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(t, ..)| t.starts_with("home/kitchen/light/"))
-                .map(|(t, p, _)| format!("{t}={p}"))
-                .collect();
-            for c in &cmds[seen..] {
-                let (t, p) = c.split_once('=').unwrap();
-                // .../light/set -> .../light/state, .../brightness/set -> .../brightness
-                let state_topic = match t.strip_suffix("/brightness/set") {
-                    Some(base) => format!("{base}/brightness"),
-                    None => t.replace("/set", "/state"),
-                };
-                let _ = sim_state
-                    .publish(state_topic, rumqttc::QoS::AtLeastOnce, false, p.to_string())
-                    .await;
-            }
-            seen = cmds.len();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let light = simulate_kitchen_light(&sim);
 
     let reply = chat(
         &c,

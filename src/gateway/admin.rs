@@ -343,12 +343,20 @@ async fn files_set(g: &Gateway, p: &Value) -> Res {
               "file": {"name": name, "path": ws.join(&name), "missing": false, "size": len}}))
 }
 
-/// `gateway.restart`: the ordered shutdown, then the daemon starts again
-/// (under systemd by exiting for `Restart=`, otherwise by re-executing
-/// itself) with the config and setup files as they are now.
-fn restart(g: &Gateway) -> Value {
+/// Time for the answer to `gateway.restart` to go out before the stop
+/// closes the connections.
+const RESTART_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `gateway.restart`: the ordered shutdown, then the daemon executes
+/// itself anew (`daemon::restart_self`) with the config and setup files as
+/// they are now.
+fn restart(g: &Arc<Gateway>) -> Value {
     tracing::info!("restart requested by the owner from a gateway client");
-    super::request_restart(g);
+    let g = g.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(RESTART_AFTER).await;
+        super::request_restart(&g);
+    });
     json!({"ok": true, "restarting": true})
 }
 

@@ -3,7 +3,7 @@
 // Env: HEARTH_URL (http://127.0.0.1:PORT/), HEARTH_TOKEN, SHOTS (a folder
 // for screenshots). Prints one line per step; exits non-zero on the first
 // failure with what was expected and what the page showed.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { mkdirSync } from "node:fs";
 
 const url = process.env.HEARTH_URL;
@@ -11,11 +11,7 @@ const token = process.env.HEARTH_TOKEN;
 const shots = process.env.SHOTS || "/tmp/hearth-shots";
 mkdirSync(shots, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const phone = { viewport: { width: 360, height: 740 }, deviceScaleFactor: 2 };
 let failed = false;
 

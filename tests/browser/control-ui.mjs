@@ -6,7 +6,7 @@
 // it), see the history once, send again.
 // Env: CONTROL_UI (the dist/control-ui folder), UI_PORT, HEARTH_WS,
 // HEARTH_TOKEN, SHOTS.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { mkdirSync } from "node:fs";
 import { serve } from "./serve-static.mjs";
 
@@ -15,11 +15,7 @@ mkdirSync(shots, { recursive: true });
 const server = serve(process.env.CONTROL_UI, process.env.UI_PORT);
 const ws = process.env.HEARTH_WS;
 const host = new URL(ws).host;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 let failed = false;
 const frames = [];
 const step = (s) => console.log("STEP " + s);

@@ -264,3 +264,59 @@ impl Drop for TestClient {
         self.task.abort();
     }
 }
+
+/// The Home Assistant / Zigbee2MQTT discovery fixture
+/// (tests/fixtures/ha_discovery.json): `{id, topic, payload, state?}` each.
+pub fn fixtures() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ha_discovery.json"
+    ))
+    .unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["entities"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Publishes every fixture's discovery config and first state, retained.
+pub async fn publish_fixtures(sim: &TestClient) {
+    for e in &fixtures() {
+        sim.publish(e["topic"].as_str().unwrap(), e["payload"].to_string(), true)
+            .await;
+        if let Some(st) = e["state"].as_array() {
+            sim.publish(st[0].as_str().unwrap(), st[1].as_str().unwrap(), true)
+                .await;
+        }
+    }
+}
+
+/// The fixture's kitchen light, answering each command with its new
+/// state: `.../light/set` → `.../light/state`, `.../brightness/set` →
+/// `.../brightness`. `sim` must subscribe to the two command topics.
+pub fn simulate_kitchen_light(sim: &TestClient) -> tokio::task::JoinHandle<()> {
+    let (client, got) = (sim.client.clone(), sim.got.clone());
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            let cmds: Vec<(String, String)> = got
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, ..)| t.starts_with("home/kitchen/light/"))
+                .map(|(t, p, _)| (t.clone(), p.clone()))
+                .collect();
+            for (t, p) in &cmds[seen..] {
+                let state = match t.strip_suffix("/brightness/set") {
+                    Some(base) => format!("{base}/brightness"),
+                    None => t.replace("/set", "/state"),
+                };
+                let _ = client
+                    .publish(state, QoS::AtLeastOnce, false, p.clone())
+                    .await;
+            }
+            seen = cmds.len();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
