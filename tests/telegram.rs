@@ -99,17 +99,22 @@ async fn owner_is_answered_and_a_stranger_pairs_first() {
         t == "echo: hello from my phone"
     })
     .await;
-    // "typing" while a reply is being written
+    // "typing" while a reply is being written: at once (within a second),
+    // not at the next 4.5 s renewal
+    let sent_at = std::time::Instant::now();
     tg.message(OWNER, OWNER, "[slow:600] think about it");
     tg.wait_sent(OWNER, Duration::from_secs(30), |t| {
         t.contains("think about it")
     })
     .await;
+    let answered = std::time::Instant::now();
+    let typing = tg.calls("sendChatAction");
     assert!(
-        tg.calls("sendChatAction")
-            .iter()
-            .any(|c| c.body["chat_id"] == OWNER && c.body["action"] == "typing"),
-        "no typing while the reply was written"
+        typing.iter().any(|c| c.body["chat_id"] == OWNER
+            && c.body["action"] == "typing"
+            && c.at > sent_at
+            && c.at < answered.min(sent_at + Duration::from_secs(1))),
+        "no typing while the reply was written: {typing:?}"
     );
 
     // a stranger gets a code, and nothing reaches the model

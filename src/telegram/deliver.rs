@@ -61,7 +61,8 @@ pub async fn run(ch: Arc<TelegramChannel>, cx: ChannelContext) {
             }
             _ = cx.outbox.notified(), if resume_at.is_none() => {}
             _ = tokio::time::sleep_until(until) => {}
-            _ = typing.tick(), if resume_at.is_none() => send_typing(&ch).await,
+            _ = typing.tick(), if resume_at.is_none() => send_typing(&ch, false).await,
+            _ = ch.typing_started.notified(), if resume_at.is_none() => send_typing(&ch, true).await,
         }
     }
 }
@@ -274,8 +275,8 @@ async fn send_part(
     }
 }
 
-async fn send_typing(ch: &TelegramChannel) {
-    for chat in ch.typing_chats() {
+async fn send_typing(ch: &TelegramChannel, only_new: bool) {
+    for chat in ch.typing_chats(only_new) {
         let Some((c, t)) = parse_address(&chat) else {
             continue;
         };

@@ -70,8 +70,12 @@ pub struct TelegramChannel {
     pub cfg: TelegramConfig,
     api: Arc<Api>,
     status: Mutex<Status>,
-    /// Chats with a reply on the way, until when they show "typing".
-    typing: Mutex<HashMap<String, Instant>>,
+    /// Chats with a reply on the way: until when they show "typing", and
+    /// whether "typing" was sent since the message came.
+    typing: Mutex<HashMap<String, (Instant, bool)>>,
+    /// Woken when a chat starts waiting, so "typing" shows at once rather
+    /// than at the next renewal.
+    pub typing_started: tokio::sync::Notify,
     /// Replies being written, and their drafts.
     pub drafts: Mutex<stream::Drafts>,
     /// Held while a draft is sent or edited, and while a finished reply
@@ -100,6 +104,7 @@ impl TelegramChannel {
             cfg,
             status: Mutex::new(Status::default()),
             typing: Mutex::new(HashMap::new()),
+            typing_started: tokio::sync::Notify::new(),
             drafts: Mutex::new(stream::Drafts::default()),
             draft_io: tokio::sync::Mutex::new(()),
         }
@@ -143,7 +148,8 @@ impl TelegramChannel {
             self.typing
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(chat.to_string(), Instant::now() + TYPING_FOR);
+                .insert(chat.to_string(), (Instant::now() + TYPING_FOR, false));
+            self.typing_started.notify_one();
         }
     }
 
@@ -154,12 +160,19 @@ impl TelegramChannel {
             .remove(chat);
     }
 
-    /// The chats that should show "typing" now.
-    pub fn typing_chats(&self) -> Vec<String> {
+    /// The chats that should show "typing" now (`only_new`: those not
+    /// told yet); they count as told from here.
+    pub fn typing_chats(&self, only_new: bool) -> Vec<String> {
         let mut t = self.typing.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        t.retain(|_, until| *until > now);
-        t.keys().cloned().collect()
+        t.retain(|_, (until, _)| *until > now);
+        t.iter_mut()
+            .filter(|(_, (_, told))| !(only_new && *told))
+            .map(|(chat, (_, told))| {
+                *told = true;
+                chat.clone()
+            })
+            .collect()
     }
 
     /// getMe until it answers; `None` when the token is refused or the
