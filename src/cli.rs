@@ -261,6 +261,9 @@ pub enum ConfigCmd {
         /// Config file (default: $HEARTH_CONFIG, /etc/hearth/hearth.toml if present, else embedded defaults)
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// State directory, where the console's setup.toml lives (default: as `hearth serve`)
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -288,10 +291,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Config {
-            cmd: ConfigCmd::Validate { config },
+            cmd: ConfigCmd::Validate { config, state_dir },
         } => {
             let path = daemon::config_path(config.as_deref());
-            match crate::channel::check_config(path.as_deref(), &daemon::state_dir(None), None) {
+            let state = daemon::state_dir(state_dir.as_deref());
+            match crate::channel::check_config(path.as_deref(), &state, None) {
                 Ok(c) => {
                     let what = path
                         .map(|p| p.display().to_string())

@@ -18,8 +18,13 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 mod access;
+pub mod devices;
 mod lenient;
 pub mod setup;
+mod vars;
+
+pub use vars::expand;
+use vars::interpolate;
 
 pub use access::{ChannelAccess, DmPolicy, SenderTools};
 
@@ -208,6 +213,7 @@ struct RawAgentDefaults {
     run_timeout_secs: Option<u64>,
     tool_timeout_secs: Option<u64>,
     tools: Option<RawTools>,
+    intents: Option<Intents>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -229,6 +235,7 @@ struct RawAgent {
     run_timeout_secs: Option<u64>,
     tool_timeout_secs: Option<u64>,
     tools: Option<RawTools>,
+    intents: Option<Intents>,
     #[serde(default)]
     default: bool,
 }
@@ -449,6 +456,19 @@ pub struct AgentConfig {
     pub run_timeout: Duration,
     pub tool_timeout: Duration,
     pub tools: ToolPolicy,
+    /// Whether device commands go through the local intent stage first.
+    pub intents: Intents,
+}
+
+/// `intents = "local-first" | "model-only"`: whether a message from a
+/// sender allowed to control devices is tried against the local intent
+/// matcher before any model is called (see `intent`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Intents {
+    #[default]
+    LocalFirst,
+    ModelOnly,
 }
 
 impl AgentConfig {
@@ -512,6 +532,8 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// `[channels.mqtt]`; `None` = no MQTT.
     pub mqtt: Option<crate::mqtt::config::MqttConfig>,
+    /// `[devices]`: aliases.
+    pub devices: devices::DevicesConfig,
     /// Who may talk to Hearth on each configured channel, and with which tools.
     pub access: BTreeMap<String, ChannelAccess>,
     /// The sections of channel kinds the config does not parse itself
@@ -660,8 +682,9 @@ impl Config {
         for (k, v) in table.iter_mut() {
             interpolate(v, k, env, &mut probs);
         }
-        const KNOWN: [&str; 9] = [
+        const KNOWN: [&str; 10] = [
             "channels",
+            "devices",
             "memory",
             "models",
             "gateway",
@@ -727,6 +750,9 @@ impl Config {
                 )
             })
             .and_then(|m| crate::mqtt::config::parse(m, &mut |k, m| probs.add(k, m)));
+
+        let rdev: devices::RawDevices = section(&table, "devices", &mut probs).unwrap_or_default();
+        let devices = devices::parse(rdev, &mut |k, m| probs.add(k, m));
 
         let rmem: RawMemory = section(&table, "memory", &mut probs).unwrap_or_default();
         let d = MemoryConfig::default();
@@ -1018,7 +1044,8 @@ impl Config {
                   steps: Option<u64>,
                   rt: Option<u64>,
                   tt: Option<u64>,
-                  tools: Option<&RawTools>| {
+                  tools: Option<&RawTools>,
+                  intents: Option<Intents>| {
             let tools = tools.or(d.tools.as_ref()).cloned().unwrap_or_default();
             AgentConfig {
                 id,
@@ -1031,6 +1058,7 @@ impl Config {
                     allow: tools.allow,
                     deny: tools.deny,
                 },
+                intents: intents.or(d.intents).unwrap_or_default(),
             }
         };
         let mut list = Vec::new();
@@ -1081,12 +1109,22 @@ impl Config {
                 rt,
                 tt,
                 a.tools.as_ref(),
+                a.intents,
             ));
         }
         if !seen.contains(DEFAULT_AGENT) {
             list.insert(
                 0,
-                mk(DEFAULT_AGENT.into(), None, None, None, None, None, None),
+                mk(
+                    DEFAULT_AGENT.into(),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                ),
             );
         }
         let default_agent = default_agent.unwrap_or_else(|| DEFAULT_AGENT.into());
@@ -1224,6 +1262,7 @@ impl Config {
             models,
             memory,
             mqtt,
+            devices,
             access,
             channels,
         })
@@ -1321,82 +1360,6 @@ pub fn valid_id(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
-/// Expands `${VAR}` in every string value (see [`expand`]).
-fn interpolate(
-    v: &mut toml::Value,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    p: &mut Problems,
-) {
-    match v {
-        toml::Value::String(s) => match expand(s, env) {
-            Ok(n) => *s = n,
-            Err(e) => p.add(path, e),
-        },
-        toml::Value::Array(a) => {
-            for (i, x) in a.iter_mut().enumerate() {
-                interpolate(x, &format!("{path}[{i}]"), env, p);
-            }
-        }
-        toml::Value::Table(t) => {
-            for (k, x) in t.iter_mut() {
-                interpolate(x, &format!("{path}.{k}"), env, p);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Expands `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
-///
-/// ```
-/// use hearth::config::expand;
-/// let env = |k: &str| (k == "TOKEN").then(|| "s3cret".to_string());
-/// assert_eq!(expand("Bearer ${TOKEN}", &env).unwrap(), "Bearer s3cret");
-/// assert_eq!(expand("${PORT:-18789}", &env).unwrap(), "18789");
-/// assert_eq!(expand("$${TOKEN}", &env).unwrap(), "${TOKEN}");
-/// assert!(expand("${MISSING}", &env).unwrap_err().contains("MISSING"));
-/// ```
-pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix("${") {
-            out.push_str("${");
-            rest = tail;
-        } else if let Some(tail) = after.strip_prefix('{') {
-            let end = tail
-                .find('}')
-                .ok_or_else(|| "unclosed ${ in value".to_string())?;
-            let name = &tail[..end];
-            let (name, default) = match name.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (name, None),
-            };
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("${{{name}}} is not a valid variable name"));
-            }
-            match (env(name), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => {
-                    return Err(format!(
-                        "environment variable {name} is not set (use ${{{name}:-default}} for a fallback)"
-                    ))
-                }
-            }
-            rest = &tail[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -253,6 +253,14 @@ pub async fn run(
             Err(e) => tracing::warn!("cannot read the outbox: {e}"),
         }
     }
+    // the offline intent stage reads the device registry, and language
+    // files from <state>/intents/ beside the shipped ones
+    let devices = channels.iter().find_map(|c| {
+        c.as_any()
+            .downcast_ref::<crate::mqtt::channel::MqttChannel>()
+            .map(|m| m.mqtt.registry.clone())
+    });
+    let intents = Arc::new(crate::intent::Intents::load(Some(&dir.join("intents"))));
     let mut agents = HashMap::new();
     for a in &cfg.agents {
         let ws = a.workspace_in(&dir);
@@ -275,6 +283,8 @@ pub async fn run(
                 workspace: ws,
                 memory: memory.clone(),
                 tools: crate::agent::tools_for(&cfg, a, &memory, &channel_tools),
+                devices: devices.clone(),
+                intents: intents.clone(),
             },
         );
     }

@@ -18,6 +18,7 @@
 //! | [`routing`] | bindings → agent, OpenClaw session keys |
 //! | [`queue`] | per-session serial runs, global concurrency, collect/followup/steer/interrupt, durability |
 //! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` assembles every model call's input, `agent::call` is the one model-call path, `agent::compact` summarizes old turns |
+//! | [`intent`] | the local intent stage: sentence files per language (`intent/lang/*.toml`), a matcher that turns common device commands and questions into device tool calls before any model is called |
 //! | [`provider`] | the `Provider` trait, typed errors, the retry/rotate/fallback chain, credential health; kinds `openai`, `anthropic`, `gemini`, `local` |
 //! | [`models`] | local candle models: embedder, chat model, tool-call grammar, GGUF requantization |
 //! | [`memory`] | MEMORY.md + memory/*.md: chunking, BM25 (tantivy) + int8 embeddings (redb), hybrid ranking; session transcripts too |
@@ -41,6 +42,7 @@ pub mod daemon;
 pub mod events;
 pub mod gateway;
 pub mod inbound;
+pub mod intent;
 pub mod logs;
 pub mod memory;
 pub mod models;

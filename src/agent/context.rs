@@ -54,6 +54,9 @@ pub struct Runtime<'a> {
     /// The turn may use device tools (MQTT is set up and the policy
     /// allows them); without, the prompt says no devices are connected.
     pub devices: bool,
+    /// The devices as they are now, and what the intent stage found
+    /// ambiguous; at the end of the system prompt.
+    pub device_note: Option<&'a str>,
 }
 
 impl<'a> Runtime<'a> {
@@ -64,6 +67,7 @@ impl<'a> Runtime<'a> {
             origin,
             now_ms: crate::store::now_ms(),
             devices,
+            device_note: None,
         }
     }
 }
@@ -228,6 +232,13 @@ pub fn system_prompt(
                 sk.name, sk.description, sk.path
             ));
         }
+    }
+    if let Some(note) = rt.device_note.filter(|_| rt.devices) {
+        // device names come from discovery payloads: data, not instructions
+        s.push_str(&format!(
+            "\n## Devices\n\n{}\n",
+            mark_untrusted("device registry", note)
+        ));
     }
     if let Some(sum) = summary {
         // made from the turns, tool results included: data, not instructions
@@ -495,6 +506,7 @@ mod tests {
             origin: &Origin::owner("webchat"),
             now_ms: 0,
             devices: false,
+            device_note: None,
         };
         let t = vec![
             e(Role::User, &"u".repeat(400)),
@@ -556,6 +568,7 @@ mod tests {
             origin: &Origin::owner("webchat"),
             now_ms: 0,
             devices: false,
+            device_note: None,
         };
         let p = system_prompt(d.path(), &rt, &[], None);
         assert!(
@@ -582,6 +595,7 @@ mod tests {
             origin: &Origin::owner("webchat"),
             now_ms: 0,
             devices: false,
+            device_note: None,
         };
         let p = system_prompt(d.path(), &rt, &crate::tool::fs::specs(), None);
         assert!(

@@ -10,6 +10,7 @@
 pub mod call;
 pub mod compact;
 pub mod context;
+mod local;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +45,9 @@ pub struct AgentCtx {
     pub memory: crate::memory::service::Memory,
     /// The agent's tools and the policy around them.
     pub tools: Arc<Registry>,
+    /// The device registry (MQTT configured), for the local intent stage.
+    pub devices: Option<Arc<crate::mqtt::registry::Registry>>,
+    pub intents: Arc<crate::intent::Intents>,
 }
 
 /// The tool registry of one agent: the file and memory tools, plus what
@@ -221,12 +225,45 @@ async fn turn_loop(
     origin: &Origin,
     model: &mut Option<(String, bool)>,
 ) -> RunEnd {
+    let scope = Scope::of(origin);
+    let devices = ctx.tools.offers_group(&scope, "devices");
+    // the local intent stage: common device commands with no model
+    let mut device_note = None;
+    if devices {
+        match local::intents(ctx, items, ev, cancel, &scope).await {
+            local::Local::Done(end) => {
+                *model = Some((local::MODEL_REF.into(), false));
+                return end;
+            }
+            local::Local::Hint { note, question } => {
+                // a 135M-parameter model asks back less reliably than
+                // the matcher does: only a cloud model gets the candidates
+                let local_only = ctx.agent.model.as_ref().is_none_or(|c| {
+                    c.primary
+                        .split_once('/')
+                        .is_some_and(|(p, _)| ctx.providers.kind_of(p) == Some("local"))
+                });
+                if local_only {
+                    *model = Some((local::MODEL_REF.into(), false));
+                    return RunEnd::Ok(question);
+                }
+                device_note = Some(note);
+            }
+            local::Local::Skip => {}
+        }
+    }
     let Some(chain) = ctx.agent.model.clone() else {
         return RunEnd::Error(NO_PROVIDER.into());
     };
-    let scope = Scope::of(origin);
     let specs = ctx.tools.offered(&scope);
-    let devices = ctx.tools.offers_group(&scope, "devices");
+    if devices {
+        if let Some(list) = ctx.devices.as_ref().map(|d| local::device_list(d)) {
+            device_note = Some(match device_note {
+                Some(h) => format!("{list}{h}\n"),
+                None => list,
+            });
+        }
+    }
     let mut steps = 0u32;
     let mut partial = String::new();
     let window = compact::window(ctx);
@@ -247,17 +284,19 @@ async fn turn_loop(
         // may have just edited MEMORY.md), the transcript from the latest
         // compaction on, pruned in this copy only. Blocking file and redb
         // I/O, so on the blocking pool.
-        let (store, ws, rt_agent, key, org, specs2) = (
+        let (store, ws, rt_agent, key, org, specs2, note) = (
             ctx.store.clone(),
             ctx.workspace.clone(),
             ctx.agent.id.clone(),
             ev.session_key.clone(),
             origin.clone(),
             specs.clone(),
+            device_note.clone(),
         );
         let assembled = tokio::task::spawn_blocking(move || {
             let sc = store.transcripts().context(&key, CONTEXT_ENTRIES)?;
-            let rt = context::Runtime::new(&rt_agent, &key, &org, devices);
+            let mut rt = context::Runtime::new(&rt_agent, &key, &org, devices);
+            rt.device_note = note.as_deref();
             let (system, mut transcript) = context::assemble(&ws, &rt, &specs2, &sc);
             context::prune(&mut transcript, window * crate::util::CHARS_PER_TOKEN);
             Ok::<_, crate::store::StoreError>((system, transcript))
@@ -354,28 +393,18 @@ async fn turn_loop(
         // A tool round.
         steps += 1;
         partial.push_str(&response.text);
-        let mut round = vec![Entry {
-            tool_calls: response.tool_calls.clone(),
-            ..Entry::new(Role::Assistant, response.text.clone(), Some(&ev.run_id))
-        }];
-        for call in &response.tool_calls {
-            ev.agent(
-                "tool",
-                json!({"phase": "start", "name": call.name, "toolCallId": call.id, "args": call.arguments}),
-            );
-            let Some((ok, out)) = exec_tool(ctx, &ev.session_key, &scope, call, cancel).await
-            else {
-                return RunEnd::Aborted(partial);
-            };
-            ev.agent(
-                "tool",
-                json!({"phase": "result", "name": call.name, "toolCallId": call.id, "isError": !ok, "result": out}),
-            );
-            round.push(Entry {
-                tool_call_id: Some(call.id.clone()),
-                ..Entry::new(Role::Tool, out, Some(&ev.run_id))
-            });
-        }
+        let Some((mut round, _)) = tool_round(
+            ctx,
+            ev,
+            &scope,
+            &response.text,
+            &response.tool_calls,
+            cancel,
+        )
+        .await
+        else {
+            return RunEnd::Aborted(partial);
+        };
         // Steer: messages that arrived meanwhile join this turn here.
         let steered = steer();
         if !steered.is_empty() {
@@ -384,16 +413,8 @@ async fn turn_loop(
             round.push(e);
             items.extend(steered);
         }
-        let store = ctx.store.clone();
-        let key = ev.session_key.clone();
-        let aid = ctx.agent.id.clone();
-        if let Ok(Err(e)) | Err(e) =
-            tokio::task::spawn_blocking(move || store.transcripts().append(&key, &aid, &round))
-                .await
-                .map_err(|e| crate::store::StoreError::Io(e.to_string()))
-        {
-            tracing::error!(run_id = %ev.run_id, "transcript write failed: {e}");
-            return RunEnd::Error("Hearth could not save this conversation; see the log.".into());
+        if let Err(end) = append(ctx, ev, round).await {
+            return end;
         }
         if steps >= ctx.agent.max_steps {
             return RunEnd::Error(format!(
@@ -401,6 +422,59 @@ async fn turn_loop(
             ));
         }
     }
+}
+
+/// Runs a round of tool calls, each with its start and result events:
+/// the transcript entries (the assistant's calls, then each result) and
+/// the results. `None` when cancelled.
+pub(crate) async fn tool_round(
+    ctx: &AgentCtx,
+    ev: &RunEvents,
+    scope: &Scope,
+    text: &str,
+    calls: &[crate::store::ToolCall],
+    cancel: &CancellationToken,
+) -> Option<(Vec<Entry>, Vec<(bool, String)>)> {
+    let mut round = vec![Entry {
+        tool_calls: calls.to_vec(),
+        ..Entry::new(Role::Assistant, text.to_string(), Some(&ev.run_id))
+    }];
+    let mut results = Vec::with_capacity(calls.len());
+    for call in calls {
+        ev.agent(
+            "tool",
+            json!({"phase": "start", "name": call.name, "toolCallId": call.id, "args": call.arguments}),
+        );
+        let (ok, out) = exec_tool(ctx, &ev.session_key, scope, call, cancel).await?;
+        ev.agent(
+            "tool",
+            json!({"phase": "result", "name": call.name, "toolCallId": call.id, "isError": !ok, "result": out}),
+        );
+        round.push(Entry {
+            tool_call_id: Some(call.id.clone()),
+            ..Entry::new(Role::Tool, out.clone(), Some(&ev.run_id))
+        });
+        results.push((ok, out));
+    }
+    Some((round, results))
+}
+
+/// Appends a round to the session's transcript (on the blocking pool).
+async fn append(ctx: &AgentCtx, ev: &RunEvents, round: Vec<Entry>) -> Result<(), RunEnd> {
+    let store = ctx.store.clone();
+    let key = ev.session_key.clone();
+    let aid = ctx.agent.id.clone();
+    if let Ok(Err(e)) | Err(e) =
+        tokio::task::spawn_blocking(move || store.transcripts().append(&key, &aid, &round))
+            .await
+            .map_err(|e| crate::store::StoreError::Io(e.to_string()))
+    {
+        tracing::error!(run_id = %ev.run_id, "transcript write failed: {e}");
+        return Err(RunEnd::Error(
+            "Hearth could not save this conversation; see the log.".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs one tool call through the agent's registry (policy, approval,

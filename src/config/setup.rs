@@ -44,6 +44,9 @@ pub fn read_table(state: &Path) -> Result<Option<Table>, String> {
             .map(Some)
             .map_err(|e| format!("{}: not valid TOML: {}", p.display(), e.message().trim())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+            "cannot read the console's setup: {e} (run as the service user, or give the state directory with --state-dir)"
+        )),
         Err(e) => Err(format!("{}: {e}", p.display())),
     }
 }

@@ -305,6 +305,8 @@ mod tests {
                     workspace: ws,
                     memory: memory.clone(),
                     tools: crate::agent::tools_for(&cfg, a, &memory, &[]),
+                    devices: None,
+                    intents: Default::default(),
                 },
             );
         }

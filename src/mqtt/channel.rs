@@ -32,6 +32,7 @@ pub fn build_mqtt(cfg: &Config, state_dir: &Path) -> Result<Option<Arc<MqttChann
         return Ok(None);
     };
     let (mqtt, ev) = Mqtt::new(m, state_dir).map_err(|e| format!("{e:#}"))?;
+    mqtt.registry.set_aliases(cfg.devices.aliases.clone());
     Ok(Some(Arc::new(MqttChannel {
         mqtt,
         ev: Mutex::new(Some(ev)),

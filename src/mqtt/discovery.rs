@@ -69,9 +69,9 @@ impl Component {
     /// The actions `device_set` takes for this component.
     pub fn actions(self) -> &'static [&'static str] {
         match self {
-            Component::Light => &["turn_on", "turn_off", "set_brightness"],
-            Component::Switch => &["turn_on", "turn_off"],
-            Component::Fan => &["turn_on", "turn_off", "set_percentage"],
+            Component::Light => &["turn_on", "turn_off", "toggle", "set_brightness"],
+            Component::Switch => &["turn_on", "turn_off", "toggle"],
+            Component::Fan => &["turn_on", "turn_off", "toggle", "set_percentage"],
             Component::Cover => &["open", "close", "stop", "set_position"],
             Component::Lock => &["lock", "unlock", "open"],
             Component::Climate => &["set_mode", "set_temperature"],
@@ -472,8 +472,20 @@ impl Entity {
         self.config.get(k).and_then(|v| v.as_str())
     }
 
-    fn s_or<'a>(&'a self, k: &str, d: &'a str) -> &'a str {
-        self.s(k).unwrap_or(d)
+    /// A payload or state setting as text. Zigbee2MQTT and zwave-js-ui
+    /// announce JSON booleans and numbers (`payload_on: false`); these
+    /// read as Home Assistant reads them (`cv.string`: "False", "1").
+    fn t(&self, k: &str) -> Option<String> {
+        match self.config.get(k)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Bool(b) => Some(if *b { "True" } else { "False" }.into()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    fn t_or(&self, k: &str, d: &str) -> String {
+        self.t(k).unwrap_or_else(|| d.to_string())
     }
 
     fn f(&self, k: &str) -> Option<f64> {
@@ -683,22 +695,20 @@ impl Entity {
             },
             None => payload.trim().to_string(),
         };
-        let is = |k: &str, d: &str| raw == self.s_or(k, d);
+        let is = |k: &str, d: &str| same(&raw, &self.t_or(k, d));
         let v = match c {
             Component::Light | Component::Switch | Component::Fan | Component::BinarySensor => {
                 let on = self
-                    .s("state_on")
-                    .or(self.s("payload_on"))
-                    .unwrap_or("ON")
-                    .to_string();
+                    .t("state_on")
+                    .or(self.t("payload_on"))
+                    .unwrap_or_else(|| "ON".into());
                 let off = self
-                    .s("state_off")
-                    .or(self.s("payload_off"))
-                    .unwrap_or("OFF")
-                    .to_string();
-                if raw == on {
+                    .t("state_off")
+                    .or(self.t("payload_off"))
+                    .unwrap_or_else(|| "OFF".into());
+                if same(&raw, &on) {
                     "on".to_string()
-                } else if raw == off {
+                } else if same(&raw, &off) {
                     "off".to_string()
                 } else {
                     raw.to_lowercase()
@@ -746,20 +756,44 @@ impl Entity {
         }
     }
 
+    /// The actions this entity takes: its component's, less those its
+    /// config gives no payload for (a lock opens only with `payload_open`).
+    pub fn actions(&self) -> Vec<&'static str> {
+        self.component
+            .actions()
+            .iter()
+            .copied()
+            .filter(|a| {
+                !(self.component == Component::Lock && *a == "open")
+                    || self.t("payload_open").is_some()
+            })
+            .collect()
+    }
+
     /// The payloads for an action, and what the state should show after.
+    /// `toggle` turns it off when it is on, on otherwise.
     pub fn command(&self, action: &str, value: Option<&Value>) -> Result<Command, String> {
         let c = self.component;
-        if !c.actions().contains(&action) {
-            return Err(if c.actions().is_empty() {
+        let actions = self.actions();
+        if !actions.contains(&action) {
+            return Err(if actions.is_empty() {
                 format!("{} is a {} and can only be read", self.id, c.as_str())
             } else {
                 format!(
                     "{} ({}) does not take {action:?}; actions: {}",
                     self.id,
                     c.as_str(),
-                    c.actions().join(", ")
+                    actions.join(", ")
                 )
             });
+        }
+        if action == "toggle" {
+            let next = if self.state.value.as_deref() == Some("on") {
+                "turn_off"
+            } else {
+                "turn_on"
+            };
+            return self.command(next, None);
         }
         let num = |what: &str, lo: f64, hi: f64| -> Result<f64, String> {
             let v = value
@@ -829,7 +863,7 @@ impl Entity {
                     }
                     // brightness alone turns most lights on; the on payload
                     // goes first so "on" is not overridden by a 0 -> on race
-                    publish.insert(0, (cmd_topic()?, plain(self.s_or("payload_on", "ON"))));
+                    publish.insert(0, (cmd_topic()?, plain(&self.t_or("payload_on", "ON"))));
                     Command {
                         publish,
                         expect: Expect::All(expects),
@@ -846,19 +880,19 @@ impl Entity {
                 } else {
                     one(
                         cmd_topic()?,
-                        plain(self.s_or("payload_off", "OFF")),
+                        plain(&self.t_or("payload_off", "OFF")),
                         main(&["off"]),
                     )
                 }
             }
             (Component::Switch | Component::Fan, "turn_on") => one(
                 cmd_topic()?,
-                plain(self.s_or("payload_on", "ON")),
+                plain(&self.t_or("payload_on", "ON")),
                 main(&["on"]),
             ),
             (Component::Switch | Component::Fan, "turn_off") => one(
                 cmd_topic()?,
-                plain(self.s_or("payload_off", "OFF")),
+                plain(&self.t_or("payload_off", "OFF")),
                 main(&["off"]),
             ),
             (Component::Fan, "set_percentage") => {
@@ -883,17 +917,17 @@ impl Entity {
             }
             (Component::Cover, "open") => one(
                 cmd_topic()?,
-                plain(self.s_or("payload_open", "OPEN")),
+                plain(&self.t_or("payload_open", "OPEN")),
                 main(&["open", "opening"]),
             ),
             (Component::Cover, "close") => one(
                 cmd_topic()?,
-                plain(self.s_or("payload_close", "CLOSE")),
+                plain(&self.t_or("payload_close", "CLOSE")),
                 main(&["closed", "closing"]),
             ),
             (Component::Cover, "stop") => one(
                 cmd_topic()?,
-                plain(self.s_or("payload_stop", "STOP")),
+                plain(&self.t_or("payload_stop", "STOP")),
                 Expect::AnyUpdate,
             ),
             (Component::Cover, "set_position") => {
@@ -915,19 +949,19 @@ impl Entity {
             }
             (Component::Lock, "lock") => one(
                 cmd_topic()?,
-                plain(self.s_or("payload_lock", "LOCK")),
+                plain(&self.t_or("payload_lock", "LOCK")),
                 main(&["locked"]),
             ),
             (Component::Lock, "unlock") => one(
                 cmd_topic()?,
-                plain(self.s_or("payload_unlock", "UNLOCK")),
+                plain(&self.t_or("payload_unlock", "UNLOCK")),
                 main(&["unlocked"]),
             ),
             (Component::Lock, "open") => {
                 let p = self
-                    .s("payload_open")
+                    .t("payload_open")
                     .ok_or_else(|| format!("{} cannot open (no payload_open)", self.id))?;
-                one(cmd_topic()?, plain(p), main(&["open", "unlocked"]))
+                one(cmd_topic()?, plain(&p), main(&["open", "unlocked"]))
             }
             (Component::Climate, "set_mode") => {
                 let mode = value
@@ -984,12 +1018,12 @@ impl Entity {
             }
             (Component::Button, "press") => one(
                 cmd_topic()?,
-                plain(self.s_or("payload_press", "PRESS")),
+                plain(&self.t_or("payload_press", "PRESS")),
                 Expect::Nothing,
             ),
             (Component::Scene, "activate") => one(
                 cmd_topic()?,
-                plain(self.s_or("payload_on", "ON")),
+                plain(&self.t_or("payload_on", "ON")),
                 Expect::Nothing,
             ),
             (Component::AlarmControlPanel, a) => {
@@ -1001,7 +1035,7 @@ impl Entity {
                 };
                 one(
                     cmd_topic()?,
-                    plain(self.s_or(k, d)),
+                    plain(&self.t_or(k, d)),
                     main(&[st, "arming", "pending"]),
                 )
             }
@@ -1047,7 +1081,7 @@ impl Entity {
         if let Some(a) = self.available() {
             v["available"] = json!(a);
         }
-        let acts = self.component.actions();
+        let acts = self.actions();
         if !acts.is_empty() {
             v["actions"] = json!(acts);
         }
@@ -1056,6 +1090,12 @@ impl Entity {
         }
         v
     }
+}
+
+/// A rendered state against a configured payload; booleans in either
+/// case ("false" from a plain payload, "False" from a template).
+fn same(raw: &str, want: &str) -> bool {
+    raw == want || (matches!(want, "True" | "False") && raw.eq_ignore_ascii_case(want))
 }
 
 fn pct(v: f64, scale: f64) -> Value {
@@ -1167,6 +1207,54 @@ mod tests {
             p("homeassistant/light/x/config", "").unwrap().map(|e| e.id),
             None
         );
+    }
+
+    /// Zigbee2MQTT announces a door contact with JSON booleans
+    /// (`payload_on: false`: contact lost = open); they once compared as
+    /// text against the template's "True"/"False" and a closed door read
+    /// "true".
+    #[test]
+    fn boolean_payloads_compare_as_values() {
+        let mut d = ent(
+            "homeassistant/binary_sensor/0x1/contact/config",
+            json!({"state_topic": "z2m/door", "device_class": "door", "payload_on": false,
+                   "payload_off": true, "value_template": "{{ value_json.contact }}"}),
+        );
+        assert!(d.apply(Field::Main, r#"{"contact": true}"#, 1));
+        assert_eq!(d.state.value.as_deref(), Some("off"));
+        assert!(d.apply(Field::Main, r#"{"contact": false}"#, 2));
+        assert_eq!(d.state.value.as_deref(), Some("on"));
+        // a plain payload "false" reads the same
+        let mut p = ent(
+            "homeassistant/binary_sensor/p/config",
+            json!({"state_topic": "p", "payload_on": true, "payload_off": false}),
+        );
+        p.apply(Field::Main, "false", 1);
+        assert_eq!(p.state.value.as_deref(), Some("off"));
+        p.apply(Field::Main, "true", 2);
+        assert_eq!(p.state.value.as_deref(), Some("on"));
+    }
+
+    /// A lock lists `open` only when it has `payload_open`.
+    #[test]
+    fn a_lock_opens_only_with_payload_open() {
+        let l = ent(
+            "homeassistant/lock/a/config",
+            json!({"command_topic": "a/set"}),
+        );
+        assert_eq!(l.actions(), ["lock", "unlock"]);
+        assert!(l.describe()["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a != "open"));
+        assert!(l.command("open", None).is_err());
+        let o = ent(
+            "homeassistant/lock/b/config",
+            json!({"command_topic": "b/set", "payload_open": "OPEN"}),
+        );
+        assert_eq!(o.actions(), ["lock", "unlock", "open"]);
+        assert_eq!(o.command("open", None).unwrap().publish[0].1, "OPEN");
     }
 
     #[test]

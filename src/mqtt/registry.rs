@@ -77,6 +77,8 @@ struct Inner {
     /// Entities whose state changed since the last flush.
     dirty: HashSet<String>,
     pins: HashMap<String, Pin>,
+    /// `[devices.aliases]`: entity id → other names.
+    aliases: HashMap<String, Vec<String>>,
 }
 
 impl Inner {
@@ -346,6 +348,30 @@ impl Registry {
         }
     }
 
+    /// The household's other names for entities (`[devices.aliases]`);
+    /// they count like the entity's own name.
+    pub fn set_aliases(&self, aliases: impl IntoIterator<Item = (String, Vec<String>)>) {
+        self.lock().aliases = aliases.into_iter().collect();
+    }
+
+    /// An entity's name and aliases.
+    pub fn names_of(&self, id: &str) -> Vec<String> {
+        let g = self.lock();
+        let mut out: Vec<String> = g
+            .entities
+            .get(id)
+            .map(|e| e.name.clone())
+            .into_iter()
+            .collect();
+        out.extend(g.aliases.get(id).cloned().unwrap_or_default());
+        out
+    }
+
+    /// Every entity, with its state (a copy).
+    pub fn entities(&self) -> Vec<Entity> {
+        self.lock().entities.values().cloned().collect()
+    }
+
     /// Entity ids as state messages for them arrive.
     pub fn changes(&self) -> broadcast::Receiver<String> {
         self.changes.subscribe()
@@ -569,7 +595,7 @@ impl Registry {
                 area.as_ref()
                     .is_none_or(|a| e.area.as_deref().map(norm).is_some_and(|x| x == *a))
             })
-            .filter(|e| qwords.is_empty() || score(&qwords, e) >= 0.5)
+            .filter(|e| qwords.is_empty() || score(&qwords, e, &g.aliases) >= 0.5)
             .map(|e| Registry::describe(&g, e, &risky))
             .collect()
     }
@@ -578,6 +604,35 @@ impl Registry {
     /// an exact name, or the best loose match when it stands out.
     /// `components` limits the candidates (those an action applies to).
     pub fn resolve(&self, query: &str, components: &[Component]) -> Resolved {
+        self.resolve_with(query, components, 0.5)
+    }
+
+    /// The area `phrase` names (loosely: "kichen"), as the registry has it.
+    pub fn area_named(&self, phrase: &str) -> Option<String> {
+        let q = words(phrase);
+        if q.is_empty() {
+            return None;
+        }
+        let g = self.lock();
+        let mut areas: Vec<&String> = g
+            .entities
+            .values()
+            .filter_map(|e| e.area.as_ref())
+            .collect();
+        areas.sort();
+        areas.dedup();
+        areas
+            .into_iter()
+            .find(|a| {
+                let aw = words(a);
+                aw.len() == q.len() && aw.iter().zip(&q).all(|(x, y)| close(x, y))
+            })
+            .cloned()
+    }
+
+    /// [`resolve`](Self::resolve) with the score a loose match needs
+    /// (share of the query's words that fit; the intent stage asks more).
+    pub fn resolve_with(&self, query: &str, components: &[Component], min: f32) -> Resolved {
         let g = self.lock();
         let pool: Vec<&Entity> = g
             .entities
@@ -588,17 +643,28 @@ impl Registry {
             return Resolved::One(e.id.clone());
         }
         let q = norm(query);
-        let exact: Vec<&&Entity> = pool.iter().filter(|e| norm(&e.name) == q).collect();
+        let exact: Vec<&&Entity> = pool
+            .iter()
+            .filter(|e| {
+                norm(&e.name) == q
+                    || g.aliases
+                        .get(&e.id)
+                        .is_some_and(|a| a.iter().any(|n| norm(n) == q))
+            })
+            .collect();
         if exact.len() == 1 {
             return Resolved::One(exact[0].id.clone());
         }
         let qw = words(query);
-        let mut scored: Vec<(f32, &Entity)> = pool.iter().map(|e| (score(&qw, e), *e)).collect();
+        let mut scored: Vec<(f32, &Entity)> = pool
+            .iter()
+            .map(|e| (score(&qw, e, &g.aliases), *e))
+            .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
         let pair = |e: &Entity| (e.id.clone(), e.name.clone());
         match scored.as_slice() {
             [] => Resolved::NotFound(vec![]),
-            [(s, _), ..] if *s < 0.5 => {
+            [(s, _), ..] if *s < min => {
                 Resolved::NotFound(scored.iter().take(5).map(|(_, e)| pair(e)).collect())
             }
             [(s1, _), (s2, _), ..] if s1 - s2 < 0.15 => Resolved::Ambiguous(
@@ -618,11 +684,16 @@ fn norm(s: &str) -> String {
     words(s).join(" ")
 }
 
-/// Lowercase words; "the", "a" and the like dropped.
+/// Lowercase words; "the", "a" and the like dropped; "outside" and
+/// "outdoors" read as "outdoor".
 fn words(s: &str) -> Vec<String> {
     s.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
+        .map(|w| match w.as_str() {
+            "outside" | "outdoors" | "exterior" => "outdoor".to_string(),
+            _ => w,
+        })
         .filter(|w| {
             !matches!(
                 w.as_str(),
@@ -635,12 +706,12 @@ fn words(s: &str) -> Vec<String> {
 /// Words a component goes by in speech.
 fn synonyms(c: Component) -> &'static [&'static str] {
     match c {
-        Component::Light => &["light", "lights", "lamp", "bulb"],
+        Component::Light => &["light", "lights", "lamp", "lamps", "bulb"],
         Component::Switch => &["switch", "plug", "socket", "outlet"],
         Component::Fan => &["fan"],
-        Component::Cover => &[
-            "cover", "blind", "blinds", "shade", "shutter", "curtain", "garage", "door", "gate",
-        ],
+        // "garage", "door", "gate" come from the device class: a blind
+        // is not what "close the garage" means
+        Component::Cover => &["cover", "blind", "blinds", "shade", "shutter", "curtain"],
         Component::Lock => &["lock", "door"],
         Component::Climate => &[
             "thermostat",
@@ -651,11 +722,48 @@ fn synonyms(c: Component) -> &'static [&'static str] {
             "trv",
             "ac",
         ],
-        Component::Sensor => &["sensor", "temperature", "humidity"],
-        Component::BinarySensor => &["sensor", "motion", "contact", "doorbell", "window"],
+        Component::Sensor | Component::BinarySensor => &["sensor"],
         Component::Button => &["button"],
         Component::Scene => &["scene"],
         Component::AlarmControlPanel => &["alarm"],
+    }
+}
+
+/// What a sensor measures, as the intent stage asks for it
+/// ("temperature", "humidity"), from its device class or unit.
+pub fn measures(e: &Entity) -> Option<&'static str> {
+    class_words(e)
+        .first()
+        .copied()
+        .filter(|w| matches!(*w, "temperature" | "humidity"))
+}
+
+/// Words an entity goes by for what it measures or watches: its device
+/// class and unit are the evidence ("temperature" is the sensor in °C,
+/// not every sensor; "door" is a door contact).
+fn class_words(e: &Entity) -> &'static [&'static str] {
+    let class = e.config.get("device_class").and_then(|v| v.as_str());
+    let unit = e
+        .config
+        .get("unit_of_measurement")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    match (e.component, class) {
+        (Component::Sensor, Some("temperature")) => &["temperature", "temp"],
+        (Component::Sensor, None) if unit.ends_with("°C") || unit.ends_with("°F") => {
+            &["temperature", "temp"]
+        }
+        (Component::Sensor, Some("humidity")) => &["humidity", "humid"],
+        (Component::Sensor, Some(_)) => &[],
+        (Component::BinarySensor, Some("door" | "garage_door")) => &["door", "contact"],
+        (Component::BinarySensor, Some("window")) => &["window", "contact"],
+        (Component::BinarySensor, Some("opening")) => &["contact", "door", "window"],
+        (Component::BinarySensor, Some("motion" | "occupancy" | "presence")) => &["motion"],
+        (Component::BinarySensor, Some("moisture")) => &["leak", "water"],
+        (Component::Cover, Some("garage")) => &["garage", "door"],
+        (Component::Cover, Some("gate")) => &["gate"],
+        (Component::Cover, Some("door")) => &["door"],
+        _ => &[],
     }
 }
 
@@ -701,19 +809,34 @@ fn edit1(a: &str, b: &str) -> bool {
 /// Share of the query's words the entity answers to (name and kind of
 /// device fully, area, device and id a little less), minus a little for
 /// each word of the name the query does not mention.
-fn score(q: &[String], e: &Entity) -> f32 {
+fn score(q: &[String], e: &Entity, aliases: &HashMap<String, Vec<String>>) -> f32 {
+    let own = score_as(q, e, &e.name);
+    aliases
+        .get(&e.id)
+        .into_iter()
+        .flatten()
+        .map(|a| score_as(q, e, a))
+        .fold(own, f32::max)
+}
+
+/// [`score`] with `name` as the entity's name.
+fn score_as(q: &[String], e: &Entity, name: &str) -> f32 {
     if q.is_empty() {
         return 0.0;
     }
-    let name = words(&e.name);
+    let name = words(name);
     let mut other: Vec<String> = words(&e.id.replace(['.', '_'], " "));
     other.extend(e.area.as_deref().map(words).unwrap_or_default());
     other.extend(e.device.as_deref().map(words).unwrap_or_default());
     let kind = synonyms(e.component);
+    let class = class_words(e);
     let mut s = 0.0;
     for w in q {
         // the kind of device ("light") counts like a word of the name
-        if name.iter().any(|n| close(w, n)) || kind.contains(&w.as_str()) {
+        if name.iter().any(|n| close(w, n))
+            || kind.contains(&w.as_str())
+            || class.contains(&w.as_str())
+        {
             s += 1.0;
         } else if other.iter().any(|n| close(w, n)) {
             s += 0.8;
@@ -813,6 +936,57 @@ mod tests {
         assert_eq!(r.list(None, Some("kitchen"), None).len(), 3);
         assert_eq!(r.list(Some("kettle"), None, None).len(), 1);
         assert_eq!(r.list(None, None, Some("lock")).len(), 1);
+    }
+
+    /// Device classes and units are evidence: "outdoor temperature" is not
+    /// the outdoor humidity sensor, "temperature outside" finds the outdoor
+    /// one, "close the garage" is not a blind.
+    #[test]
+    fn classes_and_units_pick_the_device() {
+        let dev = |n: &str, a: &str| json!({"name": n, "suggested_area": a});
+        let (_d, r) = reg(&[
+            (
+                "homeassistant/sensor/ot/config",
+                json!({"name": "Temperature", "object_id": "outdoor_temperature", "state_topic": "o",
+                       "device_class": "temperature", "unit_of_measurement": "°C", "device": dev("Outdoor", "Garden")}),
+            ),
+            (
+                "homeassistant/sensor/oh/config",
+                json!({"name": "Humidity", "object_id": "outdoor_humidity", "state_topic": "o",
+                       "device_class": "humidity", "unit_of_measurement": "%", "device": dev("Outdoor", "Garden")}),
+            ),
+            (
+                "homeassistant/sensor/lt/config",
+                json!({"name": "Temperature", "object_id": "living_room_temperature", "state_topic": "l",
+                       "device_class": "temperature", "device": dev("Living room sensor", "Living room")}),
+            ),
+            (
+                "homeassistant/cover/g/config",
+                json!({"name": "Garage door", "command_topic": "g", "device_class": "garage"}),
+            ),
+            (
+                "homeassistant/cover/b/config",
+                json!({"name": "Bedroom blind", "command_topic": "b"}),
+            ),
+        ]);
+        assert_eq!(
+            r.resolve("outdoor temperature", &[]),
+            Resolved::One("sensor.outdoor_temperature".into())
+        );
+        assert_eq!(
+            r.resolve("temperature outside", &[]),
+            Resolved::One("sensor.outdoor_temperature".into())
+        );
+        assert_eq!(
+            r.resolve("outdoor humidity", &[]),
+            Resolved::One("sensor.outdoor_humidity".into())
+        );
+        assert_eq!(
+            r.resolve_with("garage", &[Component::Cover], 0.75),
+            Resolved::One("cover.g".into())
+        );
+        let e = r.get("sensor.outdoor_humidity").unwrap();
+        assert_eq!(measures(&e), Some("humidity"));
     }
 
     #[test]

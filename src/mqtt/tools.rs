@@ -57,7 +57,7 @@ impl Tool for DeviceTool {
         let (Some(q), Some(action)) = (s("entity"), s("action")) else {
             return Risk::Low;
         };
-        match resolve(&self.mqtt, q, &settable(action)) {
+        match resolve(&self.mqtt, q, &settable(&action_name(action))) {
             Ok(id) if self.mqtt.registry.is_high_risk(&id) => Risk::High {
                 preapproved: self
                     .mqtt
@@ -77,7 +77,68 @@ impl Tool for DeviceTool {
     }
 }
 
-/// The components that have this action.
+/// Every action `device_set` takes (the schema's enum).
+const ACTIONS: [&str; 19] = [
+    "turn_on",
+    "turn_off",
+    "toggle",
+    "set_brightness",
+    "set_percentage",
+    "open",
+    "close",
+    "stop",
+    "set_position",
+    "lock",
+    "unlock",
+    "set_mode",
+    "set_temperature",
+    "press",
+    "activate",
+    "arm_away",
+    "arm_home",
+    "arm_night",
+    "disarm",
+];
+
+/// An action as a model may write it ("Turn on", "switch-off", "on",
+/// "brightness") in the canonical form.
+pub fn action_name(raw: &str) -> String {
+    let a: String = raw
+        .trim()
+        .chars()
+        .map(|c| match c {
+            ' ' | '-' | '.' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    let a = a.strip_prefix("device_").unwrap_or(&a);
+    match a {
+        "on" | "switch_on" | "power_on" | "enable" | "start" => "turn_on",
+        "off" | "switch_off" | "power_off" | "shut_off" | "disable" => "turn_off",
+        "brightness" | "dim" | "set_level" | "set_brightness_pct" => "set_brightness",
+        "percentage" | "speed" | "set_speed" | "set_fan_speed" => "set_percentage",
+        "position" | "set_cover_position" => "set_position",
+        "temperature" | "set_temp" | "set_target_temperature" => "set_temperature",
+        "mode" | "set_hvac_mode" => "set_mode",
+        "open_cover" => "open",
+        "close_cover" => "close",
+        "stop_cover" => "stop",
+        "scene_on" | "scene_activate" => "activate",
+        other => other,
+    }
+    .to_string()
+}
+
+/// The action for this kind of entity: scenes and buttons take turn_on.
+fn action_for(c: Component, action: &str) -> &str {
+    match (c, action) {
+        (Component::Scene, "turn_on") => "activate",
+        (Component::Button, "turn_on") => "press",
+        _ => action,
+    }
+}
+
+/// The components that have this action (or take it, see [`action_for`]).
 fn settable(action: &str) -> Vec<Component> {
     [
         Component::Light,
@@ -91,7 +152,7 @@ fn settable(action: &str) -> Vec<Component> {
         Component::AlarmControlPanel,
     ]
     .into_iter()
-    .filter(|c| c.actions().contains(&action))
+    .filter(|c| c.actions().contains(&action_for(*c, action)))
     .collect()
 }
 
@@ -126,7 +187,7 @@ pub fn specs() -> Vec<ToolSpec> {
                 .into(),
             parameters: json!({"type":"object","properties":{
                 "entity":{"type":"string"},
-                "action":{"type":"string"},
+                "action":{"type":"string","enum":ACTIONS},
                 "value":{"type":["number","string"]}},
                 "required":["entity","action"],"additionalProperties":false}),
         },
@@ -200,15 +261,18 @@ pub async fn execute(
         }
         "device_set" => {
             let q = s("entity").ok_or("invalid arguments: entity is required")?;
-            let action = s("action").ok_or("invalid arguments: action is required")?;
-            let comps = settable(action);
+            let raw = s("action").ok_or("invalid arguments: action is required")?;
+            let action = action_name(raw);
+            let comps = settable(&action);
             if comps.is_empty() {
                 return Err(format!(
-                    "unknown action {action:?}; see the tool description for the actions"
+                    "unknown action {raw:?}; actions: {}",
+                    ACTIONS.join(", ")
                 ));
             }
             let id = resolve(m, q, &comps)?;
             let e = m.registry.get(&id).ok_or("the device went away")?;
+            let action = action_for(e.component, &action);
             if m.registry.is_high_risk(&id) && approved != Some(id.as_str()) {
                 tracing::warn!(entity = %id, action, "device_set refused: high-risk entity not approved");
                 return Err(format!(

@@ -601,6 +601,11 @@ pub async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// [`models_dir`] as text when `want` (for `HEARTH_MODELS_DIR`).
+pub fn models_dir_if(want: bool) -> Option<String> {
+    want.then(|| models_dir().to_string_lossy().into_owned())
+}
+
 /// The models directory the tests use: `$HEARTH_MODELS_DIR`, else the
 /// checkout's `models/` (scripts/fetch-models). Missing models fail the test
 /// (CI fetches them), they never skip it.
