@@ -138,22 +138,25 @@ fn action_for(c: Component, action: &str) -> &str {
     }
 }
 
+/// The components `device_set` operates.
+const COMMANDED: [Component; 9] = [
+    Component::Light,
+    Component::Switch,
+    Component::Fan,
+    Component::Cover,
+    Component::Lock,
+    Component::Climate,
+    Component::Button,
+    Component::Scene,
+    Component::AlarmControlPanel,
+];
+
 /// The components that have this action (or take it, see [`action_for`]).
 fn settable(action: &str) -> Vec<Component> {
-    [
-        Component::Light,
-        Component::Switch,
-        Component::Fan,
-        Component::Cover,
-        Component::Lock,
-        Component::Climate,
-        Component::Button,
-        Component::Scene,
-        Component::AlarmControlPanel,
-    ]
-    .into_iter()
-    .filter(|c| c.actions().contains(&action_for(*c, action)))
-    .collect()
+    COMMANDED
+        .into_iter()
+        .filter(|c| c.actions().contains(&action_for(*c, action)))
+        .collect()
 }
 
 pub fn specs() -> Vec<ToolSpec> {
@@ -265,8 +268,9 @@ pub async fn execute(
             let action = action_name(raw);
             let comps = settable(&action);
             if comps.is_empty() {
+                let shown: String = raw.chars().take(64).collect();
                 return Err(format!(
-                    "unknown action {raw:?}; actions: {}",
+                    "unknown action {shown:?}; actions: {}",
                     ACTIONS.join(", ")
                 ));
             }
@@ -284,5 +288,50 @@ pub async fn execute(
             Ok(r.to_string())
         }
         other => Err(format!("unknown tool {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::grammar::Automaton;
+
+    /// Every action a component takes is in the schema's enum (the local
+    /// model can only write what the enum names), and the constrained
+    /// decoder refuses an invented one.
+    #[test]
+    fn the_action_enum_covers_every_component_and_binds_the_decoder() {
+        for c in COMMANDED {
+            for a in c.actions() {
+                assert!(ACTIONS.contains(a), "{a} of {c:?}");
+            }
+        }
+        let set = specs()
+            .into_iter()
+            .find(|s| s.name == "device_set")
+            .unwrap();
+        let mut a = Automaton::new(&[(set.name.clone(), set.parameters.clone())]);
+        assert!(a.feed_str(r#"{"name":"device_set","arguments":{"entity":"light.k","action":""#));
+        assert!(a.accepts("turn_o"));
+        assert!(!a.accepts("switch_the_light"));
+        assert!(!a.accepts("read"));
+    }
+
+    #[test]
+    fn obvious_synonyms_are_read() {
+        for (raw, want) in [
+            ("on", "turn_on"),
+            ("Turn On", "turn_on"),
+            ("switch-off", "turn_off"),
+            ("brightness", "set_brightness"),
+            ("position", "set_position"),
+            ("device_turn_off", "turn_off"),
+            ("lock", "lock"),
+        ] {
+            assert_eq!(action_name(raw), want, "{raw}");
+        }
+        assert_eq!(action_for(Component::Scene, "turn_on"), "activate");
+        assert!(settable("turn_on").contains(&Component::Scene));
+        assert!(settable("fly").is_empty());
     }
 }
