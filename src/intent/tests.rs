@@ -188,6 +188,18 @@ fn what_is_not_for_the_matcher_goes_to_the_model() {
         "/status",
         "turn it off",
         "swich on the coffee machine",
+        // ordinary chat that shares words with commands
+        "what is the plan for today",
+        "turn the page",
+        "I am off to work",
+        "the game is on tonight",
+        "don't turn off the kitchen ceiling light",
+        "remind me at 7 to turn off the kitchen ceiling light",
+        "set an alarm for 7",
+        "stop",
+        "start over",
+        "is dinner ready",
+        "what is the time",
     ] {
         assert_eq!(i.plan(&r, t), Plan::NoMatch, "{t}");
     }
