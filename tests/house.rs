@@ -67,12 +67,11 @@ fn command_topics(house: &[Value]) -> Vec<String> {
     t
 }
 
-/// The simulated devices: their JSON states, and the commands seen so far.
+/// The simulated devices: their JSON states.
 struct Sim {
     client: TestClient,
     house: Vec<Value>,
     json: Arc<Mutex<HashMap<String, Value>>>,
-    seen: Arc<Mutex<usize>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -83,13 +82,12 @@ impl Sim {
         let subs: Vec<&str> = topics.iter().map(String::as_str).collect();
         let client = TestClient::connect(broker.port, "house-sim", &subs).await;
         let json = Arc::new(Mutex::new(HashMap::new()));
-        let seen = Arc::new(Mutex::new(0));
-        let (c, got, rules, mem, s2) = (
+        let s2 = Arc::new(Mutex::new(0));
+        let (c, got, rules, mem) = (
             client.client.clone(),
             client.got.clone(),
             house.clone(),
             json.clone(),
-            seen.clone(),
         );
         let task = tokio::spawn(async move {
             loop {
@@ -121,7 +119,6 @@ impl Sim {
             client,
             house,
             json,
-            seen,
             task,
         };
         for e in &sim.house {
@@ -174,7 +171,6 @@ impl Sim {
 impl Drop for Sim {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = &self.seen;
     }
 }
 
