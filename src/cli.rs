@@ -1,7 +1,7 @@
 //! The command line: clap definitions and the thin glue that calls the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -191,11 +191,14 @@ pub enum ModelsCmd {
         /// Models directory (default: as `hearth models check`)
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The chat model (smollm2-135m or gemma3-270m)
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
         /// Inference threads
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
-    /// Rewrite a GGUF model's Q4 tensors as Q8_0 (used by scripts/fetch-models)
+    /// Rewrite a GGUF model's Q4_0/Q4_1/Q5_0/Q5_1 tensors as Q8_0 (used by scripts/fetch-models)
     #[command(hide = true)]
     Requantize {
         /// The Q4 GGUF file
@@ -846,11 +849,19 @@ fn models(cmd: ModelsCmd) -> anyhow::Result<i32> {
             println!("{}: {n} tensors requantized to Q8_0", output.display());
             Ok(0)
         }
-        ModelsCmd::Bench { what, dir, threads } => {
+        ModelsCmd::Bench {
+            what,
+            dir,
+            model,
+            threads,
+        } => {
             let Some(dir) = models::find_dir(dir.as_deref(), &daemon::state_dir(None)) else {
                 anyhow::bail!("no models directory found");
             };
-            println!("{}", models::bench::run(&what, &dir, threads)?);
+            let Some(spec) = models::chat_spec(&model) else {
+                anyhow::bail!("unknown chat model {model:?}");
+            };
+            println!("{}", models::bench::run(&what, &dir, spec, threads)?);
             Ok(0)
         }
         ModelsCmd::Embed { text, dir } => {
@@ -886,52 +897,59 @@ fn models(cmd: ModelsCmd) -> anyhow::Result<i32> {
                     return Ok(1);
                 }
             }
-            let t = std::time::Instant::now();
-            let path = dir.join(models::CHAT_DIR).join(models::CHAT_FILE);
-            match models::chat::ChatModel::load(&path, 1, 1024, 2048) {
-                Ok(m) => {
-                    let loaded = t.elapsed();
-                    let msgs = [models::chat::Msg {
-                        role: "user",
-                        content: "Say hello in one short sentence.".into(),
-                    }];
-                    let opts = models::chat::GenOptions {
-                        max_new_tokens: 24,
-                        temperature: 0.0,
-                        ..Default::default()
-                    };
-                    let cancel = std::sync::atomic::AtomicBool::new(false);
-                    let (out, n) = m.generate(
-                        &msgs,
-                        &[],
-                        models::chat::ToolMode::None,
-                        &opts,
-                        &mut |_| {},
-                        &cancel,
-                    )?;
-                    let reply = match out {
-                        models::chat::Output::Text(t) => t,
-                        models::chat::Output::Call { name, arguments } => {
-                            format!("(a call of {name} {arguments})")
-                        }
-                    };
+            let mut ok = true;
+            for (i, spec) in models::CHAT_MODELS.iter().enumerate() {
+                let path = spec.path(&dir);
+                if i > 0 && !path.exists() {
                     println!(
-                        "chat      {} ok: loaded in {} ms, {} tokens in {} ms: \"{}\"",
-                        models::CHAT_DIR,
-                        loaded.as_millis(),
-                        n.generated,
-                        (t.elapsed() - loaded).as_millis(),
-                        reply
+                        "chat      {} not installed (opt-in: {})",
+                        spec.id, spec.fetch
                     );
+                    continue;
                 }
-                Err(e) => {
-                    println!("chat      {} FAILED: {e}", models::CHAT_DIR);
-                    return Ok(1);
-                }
+                ok &= check_chat(spec, &path)?;
             }
-            Ok(0)
+            Ok(if ok { 0 } else { 1 })
         }
     }
+}
+
+/// Loads a chat model and has it say hello; false if it cannot.
+fn check_chat(spec: &crate::models::ChatSpec, path: &Path) -> anyhow::Result<bool> {
+    use crate::models::chat::{ChatModel, GenOptions, Msg, Output, ToolMode};
+    let t = std::time::Instant::now();
+    let m = match ChatModel::load(path, 1, 1024, 2048) {
+        Ok(m) => m,
+        Err(e) => {
+            println!("chat      {} FAILED: {e}", spec.id);
+            return Ok(false);
+        }
+    };
+    let loaded = t.elapsed();
+    let msgs = [Msg {
+        role: "user",
+        content: "Say hello in one short sentence.".into(),
+    }];
+    let opts = GenOptions {
+        max_new_tokens: 24,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (out, n) = m.generate(&msgs, &[], ToolMode::None, &opts, &mut |_| {}, &cancel)?;
+    let reply = match out {
+        Output::Text(t) => t,
+        Output::Call { name, arguments } => format!("(a call of {name} {arguments})"),
+    };
+    println!(
+        "chat      {} ok: loaded in {} ms, {} tokens in {} ms: \"{}\"",
+        spec.id,
+        loaded.as_millis(),
+        n.generated,
+        (t.elapsed() - loaded).as_millis(),
+        reply
+    );
+    Ok(true)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

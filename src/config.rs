@@ -158,6 +158,7 @@ struct RawProvider {
 #[serde(deny_unknown_fields)]
 struct RawModels {
     dir: Option<PathBuf>,
+    chat: Option<String>,
     threads: Option<u64>,
     memory_mb: Option<u64>,
     context_tokens: Option<u64>,
@@ -345,6 +346,8 @@ pub struct ProviderConfig {
 pub struct ModelsConfig {
     /// Where the model files are; None = search (see `models::find_dir`).
     pub dir: Option<PathBuf>,
+    /// The local chat model (`[models] chat`, default SmolLM2-135M).
+    pub chat: &'static crate::models::ChatSpec,
     /// Threads for local inference (a 2-4 core board also serves the
     /// gateway).
     pub threads: usize,
@@ -356,7 +359,7 @@ pub struct ModelsConfig {
     pub max_tokens: usize,
     /// Most tokens of conversation the local model sees (newest turns).
     pub history_tokens: usize,
-    /// Append `local/smollm2-135m` to every agent's chain when the file is there.
+    /// Append `local/<chat>` to every agent's chain when the file is there.
     pub local_fallback: bool,
     /// Added to replies the local model gave as a fallback ("" = nothing).
     pub reply_note: String,
@@ -718,8 +721,20 @@ impl Config {
                 "is empty; remove the key to search the usual places",
             );
         }
+        let chat = match rm.chat.as_deref() {
+            None => &crate::models::CHAT_MODELS[0],
+            Some(id) => crate::models::chat_spec(id).unwrap_or_else(|| {
+                let known: Vec<&str> = crate::models::CHAT_MODELS.iter().map(|c| c.id).collect();
+                probs.add(
+                    "models.chat",
+                    format!("unknown chat model {id:?} (known: {})", known.join(", ")),
+                );
+                &crate::models::CHAT_MODELS[0]
+            }),
+        };
         let models = ModelsConfig {
             dir: rm.dir.filter(|d| !d.as_os_str().is_empty()),
+            chat,
             threads: probs.range("models.threads", rm.threads, 1..=64, 1) as usize,
             memory_mb: probs.range("models.memory_mb", rm.memory_mb, 64..=65_536, 400),
             context_tokens: probs.range(

@@ -571,11 +571,12 @@ fn local_model(cfg: &mut Config, state: &Path) -> (Vec<(String, PathBuf)>, serde
         Some(format!("[models] dir {} does not exist", d.display()))
     } else {
         Some(format!(
-            "{} is missing (run scripts/fetch-models, or install hearth-models)",
-            path.display()
+            "{} is missing (run {})",
+            path.display(),
+            cfg.models.chat.fetch
         ))
     };
-    let status = serde_json::json!({"model": crate::provider::local::MODEL_ID, "path": path,
+    let status = serde_json::json!({"model": cfg.models.chat.id, "path": path,
         "available": problem.is_none(), "problem": problem,
         "maxTokens": cfg.models.max_tokens, "contextTokens": cfg.models.context_tokens});
     (out, status)
@@ -585,12 +586,8 @@ fn local_model_refs(cfg: &mut Config, state: &Path) -> (Vec<(String, PathBuf)>, 
     let dir = models::find_dir(cfg.models.dir.as_deref(), state);
     let path = dir
         .as_ref()
-        .map(|d| d.join(models::CHAT_DIR).join(models::CHAT_FILE))
-        .unwrap_or_else(|| {
-            PathBuf::from(models::PACKAGED_DIR)
-                .join(models::CHAT_DIR)
-                .join(models::CHAT_FILE)
-        });
+        .map(|d| cfg.models.chat.path(d))
+        .unwrap_or_else(|| cfg.models.chat.path(Path::new(models::PACKAGED_DIR)));
     let mut out: Vec<(String, PathBuf)> = cfg
         .providers
         .values()
@@ -599,7 +596,7 @@ fn local_model_refs(cfg: &mut Config, state: &Path) -> (Vec<(String, PathBuf)>, 
         .collect();
     if !path.is_file() {
         if !out.is_empty() {
-            tracing::warn!(path = %path.display(), "a local provider is configured but the model file is missing (run scripts/fetch-models, or install hearth-models)");
+            tracing::warn!(path = %path.display(), "a local provider is configured but the model file is missing (run {})", cfg.models.chat.fetch);
         }
         return (out, path);
     }
@@ -614,7 +611,7 @@ fn local_model_refs(cfg: &mut Config, state: &Path) -> (Vec<(String, PathBuf)>, 
             "local".into()
         }
     };
-    let r = format!("{name}/{}", crate::provider::local::MODEL_ID);
+    let r = format!("{name}/{}", cfg.models.chat.id);
     for a in &mut cfg.agents {
         match &mut a.model {
             Some(chain) if chain.refs().any(|x| x == r) => {}

@@ -20,7 +20,7 @@
 //! | [`agent`] | the agent loop: context → model → tools → … → reply; `agent::context` assembles every model call's input, `agent::call` is the one model-call path, `agent::compact` summarizes old turns |
 //! | [`intent`] | the local intent stage: sentence files per language (`intent/lang/*.toml`), a matcher that turns common device commands and questions into device tool calls before any model is called |
 //! | [`provider`] | the `Provider` trait, typed errors, the retry/rotate/fallback chain, credential health; kinds `openai`, `anthropic`, `gemini`, `local` |
-//! | [`models`] | local candle models: embedder, chat model, tool-call grammar, GGUF requantization |
+//! | [`models`] | local candle models: embedder, chat models (llama, Gemma 3) and their tokenizers, tool-call grammar, GGUF requantization |
 //! | [`memory`] | MEMORY.md + memory/*.md: chunking, BM25 (tantivy) + int8 embeddings (redb), hybrid ranking; session transcripts too |
 //! | [`mqtt`] | MQTT devices as a channel (`mqtt::channel`), Home Assistant discovery registry, device tools, triggers |
 //! | [`outreach`] | messages Hearth sends on its own: the `message` tool and the gateway's `send`, under a target policy |

@@ -331,8 +331,12 @@ impl Stage {
         let (agent, extra): (Vec<&str>, Vec<&str>) =
             extra.lines().partition(|l| l.starts_with("model = "));
         let (agent, extra) = (agent.join("\n"), extra.join("\n"));
+        // HOUSE_CHAT picks the local chat model (scripts/bench-house).
+        let chat = std::env::var("HOUSE_CHAT")
+            .map(|c| format!("chat = \"{c}\"\n"))
+            .unwrap_or_default();
         let cfg = format!(
-            "[agents.defaults]\nintents = \"{intents}\"\n{agent}\n\n[models]\nthreads = 2\nmax_tokens = 96\n\n\
+            "[agents.defaults]\nintents = \"{intents}\"\n{agent}\n\n[models]\nthreads = 2\nmax_tokens = 96\n{chat}\n\
              [channels.mqtt]\nurl = \"{}\"\nclient_id = \"hearth-house\"\nconfirm_timeout_ms = 1500\n\n{ALIASES}\n{extra}",
             broker.url()
         );

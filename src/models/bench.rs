@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::chat::{ChatModel, GenOptions, Msg, ToolMode};
 use super::embed::{BertEmbedder, Embedder};
-use super::{CHAT_DIR, CHAT_FILE, EMBED_DIR};
+use super::{ChatSpec, EMBED_DIR};
 
 /// CPU seconds used so far by all threads of this process.
 fn cpu_s() -> f64 {
@@ -47,7 +47,7 @@ fn sentences() -> Vec<&'static str> {
     SENTENCES_TXT.lines().filter(|l| !l.is_empty()).collect()
 }
 
-pub fn run(what: &str, dir: &Path, threads: usize) -> anyhow::Result<Value> {
+pub fn run(what: &str, dir: &Path, chat: &ChatSpec, threads: usize) -> anyhow::Result<Value> {
     match what {
         "embed" => {
             let t = Instant::now();
@@ -70,8 +70,9 @@ pub fn run(what: &str, dir: &Path, threads: usize) -> anyhow::Result<Value> {
         }
         "chat" => {
             let t = Instant::now();
-            let m = ChatModel::load(&dir.join(CHAT_DIR).join(CHAT_FILE), threads, 1024, 2048)?;
+            let m = ChatModel::load(&chat.path(dir), threads, 1024, 2048)?;
             let load_ms = t.elapsed().as_millis();
+            let load_peak = peak_rss_mb();
             let cancel = AtomicBool::new(false);
             let long = sentences().join(" ").repeat(4);
             let msgs = [Msg {
@@ -98,10 +99,10 @@ pub fn run(what: &str, dir: &Path, threads: usize) -> anyhow::Result<Value> {
             let decode_cpu = (cpu_s() - c1 - prefill_cpu).max(1e-9);
             let decoded = n2.generated.saturating_sub(1).max(1);
             Ok(
-                json!({"model": CHAT_DIR, "threads": threads, "load_ms": load_ms,
+                json!({"model": chat.id, "threads": threads, "load_ms": load_ms,
                       "prompt_tokens": n1.prompt, "prompt_tokens_per_cpu_s": n1.prompt as f64 / prefill_cpu,
                       "decode_tokens": decoded, "decode_tokens_per_cpu_s": decoded as f64 / decode_cpu,
-                      "peak_rss_mb": peak_rss_mb()}),
+                      "load_peak_rss_mb": load_peak, "peak_rss_mb": peak_rss_mb()}),
             )
         }
         other => anyhow::bail!("unknown benchmark {other:?} (embed or chat)"),

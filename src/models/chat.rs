@@ -9,15 +9,11 @@ use std::sync::Mutex;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
-use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::BPE;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, Tokenizer};
 
+use super::gemma3::Gemma3;
 use super::grammar::Automaton;
 use super::llama::Llama;
+use super::tokens::{meta, meta_u64, Tok};
 use super::{corrupt, need, pool, ModelError};
 
 /// The system message SmolLM2's chat template uses when there is none.
@@ -152,9 +148,35 @@ pub struct Counts {
     pub cut: bool,
 }
 
+/// The network behind a chat model, by GGUF architecture.
+enum Net {
+    Llama(Llama),
+    Gemma3(Gemma3),
+}
+
+impl Net {
+    fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Net::Llama(m) => m.forward(x, pos),
+            Net::Gemma3(m) => m.forward(x, pos),
+        }
+    }
+}
+
+/// How messages are laid out for the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Template {
+    /// `<|im_start|>role\n...<|im_end|>` (SmolLM2).
+    ChatMl,
+    /// `<start_of_turn>user|model\n...<end_of_turn>`, the system text at
+    /// the head of the first user turn (Gemma).
+    Gemma,
+}
+
 pub struct ChatModel {
-    weights: Mutex<Llama>,
-    tokenizer: Tokenizer,
+    weights: Mutex<Net>,
+    tokenizer: Tok,
+    template: Template,
     /// Each token's text, for the tool-call constraint.
     texts: Vec<String>,
     special: Vec<bool>,
@@ -170,102 +192,47 @@ pub struct ChatModel {
     pub context: usize,
 }
 
-fn meta<'a>(
-    c: &'a gguf_file::Content,
-    k: &str,
-    path: &Path,
-) -> Result<&'a gguf_file::Value, ModelError> {
-    c.metadata
-        .get(k)
-        .ok_or_else(|| corrupt(path, format!("GGUF metadata {k} missing")))
-}
-
-fn meta_u64(c: &gguf_file::Content, k: &str, path: &Path) -> Result<u64, ModelError> {
-    use gguf_file::Value as V;
-    Ok(match meta(c, k, path)? {
-        V::U32(v) => *v as u64,
-        V::I32(v) => *v as u64,
-        V::U64(v) => *v,
-        V::I64(v) => *v as u64,
-        other => return Err(corrupt(path, format!("GGUF metadata {k} is {other:?}"))),
-    })
-}
-
-fn strings(v: &gguf_file::Value, k: &str, path: &Path) -> Result<Vec<String>, ModelError> {
-    match v {
-        gguf_file::Value::Array(a) => a
-            .iter()
-            .map(|x| match x {
-                gguf_file::Value::String(s) => Ok(s.clone()),
-                _ => Err(corrupt(path, format!("{k} holds a non-string"))),
-            })
-            .collect(),
-        _ => Err(corrupt(path, format!("{k} is not an array"))),
-    }
-}
-
-/// SmolLM2's tokenizer rebuilt from the GGUF: byte-level BPE with digits
-/// split one by one (its tokenizer.json pre-tokenizer), and the control
-/// tokens (`<|im_start|>`, ...) as special tokens.
-fn tokenizer_from_gguf(
+/// Memory beyond the file (weights stay quantized, token embeddings
+/// included): the KV cache for a full context (a Gemma sliding-window layer
+/// keeps only its window and one prefill chunk), the attention scores of one
+/// prefill chunk over the full context, the vocabulary's tables, and slack.
+fn footprint_mb(
     c: &gguf_file::Content,
+    arch: &str,
+    context: usize,
     path: &Path,
-) -> Result<(Tokenizer, Vec<bool>), ModelError> {
-    let model = meta(c, "tokenizer.ggml.model", path)?
-        .to_string()
-        .map_err(|e| corrupt(path, e))?;
-    if model != "gpt2" {
-        return Err(corrupt(
-            path,
-            format!("tokenizer model {model:?} is not supported"),
-        ));
-    }
-    let tokens = strings(meta(c, "tokenizer.ggml.tokens", path)?, "tokens", path)?;
-    let merges: Vec<(String, String)> =
-        strings(meta(c, "tokenizer.ggml.merges", path)?, "merges", path)?
-            .into_iter()
-            .filter_map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-            })
-            .collect();
-    let types: Vec<i64> = match meta(c, "tokenizer.ggml.token_type", path)? {
-        gguf_file::Value::Array(a) => a
-            .iter()
-            .map(|x| match x {
-                gguf_file::Value::I32(v) => *v as i64,
-                gguf_file::Value::U32(v) => *v as i64,
-                _ => 1,
-            })
-            .collect(),
-        _ => vec![1; tokens.len()],
+) -> Result<u64, ModelError> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let dim = meta_u64(c, &k("embedding_length"), path)?;
+    let layers = meta_u64(c, &k("block_count"), path)?;
+    let heads = meta_u64(c, &k("attention.head_count"), path)?.max(1);
+    let kv_heads = meta_u64(c, &k("attention.head_count_kv"), path).unwrap_or(heads);
+    let head_dim = meta_u64(c, &k("attention.key_length"), path).unwrap_or(dim / heads);
+    // In f64: a hostile header cannot overflow the arithmetic.
+    let ctx = context as f64;
+    let chunk = super::llama::PREFILL_CHUNK as f64;
+    let layers = layers as f64;
+    let positions = match meta_u64(c, &k("attention.sliding_window"), path) {
+        // Every 6th layer is global, the others keep a window and a chunk.
+        Ok(w) if arch == "gemma3" => {
+            let global = (layers / 6.0).floor();
+            global * ctx + (layers - global) * ctx.min(w as f64 + chunk)
+        }
+        _ => layers * ctx,
     };
-    let vocab: tokenizers::models::bpe::Vocab = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| corrupt(path, e))?;
-    let mut tk = Tokenizer::new(bpe);
-    tk.with_pre_tokenizer(Some(Sequence::new(vec![
-        Digits::new(true).into(),
-        ByteLevel::new(false, true, true).into(),
-    ])));
-    tk.with_decoder(Some(ByteLevelDecoder::default()));
-    let special: Vec<bool> = (0..tokens.len())
-        .map(|i| types.get(i) == Some(&3))
-        .collect();
-    let added: Vec<AddedToken> = tokens
-        .iter()
-        .zip(&special)
-        .filter(|(_, s)| **s)
-        .map(|(t, _)| AddedToken::from(t.clone(), true))
-        .collect();
-    tk.add_special_tokens(&added);
-    Ok((tk, special))
+    let mb = |bytes: f64| (bytes / 1_048_576.0) as u64;
+    let kv_mb = mb(positions * 2.0 * kv_heads as f64 * head_dim as f64 * 4.0);
+    let att_mb = mb(heads as f64 * chunk * ctx * 4.0 * 2.0);
+    let vocab = match meta(c, "tokenizer.ggml.tokens", path)? {
+        gguf_file::Value::Array(a) => a.len() as f64,
+        _ => 0.0,
+    };
+    // Token texts, lookup maps and per-token flags: about 64 bytes each.
+    let vocab_mb = mb(vocab * 64.0);
+    Ok(kv_mb
+        .saturating_add(att_mb)
+        .saturating_add(vocab_mb)
+        .saturating_add(32))
 }
 
 impl ChatModel {
@@ -282,23 +249,18 @@ impl ChatModel {
             .to_string()
             .map_err(|e| corrupt(path, e))?
             .clone();
-        if arch != "llama" {
-            return Err(corrupt(
-                path,
-                format!("architecture {arch:?} is not supported"),
-            ));
-        }
-        // Footprint: the file (weights stay quantized, token embeddings
-        // included), the KV cache for a full context, and activations (the
-        // attention scores of one prefill chunk over the full context).
+        let template = match arch.as_str() {
+            "llama" => Template::ChatMl,
+            "gemma3" => Template::Gemma,
+            _ => {
+                return Err(corrupt(
+                    path,
+                    format!("architecture {arch:?} is not supported (llama or gemma3)"),
+                ))
+            }
+        };
         let file_mb = f.metadata().map_err(|e| corrupt(path, e))?.len() >> 20;
-        let dim = meta_u64(&content, "llama.embedding_length", path)?;
-        let layers = meta_u64(&content, "llama.block_count", path)?;
-        let heads = meta_u64(&content, "llama.attention.head_count", path)?.max(1);
-        let kv_heads = meta_u64(&content, "llama.attention.head_count_kv", path).unwrap_or(heads);
-        let kv_mb = (layers * 2 * context as u64 * kv_heads * (dim / heads) * 4) >> 20;
-        let att_mb = (heads * super::llama::PREFILL_CHUNK as u64 * context as u64 * 4 * 2) >> 20;
-        let need_mb = file_mb + kv_mb + att_mb + 32;
+        let need_mb = file_mb.saturating_add(footprint_mb(&content, &arch, context, path)?);
         if need_mb > budget_mb {
             return Err(ModelError::OverBudget { need_mb, budget_mb });
         }
@@ -306,16 +268,21 @@ impl ChatModel {
             .ok()
             .and_then(|v| v.to_string().ok().cloned())
             .unwrap_or_default();
-        if !chat_template.contains("<|im_start|>") {
+        // Gemma 3 270M as published on PyPI is the pretrained model, whose
+        // GGUF has no template; Gemma's turn markers are in its vocabulary.
+        if template == Template::ChatMl && !chat_template.contains("<|im_start|>") {
             return Err(corrupt(path, "only ChatML chat templates are supported"));
         }
-        let (tokenizer, special) = tokenizer_from_gguf(&content, path)?;
+        let (tokenizer, special) = Tok::from_gguf(&content, path)?;
         let pool = pool(threads)?;
         let weights = pool
-            .install(|| Llama::from_gguf(content, &mut f))
+            .install(|| match template {
+                Template::ChatMl => Llama::from_gguf(content, &mut f).map(Net::Llama),
+                Template::Gemma => Gemma3::from_gguf(content, &mut f).map(Net::Gemma3),
+            })
             .map_err(|e| corrupt(path, e))?;
         let texts: Vec<String> = (0..special.len() as u32)
-            .map(|i| tokenizer.decode(&[i], false).unwrap_or_default())
+            .map(|i| tokenizer.decode(&[i], true).unwrap_or_default())
             .collect();
         let nchars = texts.iter().map(|t| t.chars().count()).collect();
         let plain = texts
@@ -331,13 +298,14 @@ impl ChatModel {
             .iter()
             .map(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()))
             .collect();
-        let stop = ["<|im_end|>", "<|endoftext|>"]
+        let stop = ["<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<eos>"]
             .iter()
             .filter_map(|t| tokenizer.token_to_id(t))
             .collect();
         Ok(ChatModel {
             weights: Mutex::new(weights),
             tokenizer,
+            template,
             texts,
             special,
             nchars,
@@ -381,17 +349,105 @@ impl ChatModel {
     /// Token ids back to text, special tokens included (for tests and
     /// debugging prompts).
     pub fn detokenize(&self, ids: &[u32]) -> String {
-        self.tokenizer.decode(ids, false).unwrap_or_default()
+        self.tokenizer.decode(ids, true).unwrap_or_default()
     }
 
+    /// Text the model is to read as text (message content, forced parts
+    /// of a tool call).
     fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        self.tokenizer
-            .encode(text, false)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| ModelError::Inference(e.to_string()))
+        self.tokenizer.content(text)
     }
 
-    /// The ChatML prompt: the system message and the newest messages that
+    /// One message in the template.
+    fn render(&self, m: &Msg) -> Result<Vec<u32>, ModelError> {
+        let t = &self.tokenizer;
+        match self.template {
+            Template::ChatMl => {
+                let mut ids = t.template(&format!("<|im_start|>{}\n", m.role))?;
+                ids.extend(t.content(&m.content)?);
+                ids.extend(t.template("<|im_end|>\n")?);
+                Ok(ids)
+            }
+            Template::Gemma => {
+                let role = if m.role == "assistant" {
+                    "model"
+                } else {
+                    "user"
+                };
+                let mut ids = t.template(&format!("<start_of_turn>{role}\n"))?;
+                ids.extend(t.content(&m.content)?);
+                ids.extend(t.template("<end_of_turn>\n")?);
+                Ok(ids)
+            }
+        }
+    }
+
+    /// The system text ahead of the conversation. Gemma has no system
+    /// turn: the text opens the first user turn, whose own opener
+    /// [`Self::join`] then leaves out.
+    fn render_system(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        match self.template {
+            Template::ChatMl if text.is_empty() => Ok(Vec::new()),
+            Template::ChatMl => self.render(&Msg {
+                role: "system",
+                content: text.to_string(),
+            }),
+            Template::Gemma => {
+                let mut ids = self.tokenizer.template("<bos>")?;
+                if !text.is_empty() {
+                    ids.extend(self.tokenizer.template("<start_of_turn>user\n")?);
+                    ids.extend(self.tokenizer.content(text)?);
+                    ids.extend(self.tokenizer.template("\n\n")?);
+                }
+                Ok(ids)
+            }
+        }
+    }
+
+    /// What opens the reply.
+    fn render_tail(&self, prefix: &str) -> Result<Vec<u32>, ModelError> {
+        let open = match self.template {
+            Template::ChatMl => "<|im_start|>assistant\n",
+            Template::Gemma => "<start_of_turn>model\n",
+        };
+        let mut ids = self.tokenizer.template(open)?;
+        ids.extend(self.encode(prefix)?);
+        Ok(ids)
+    }
+
+    /// System part, then the kept messages, oldest first.
+    fn join(
+        &self,
+        sys: Vec<u32>,
+        with_system_text: bool,
+        kept: Vec<Vec<u32>>,
+    ) -> Result<Vec<u32>, ModelError> {
+        let mut out = sys;
+        let mut kept = kept.into_iter();
+        if self.template == Template::Gemma && with_system_text {
+            let opener = self.tokenizer.template("<start_of_turn>user\n")?;
+            match kept.next() {
+                Some(first) if first.starts_with(&opener) => out.extend(&first[opener.len()..]),
+                first => {
+                    out.extend(self.tokenizer.template("<end_of_turn>\n")?);
+                    out.extend(first.into_iter().flatten());
+                }
+            }
+        }
+        for ids in kept {
+            out.extend(ids);
+        }
+        Ok(out)
+    }
+
+    fn default_system(&self) -> &'static str {
+        match self.template {
+            Template::ChatMl => DEFAULT_SYSTEM,
+            Template::Gemma => "",
+        }
+    }
+
+    /// The prompt: the system message and the newest messages that
     /// fit in `history` tokens (always the newest one; whole messages, not
     /// starting with an assistant reply), then, if it is still too long,
     /// the system text cut, until it leaves `reserve` tokens for the reply.
@@ -402,7 +458,6 @@ impl ChatModel {
         reserve: usize,
         history: usize,
     ) -> Result<Vec<u32>, ModelError> {
-        let render = |m: &Msg| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content);
         let budget = self.context.saturating_sub(reserve).max(64);
         let (system, rest): (Vec<&Msg>, Vec<&Msg>) = msgs.iter().partition(|m| m.role == "system");
         let mut sys_text: String = system
@@ -412,23 +467,16 @@ impl ChatModel {
             .join("\n\n");
         if sys_text.is_empty() {
             // What the model's own template puts there.
-            sys_text = DEFAULT_SYSTEM.to_string();
+            sys_text = self.default_system().to_string();
         }
-        let tail = self.encode(&format!("<|im_start|>assistant\n{prefix}"))?;
+        let tail = self.render_tail(prefix)?;
         loop {
-            let sys = if sys_text.is_empty() {
-                Vec::new()
-            } else {
-                self.encode(&render(&Msg {
-                    role: "system",
-                    content: sys_text.clone(),
-                }))?
-            };
+            let sys = self.render_system(&sys_text)?;
             let mut used = sys.len() + tail.len();
             let mut conv = 0usize;
             let mut kept: Vec<(&str, Vec<u32>)> = Vec::new();
             for m in rest.iter().rev() {
-                let ids = self.encode(&render(m))?;
+                let ids = self.render(m)?;
                 let over = used + ids.len() > budget || conv + ids.len() > history;
                 if over && !kept.is_empty() {
                     break;
@@ -443,10 +491,8 @@ impl ChatModel {
                 used -= ids.len();
             }
             if used <= budget || sys_text.is_empty() {
-                let mut out = sys;
-                for (_, ids) in kept.into_iter().rev() {
-                    out.extend(ids);
-                }
+                let kept = kept.into_iter().rev().map(|(_, ids)| ids).collect();
+                let mut out = self.join(sys, !sys_text.is_empty(), kept)?;
                 out.extend(tail);
                 // Still too long (one huge message): keep the end.
                 if out.len() > budget {
@@ -494,7 +540,7 @@ impl ChatModel {
     #[allow(clippy::too_many_arguments)]
     fn decode(
         &self,
-        w: &mut Llama,
+        w: &mut Net,
         prompt: Vec<u32>,
         tools: &[(String, Value)],
         mode: ToolMode,
@@ -586,10 +632,7 @@ impl ChatModel {
                     text.push_str(t);
                 }
                 None => {
-                    let so_far = self
-                        .tokenizer
-                        .decode(&out, true)
-                        .map_err(|e| ModelError::Inference(e.to_string()))?;
+                    let so_far = self.tokenizer.decode(&out, false)?;
                     if !decided {
                         let head = so_far.trim_start();
                         if head.is_empty()
@@ -637,10 +680,7 @@ impl ChatModel {
                 counts,
             ));
         }
-        let text = self
-            .tokenizer
-            .decode(&out, true)
-            .map_err(|e| ModelError::Inference(e.to_string()))?;
+        let text = self.tokenizer.decode(&out, false)?;
         if let Some(new) = text.get(shown..).filter(|n| !n.is_empty()) {
             on_delta(new);
         }

@@ -1,6 +1,7 @@
 //! GGUF requantization, used once by `scripts/fetch-models`: SmolLM2's
-//! published Q4_1 weights have only a slow scalar path in candle, and Q4_0
-//! ruins a model this small, so the Q4_1 tensors are rewritten as Q8_0.
+//! published Q4_1 weights (and Gemma 3 270M's Q5_0 ones) have only a slow
+//! scalar path in candle, and Q4_0 ruins a model this small, so those
+//! tensors are rewritten as Q8_0 (from 4 or 5 bits, all but lossless).
 
 use std::path::Path;
 
@@ -12,8 +13,8 @@ use super::{corrupt, need, ModelError};
 /// llama.cpp's `general.file_type` for "mostly Q8_0".
 const FILE_TYPE_Q8_0: u32 = 7;
 
-/// Rewrites every Q4_0/Q4_1 tensor of `input` as Q8_0 into `output`;
-/// other tensors (norms in F32, ...) and all metadata are copied as they
+/// Rewrites every Q4_0/Q4_1/Q5_0/Q5_1 tensor of `input` as Q8_0 into `output`;
+/// other tensors (norms in F32, k-quants, ...) and all metadata are copied as they
 /// are. Returns how many tensors were converted.
 pub fn requantize_q8_0(input: &Path, output: &Path) -> Result<usize, ModelError> {
     let mut f = std::fs::File::open(need(input)?).map_err(|e| corrupt(input, e))?;
@@ -27,7 +28,10 @@ pub fn requantize_q8_0(input: &Path, output: &Path) -> Result<usize, ModelError>
         let q = content
             .tensor(&mut f, name, &dev)
             .map_err(|e| corrupt(input, e))?;
-        let q = if matches!(q.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1) {
+        let q = if matches!(
+            q.dtype(),
+            GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+        ) {
             converted += 1;
             let t = q.dequantize(&dev).map_err(|e| corrupt(input, e))?;
             QTensor::quantize(&t, GgmlDType::Q8_0)
@@ -43,8 +47,15 @@ pub fn requantize_q8_0(input: &Path, output: &Path) -> Result<usize, ModelError>
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
     meta.sort_by(|a, b| a.0.cmp(b.0));
+    // "Mostly Q8_0" only when it is so (Gemma keeps its k-quants).
+    let all_q8 = tensors.iter().all(|(_, t)| {
+        matches!(
+            t.dtype(),
+            GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+        )
+    });
     for (k, v) in meta.iter_mut() {
-        if *k == "general.file_type" {
+        if *k == "general.file_type" && all_q8 {
             *v = gguf_file::Value::U32(FILE_TYPE_Q8_0);
         }
     }

@@ -27,14 +27,14 @@ const Q8_0_BLOCK: usize = 32;
 const Q8_0_BYTES: usize = 2 + Q8_0_BLOCK;
 
 /// Token embedding table kept in its GGUF quantization.
-struct QEmbedding {
+pub(super) struct QEmbedding {
     table: Arc<QTensor>,
     vocab: usize,
     dim: usize,
 }
 
 impl QEmbedding {
-    fn new(table: Arc<QTensor>) -> Result<Self> {
+    pub(super) fn new(table: Arc<QTensor>) -> Result<Self> {
         let (vocab, dim) = table.shape().dims2()?;
         if table.dtype() != GgmlDType::Q8_0 && table.dtype() != GgmlDType::F32 {
             candle_core::bail!(
@@ -50,7 +50,7 @@ impl QEmbedding {
     }
 
     /// `ids` (batch, seq) of u32 → (batch, seq, dim) f32.
-    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let ids = ids.flatten_all()?.to_vec1::<u32>()?;
         let data = self.table.data()?;
@@ -84,18 +84,18 @@ impl QEmbedding {
     }
 }
 
-struct RmsNorm {
+pub(super) struct RmsNorm {
     weight: Tensor,
     eps: f32,
 }
 
 impl RmsNorm {
-    fn new(weight: QTensor, eps: f32) -> Result<Self> {
+    pub(super) fn new(weight: QTensor, eps: f32) -> Result<Self> {
         let weight = weight.dequantize(&Device::Cpu)?;
         Ok(Self { weight, eps })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         candle_nn::ops::rms_norm(x, &self.weight, self.eps)
     }
 }
@@ -117,7 +117,7 @@ struct Layer {
 }
 
 /// Repeat each key/value head `n_rep` times (grouped-query attention).
-fn repeat_kv(xs: Tensor, n_rep: usize) -> Result<Tensor> {
+pub(super) fn repeat_kv(xs: Tensor, n_rep: usize) -> Result<Tensor> {
     if n_rep == 1 {
         return Ok(xs);
     }
@@ -193,7 +193,7 @@ pub struct Llama {
     masks: HashMap<(usize, usize), Tensor>,
 }
 
-fn rope_tables(head_dim: usize, base: f32) -> Result<(Tensor, Tensor)> {
+pub(super) fn rope_tables(head_dim: usize, base: f32) -> Result<(Tensor, Tensor)> {
     let theta: Vec<f32> = (0..head_dim)
         .step_by(2)
         .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32))
@@ -213,6 +213,51 @@ fn causal_mask(seq_len: usize, index_pos: usize) -> Result<Tensor> {
         .flat_map(|i| (0..kv_len).map(move |j| u8::from(j > index_pos + i)))
         .collect();
     Tensor::from_slice(&mask, (seq_len, kv_len), &Device::Cpu)
+}
+
+/// The quantized token table and the output layer: `output.weight`, or
+/// the same table when the model ties them (one copy in memory).
+pub(super) fn embedding_and_output<R: std::io::Seek + std::io::Read>(
+    ct: &gguf_file::Content,
+    reader: &mut R,
+) -> Result<(QEmbedding, QMatMul)> {
+    let dev = &Device::Cpu;
+    let embd = Arc::new(ct.tensor(reader, "token_embd.weight", dev)?);
+    let embed = QEmbedding::new(embd.clone())?;
+    let output = match ct.tensor(reader, "output.weight", dev) {
+        Ok(t) => QMatMul::from_qtensor(t)?,
+        Err(_) => QMatMul::from_arc(embd)?,
+    };
+    Ok((embed, output))
+}
+
+/// Feeds `x` (batch, seq) at `index_pos` through `layers` in pieces of at
+/// most [`PREFILL_CHUNK`] tokens and returns the hidden state of the last
+/// position (batch, dim), ready for the final norm and the output layer.
+pub(super) fn feed_chunks(
+    x: &Tensor,
+    index_pos: usize,
+    mut layers: impl FnMut(&Tensor, usize) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (_b, seq_len) = x.dims2()?;
+    if seq_len == 0 {
+        candle_core::bail!("no tokens to feed");
+    }
+    if index_pos + seq_len > MAX_SEQ_LEN {
+        candle_core::bail!(
+            "sequence of {} tokens exceeds {MAX_SEQ_LEN}",
+            index_pos + seq_len
+        );
+    }
+    let mut start = 0;
+    loop {
+        let len = (seq_len - start).min(PREFILL_CHUNK);
+        let h = layers(&x.narrow(1, start, len)?, index_pos + start)?;
+        start += len;
+        if start == seq_len {
+            return h.i((.., len - 1, ..))?.contiguous();
+        }
+    }
 }
 
 impl Llama {
@@ -249,13 +294,8 @@ impl Llama {
                 "inconsistent head counts ({n_head} heads, {n_kv_head} kv heads, dim {dim})"
             );
         }
-        let embd = Arc::new(ct.tensor(reader, "token_embd.weight", dev)?);
-        let embed = QEmbedding::new(embd.clone())?;
+        let (embed, output) = embedding_and_output(&ct, reader)?;
         let norm = RmsNorm::new(ct.tensor(reader, "output_norm.weight", dev)?, eps)?;
-        let output = match ct.tensor(reader, "output.weight", dev) {
-            Ok(t) => QMatMul::from_qtensor(t)?,
-            Err(_) => QMatMul::from_arc(embd)?,
-        };
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let mut t = |name: &str| ct.tensor(reader, &format!("blk.{i}.{name}.weight"), dev);
@@ -301,26 +341,8 @@ impl Llama {
     /// never hold more than chunk x context values (a 2,048-token prompt in
     /// one piece would need 150 MB for them alone).
     pub fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor> {
-        let (_b, seq_len) = x.dims2()?;
-        if seq_len == 0 {
-            candle_core::bail!("no tokens to feed");
-        }
-        if index_pos + seq_len > MAX_SEQ_LEN {
-            candle_core::bail!(
-                "sequence of {} tokens exceeds {MAX_SEQ_LEN}",
-                index_pos + seq_len
-            );
-        }
-        let mut start = 0;
-        loop {
-            let len = (seq_len - start).min(PREFILL_CHUNK);
-            let h = self.layers_forward(&x.narrow(1, start, len)?, index_pos + start)?;
-            start += len;
-            if start == seq_len {
-                let h = self.norm.forward(&h)?;
-                return self.output.forward(&h.i((.., len - 1, ..))?);
-            }
-        }
+        let h = feed_chunks(x, index_pos, |c, p| self.layers_forward(c, p))?;
+        self.output.forward(&self.norm.forward(&h)?)
     }
 
     fn layers_forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor> {

@@ -4,7 +4,10 @@
 //! model hub. The models directory holds:
 //! - `all-MiniLM-L6-v2/`: `model.safetensors`, `tokenizer.json`,
 //!   `config.json` (sentence embeddings, see [`embed`]);
-//! - `smollm2-135m/`: `SmolLM2-135M-Instruct-Q8_0.gguf` (the local chat model).
+//! - `smollm2-135m/`: `SmolLM2-135M-Instruct-Q8_0.gguf` (the default local
+//!   chat model);
+//! - `gemma3-270m/`: `gemma-3-270m-Q8_0.gguf` (opt-in: `fetch-models
+//!   --gemma`, `[models] chat = "gemma3-270m"`).
 //!
 //! Inference runs on a dedicated rayon pool sized by the thread budget, so
 //! it never takes more cores than configured, and always off the async
@@ -13,17 +16,58 @@
 pub mod bench;
 pub mod chat;
 pub mod embed;
+pub mod gemma3;
 pub mod gguf;
 pub mod grammar;
 pub mod llama;
+pub mod spm;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 
 /// The embedding model's folder name in the models directory.
 pub const EMBED_DIR: &str = "all-MiniLM-L6-v2";
-/// The chat model's folder and file.
+/// The default chat model's folder and file.
 pub const CHAT_DIR: &str = "smollm2-135m";
 pub const CHAT_FILE: &str = "SmolLM2-135M-Instruct-Q8_0.gguf";
+
+/// A local chat model Hearth knows: its id (`[models] chat`, and the
+/// model part of `local/<id>`), its folder and file in the models directory.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ChatSpec {
+    pub id: &'static str,
+    pub dir: &'static str,
+    pub file: &'static str,
+    /// What installs it.
+    pub fetch: &'static str,
+}
+
+/// The chat models, the default first.
+pub const CHAT_MODELS: [ChatSpec; 2] = [
+    ChatSpec {
+        id: CHAT_DIR,
+        dir: CHAT_DIR,
+        file: CHAT_FILE,
+        fetch: "scripts/fetch-models, or install hearth-models",
+    },
+    ChatSpec {
+        id: "gemma3-270m",
+        dir: "gemma3-270m",
+        file: "gemma-3-270m-Q8_0.gguf",
+        fetch: "scripts/fetch-models --gemma",
+    },
+];
+
+/// The chat model called `id`.
+pub fn chat_spec(id: &str) -> Option<&'static ChatSpec> {
+    CHAT_MODELS.iter().find(|c| c.id == id)
+}
+
+impl ChatSpec {
+    pub fn path(&self, models_dir: &Path) -> PathBuf {
+        models_dir.join(self.dir).join(self.file)
+    }
+}
 /// Where the Debian package `hearth-models` installs them.
 pub const PACKAGED_DIR: &str = "/usr/share/hearth/models";
 

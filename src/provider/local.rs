@@ -1,4 +1,5 @@
-//! `kind = "local"`: the in-process chat model (SmolLM2-135M, candle). It
+//! `kind = "local"`: the in-process chat model (`[models] chat`: SmolLM2-135M
+//! by default, or Gemma 3 270M; candle). It
 //! loads lazily on first use and keeps the result (a load error too, so a
 //! broken file is reported once per turn, not re-read every time). When the
 //! agent offers tools, the reply is either plain text or a tool call whose
@@ -15,9 +16,6 @@ use crate::config::{ModelsConfig, Secret};
 use crate::models::chat::{ChatModel, GenOptions, Msg, Output, ToolMode};
 use crate::models::ModelError;
 use crate::store::{Role, ToolCall};
-
-/// The one local chat model's id in refs (`local/smollm2-135m`).
-pub const MODEL_ID: &str = "smollm2-135m";
 
 pub struct LocalProvider {
     path: PathBuf,
@@ -129,9 +127,10 @@ impl Provider for LocalProvider {
         on_delta: &mut dyn FnMut(&str),
         cancel: &AtomicBool,
     ) -> Result<ChatResponse, ProviderError> {
-        if model != MODEL_ID {
+        if model != self.cfg.chat.id {
             return Err(ProviderError::BadRequest(format!(
-                "unknown local model {model:?} (the local model is {MODEL_ID:?})"
+                "unknown local model {model:?} (the local model is {:?}; `[models] chat` picks it)",
+                self.cfg.chat.id
             )));
         }
         let m = self.model()?;

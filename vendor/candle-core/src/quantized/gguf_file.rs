@@ -69,6 +69,15 @@ impl TensorInfo {
         )
         }
         let size_in_bytes = tensor_elems / block_size * self.ggml_dtype.type_size();
+        if device.is_cpu() {
+            // Hearth patch: no intermediate copy (see `qtensor_read_cpu`).
+            reader.seek(std::io::SeekFrom::Start(tensor_data_offset + self.offset))?;
+            return super::ggml_file::qtensor_read_cpu(
+                reader,
+                self.ggml_dtype,
+                self.shape.dims().to_vec(),
+            );
+        }
         let mut raw_data = vec![0u8; size_in_bytes];
         reader.seek(std::io::SeekFrom::Start(tensor_data_offset + self.offset))?;
         reader.read_exact(&mut raw_data)?;
