@@ -562,6 +562,15 @@ fn gemma_prompt_layout_and_no_injected_turns() {
     );
     // <start_of_turn> is id 105: one per real turn, none from the message.
     assert_eq!(ids.iter().filter(|&&i| i == 105).count(), 4, "{ids:?}");
+    // One message longer than the window: its end is kept, and so are
+    // <bos> (2) and the turn's opener, without which Gemma is lost.
+    let long = "word ".repeat(3000) + "the end";
+    let ids = m.prompt(&[msg("user", &long)], "", 64, 4096).unwrap();
+    assert!(ids.len() <= 1024 - 64, "{}", ids.len());
+    assert_eq!(&ids[..2], &[2, 105], "{:?}", &ids[..8]);
+    assert!(m
+        .detokenize(&ids)
+        .ends_with("the end<end_of_turn>\n<start_of_turn>model\n"));
     // Under a budget it does not fit, it refuses to load, and says why.
     match ChatModel::load(&gemma_path(), 1, 300, 2048) {
         Err(hearth::models::ModelError::OverBudget { need_mb, budget_mb }) => {
@@ -627,7 +636,7 @@ async fn gemma_is_the_local_model_when_chosen() {
     let dir = tempfile::tempdir().unwrap();
     let d = local_daemon(
         dir.path(),
-        "[models]\nchat = \"gemma3-270m\"\nthreads = 2\nmax_tokens = 16\n",
+        "[models]\nchat = \"gemma3-270m\"\nmemory_mb = 512\nthreads = 2\nmax_tokens = 16\n",
     );
     let c = d.client().await;
     send(&c, "main", "Hello!", "g1").await;

@@ -227,8 +227,10 @@ fn footprint_mb(
         gguf_file::Value::Array(a) => a.len() as f64,
         _ => 0.0,
     };
-    // Token texts, lookup maps and per-token flags: about 64 bytes each.
-    let vocab_mb = mb(vocab * 64.0);
+    // The token strings (twice: list and lookup map), their decoded texts,
+    // scores, types and flags: about 224 bytes a token (Gemma's 262,144
+    // tokens: 56 MB).
+    let vocab_mb = mb(vocab * 224.0);
     Ok(kv_mb
         .saturating_add(att_mb)
         .saturating_add(vocab_mb)
@@ -358,28 +360,27 @@ impl ChatModel {
         self.tokenizer.content(text)
     }
 
+    /// What opens a turn of `role`.
+    fn opener(&self, role: &str) -> &'static str {
+        match (self.template, role) {
+            (Template::ChatMl, "assistant") => "<|im_start|>assistant\n",
+            (Template::ChatMl, "system") => "<|im_start|>system\n",
+            (Template::ChatMl, _) => "<|im_start|>user\n",
+            (Template::Gemma, "assistant") => "<start_of_turn>model\n",
+            (Template::Gemma, _) => "<start_of_turn>user\n",
+        }
+    }
+
     /// One message in the template.
     fn render(&self, m: &Msg) -> Result<Vec<u32>, ModelError> {
         let t = &self.tokenizer;
-        match self.template {
-            Template::ChatMl => {
-                let mut ids = t.template(&format!("<|im_start|>{}\n", m.role))?;
-                ids.extend(t.content(&m.content)?);
-                ids.extend(t.template("<|im_end|>\n")?);
-                Ok(ids)
-            }
-            Template::Gemma => {
-                let role = if m.role == "assistant" {
-                    "model"
-                } else {
-                    "user"
-                };
-                let mut ids = t.template(&format!("<start_of_turn>{role}\n"))?;
-                ids.extend(t.content(&m.content)?);
-                ids.extend(t.template("<end_of_turn>\n")?);
-                Ok(ids)
-            }
-        }
+        let mut ids = t.template(self.opener(m.role))?;
+        ids.extend(t.content(&m.content)?);
+        ids.extend(t.template(match self.template {
+            Template::ChatMl => "<|im_end|>\n",
+            Template::Gemma => "<end_of_turn>\n",
+        })?);
+        Ok(ids)
     }
 
     /// The system text ahead of the conversation. Gemma has no system
@@ -395,7 +396,7 @@ impl ChatModel {
             Template::Gemma => {
                 let mut ids = self.tokenizer.template("<bos>")?;
                 if !text.is_empty() {
-                    ids.extend(self.tokenizer.template("<start_of_turn>user\n")?);
+                    ids.extend(self.tokenizer.template(self.opener("user"))?);
                     ids.extend(self.tokenizer.content(text)?);
                     ids.extend(self.tokenizer.template("\n\n")?);
                 }
@@ -406,11 +407,7 @@ impl ChatModel {
 
     /// What opens the reply.
     fn render_tail(&self, prefix: &str) -> Result<Vec<u32>, ModelError> {
-        let open = match self.template {
-            Template::ChatMl => "<|im_start|>assistant\n",
-            Template::Gemma => "<start_of_turn>model\n",
-        };
-        let mut ids = self.tokenizer.template(open)?;
+        let mut ids = self.tokenizer.template(self.opener("assistant"))?;
         ids.extend(self.encode(prefix)?);
         Ok(ids)
     }
@@ -425,7 +422,7 @@ impl ChatModel {
         let mut out = sys;
         let mut kept = kept.into_iter();
         if self.template == Template::Gemma && with_system_text {
-            let opener = self.tokenizer.template("<start_of_turn>user\n")?;
+            let opener = self.tokenizer.template(self.opener("user"))?;
             match kept.next() {
                 Some(first) if first.starts_with(&opener) => out.extend(&first[opener.len()..]),
                 first => {
@@ -494,9 +491,13 @@ impl ChatModel {
                 let kept = kept.into_iter().rev().map(|(_, ids)| ids).collect();
                 let mut out = self.join(sys, !sys_text.is_empty(), kept)?;
                 out.extend(tail);
-                // Still too long (one huge message): keep the end.
+                // Still too long (one huge message): keep the start
+                // (`<bos>`, the turn's opener) and the end of the text.
                 if out.len() > budget {
-                    out.drain(..out.len() - budget);
+                    let head = self.render_system("")?.len()
+                        + self.tokenizer.template(self.opener("user"))?.len();
+                    let cut = out.len() - budget;
+                    out.drain(head..head + cut);
                 }
                 return Ok(out);
             }

@@ -109,7 +109,7 @@ impl Layer {
                 (Tensor::cat(&[kc, &k], 2)?, Tensor::cat(&[vc, &v], 2)?)
             }
             _ => {
-                self.kv_start = 0;
+                self.kv_start = index_pos;
                 (k, v)
             }
         };

@@ -239,7 +239,7 @@ impl Spm {
         while i != usize::MAX && i < syms.len() {
             let s = syms[i];
             let piece = &text[s.start..s.start + s.len];
-            match self.ids.get(piece) {
+            match self.ids.get(piece).filter(|&&id| !self.is_control(id)) {
                 Some(&id) => out.push(id),
                 None => {
                     for b in piece.bytes() {
@@ -263,7 +263,8 @@ impl Spm {
     ) {
         let (l, r) = (syms[left], syms[right]);
         let piece = &text[l.start..r.start + r.len];
-        if let Some(&id) = self.ids.get(piece) {
+        // Control tokens never come out of merging plain text.
+        if let Some(&id) = self.ids.get(piece).filter(|&&id| !self.is_control(id)) {
             queue.push(Bigram {
                 score: self.scores[id as usize],
                 left,
@@ -385,6 +386,15 @@ mod tests {
         let plain = s.encode("<bos>", false);
         assert!(!plain.contains(&2), "{plain:?}");
         assert_eq!(s.decode(&plain, false), "<bos>");
+        // Nor can merging plain text produce one.
+        let s2 = Spm::new(
+            vec!["a".into(), "b".into(), "ab".into()],
+            vec![0.0, 0.0, 5.0],
+            vec![1, 1, 3],
+        )
+        .unwrap();
+        assert_eq!(s2.encode("ab", false), vec![0, 1]);
+        assert_eq!(s2.encode("ab", true), vec![2]);
         // Decoding drops control tokens unless asked.
         let ids = s.encode("<bos>ab", true);
         assert_eq!(s.decode(&ids, false), "ab");

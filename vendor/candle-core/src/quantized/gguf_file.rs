@@ -71,7 +71,17 @@ impl TensorInfo {
         let size_in_bytes = tensor_elems / block_size * self.ggml_dtype.type_size();
         if device.is_cpu() {
             // Hearth patch: no intermediate copy (see `qtensor_read_cpu`).
-            reader.seek(std::io::SeekFrom::Start(tensor_data_offset + self.offset))?;
+            // The blocks are written before they are read into, so first
+            // refuse a tensor that the file is too short to hold (a hostile
+            // header must not commit gigabytes before read_exact fails).
+            let start = tensor_data_offset.saturating_add(self.offset);
+            let len = reader.seek(std::io::SeekFrom::End(0))?;
+            if start.saturating_add(size_in_bytes as u64) > len {
+                crate::bail!(
+                    "tensor of {size_in_bytes} bytes at {start} runs past the end of the file ({len} bytes)"
+                )
+            }
+            reader.seek(std::io::SeekFrom::Start(start))?;
             return super::ggml_file::qtensor_read_cpu(
                 reader,
                 self.ggml_dtype,
