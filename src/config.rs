@@ -417,9 +417,6 @@ impl Default for MemoryConfig {
     }
 }
 
-/// The local chat model's ref.
-pub const LOCAL_MODEL_REF: &str = "local/smollm2-135m";
-
 /// One API key of a provider, with a name for status output and cooldowns:
 /// a profile's name, `default` for `api_key`, `key1`, `key2`, ... for
 /// `api_keys`.

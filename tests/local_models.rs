@@ -484,16 +484,26 @@ fn gemma_path() -> std::path::PathBuf {
     p
 }
 
+/// Gemma's file, its GGUF header and its tokenizer.
+fn gemma_gguf() -> (
+    std::fs::File,
+    candle_core::quantized::gguf_file::Content,
+    hearth::models::tokens::Tok,
+) {
+    let p = gemma_path();
+    let mut f = std::fs::File::open(&p).unwrap();
+    let c = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+    let (tok, _) = hearth::models::tokens::Tok::from_gguf(&c, &p).unwrap();
+    (f, c, tok)
+}
+
 /// The SentencePiece tokenizer rebuilt from the GGUF gives the token ids
 /// that Hugging Face transformers' GGUF converter gives for the same file
 /// (`tests/fixtures/gemma_tokens.json`): user-defined runs of spaces and
 /// newlines, byte fallback, digits, umlauts, CJK, an emoji, HTML tags.
 #[test]
 fn gemma_tokenizer_matches_transformers() {
-    let p = gemma_path();
-    let mut f = std::fs::File::open(&p).unwrap();
-    let c = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-    let (tok, _) = hearth::models::tokens::Tok::from_gguf(&c, &p).unwrap();
+    let (_, _, tok) = gemma_gguf();
     let cases: Vec<Value> =
         serde_json::from_str(include_str!("fixtures/gemma_tokens.json")).unwrap();
     assert!(cases.len() >= 10);
@@ -511,10 +521,7 @@ fn gemma_tokenizer_matches_transformers() {
 #[test]
 fn gemma_forward_pass_continues_code() {
     use candle_core::{Device, Tensor};
-    let p = gemma_path();
-    let mut f = std::fs::File::open(&p).unwrap();
-    let c = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-    let (tok, _) = hearth::models::tokens::Tok::from_gguf(&c, &p).unwrap();
+    let (mut f, c, tok) = gemma_gguf();
     let mut m = hearth::models::gemma3::Gemma3::from_gguf(c, &mut f).unwrap();
     let mut input = tok.template("<bos>def fibonacci(n):\n").unwrap();
     let (mut pos, mut out) = (0, Vec::new());
@@ -574,6 +581,7 @@ fn gemma_prompt_layout_and_no_injected_turns() {
     // Under a budget it does not fit, it refuses to load, and says why.
     match ChatModel::load(&gemma_path(), 1, 300, 2048) {
         Err(hearth::models::ModelError::OverBudget { need_mb, budget_mb }) => {
+            eprintln!("Gemma's estimate at a 2,048-token context: {need_mb} MB");
             assert!(need_mb > 300 && budget_mb == 300)
         }
         Err(e) => panic!("wrong error: {e}"),

@@ -213,9 +213,10 @@ fn footprint_mb(
     let chunk = super::llama::PREFILL_CHUNK as f64;
     let layers = layers as f64;
     let positions = match meta_u64(c, &k("attention.sliding_window"), path) {
-        // Every 6th layer is global, the others keep a window and a chunk.
+        // Every 6th layer is global, the others keep a window and a chunk
+        // (`gemma3.rs`).
         Ok(w) if arch == "gemma3" => {
-            let global = (layers / 6.0).floor();
+            let global = (layers / super::gemma3::SLIDING_PATTERN as f64).floor();
             global * ctx + (layers - global) * ctx.min(w as f64 + chunk)
         }
         _ => layers * ctx,

@@ -21,12 +21,10 @@
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{Device, Module, Result, Tensor};
 
-use super::llama::{
-    embedding_and_output, feed_chunks, repeat_kv, rope_tables, QEmbedding, RmsNorm,
-};
+use super::llama::{attend, embedding_and_output, feed_chunks, rope_tables, QEmbedding, RmsNorm};
 
 /// Every n-th layer attends globally, the others through a sliding window.
-const SLIDING_PATTERN: usize = 6;
+pub(super) const SLIDING_PATTERN: usize = 6;
 const LOCAL_ROPE_BASE: f32 = 10_000.0;
 
 struct Layer {
@@ -127,19 +125,8 @@ impl Layer {
             _ => (k.clone(), v.clone(), self.kv_start),
         };
         self.kv = Some((kk.contiguous()?, vv.contiguous()?));
-        let k = repeat_kv(k, d.n_head / d.n_kv_head)?;
-        let v = repeat_kv(v, d.n_head / d.n_kv_head)?;
-        let att = (q.matmul(&k.t()?)? / (d.head_dim as f64).sqrt())?;
-        let att = match m {
-            None => att,
-            Some(m) => {
-                let m = m.broadcast_as(att.shape())?;
-                m.where_cond(&neg_inf.broadcast_as(att.shape().dims())?, &att)?
-            }
-        };
         self.kv_start = start;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v.contiguous()?)?;
+        let y = attend(&q, k, v, d.n_head / d.n_kv_head, m.as_ref(), neg_inf)?;
         let y = y
             .transpose(1, 2)?
             .reshape((b, seq_len, d.n_head * d.head_dim))?;

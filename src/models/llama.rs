@@ -116,8 +116,34 @@ struct Layer {
     kv_cache: Option<(Tensor, Tensor)>,
 }
 
+/// Scaled dot-product attention of `q` (b, heads, seq, head_dim) over `k`
+/// and `v` (b, kv_heads, kv_len, head_dim), each kv head shared by `n_rep`
+/// query heads; `mask` (seq, kv_len) is 1 where a query may not look.
+pub(super) fn attend(
+    q: &Tensor,
+    k: Tensor,
+    v: Tensor,
+    n_rep: usize,
+    mask: Option<&Tensor>,
+    neg_inf: &Tensor,
+) -> Result<Tensor> {
+    let head_dim = q.dim(3)?;
+    let k = repeat_kv(k, n_rep)?;
+    let v = repeat_kv(v, n_rep)?;
+    let att = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
+    let att = match mask {
+        None => att,
+        Some(mask) => {
+            let mask = mask.broadcast_as(att.shape())?;
+            mask.where_cond(&neg_inf.broadcast_as(att.shape().dims())?, &att)?
+        }
+    };
+    let att = candle_nn::ops::softmax_last_dim(&att)?;
+    att.matmul(&v.contiguous()?)
+}
+
 /// Repeat each key/value head `n_rep` times (grouped-query attention).
-pub(super) fn repeat_kv(xs: Tensor, n_rep: usize) -> Result<Tensor> {
+fn repeat_kv(xs: Tensor, n_rep: usize) -> Result<Tensor> {
     if n_rep == 1 {
         return Ok(xs);
     }
@@ -159,18 +185,7 @@ impl Layer {
             _ => (k, v),
         };
         self.kv_cache = Some((k.clone(), v.clone()));
-        let k = repeat_kv(k, self.n_head / self.n_kv_head)?;
-        let v = repeat_kv(v, self.n_head / self.n_kv_head)?;
-        let att = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
-        let att = match mask {
-            None => att,
-            Some(mask) => {
-                let mask = mask.broadcast_as(att.shape())?;
-                mask.where_cond(&neg_inf.broadcast_as(att.shape().dims())?, &att)?
-            }
-        };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v.contiguous()?)?;
+        let y = attend(&q, k, v, self.n_head / self.n_kv_head, mask, neg_inf)?;
         let y = y.transpose(1, 2)?.reshape(&[b, seq_len, n_embd])?;
         self.wo.forward(&y)
     }

@@ -31,12 +31,11 @@ pub const EMBED_DIR: &str = "all-MiniLM-L6-v2";
 pub const CHAT_DIR: &str = "smollm2-135m";
 pub const CHAT_FILE: &str = "SmolLM2-135M-Instruct-Q8_0.gguf";
 
-/// A local chat model Hearth knows: its id (`[models] chat`, and the
-/// model part of `local/<id>`), its folder and file in the models directory.
+/// A local chat model Hearth knows: its id (`[models] chat`, the model
+/// part of `local/<id>`, and its folder in the models directory), its file.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ChatSpec {
     pub id: &'static str,
-    pub dir: &'static str,
     pub file: &'static str,
     /// What installs it.
     pub fetch: &'static str,
@@ -46,13 +45,11 @@ pub struct ChatSpec {
 pub const CHAT_MODELS: [ChatSpec; 2] = [
     ChatSpec {
         id: CHAT_DIR,
-        dir: CHAT_DIR,
         file: CHAT_FILE,
         fetch: "scripts/fetch-models, or install hearth-models",
     },
     ChatSpec {
         id: "gemma3-270m",
-        dir: "gemma3-270m",
         file: "gemma-3-270m-Q8_0.gguf",
         fetch: "scripts/fetch-models --gemma",
     },
@@ -65,7 +62,7 @@ pub fn chat_spec(id: &str) -> Option<&'static ChatSpec> {
 
 impl ChatSpec {
     pub fn path(&self, models_dir: &Path) -> PathBuf {
-        models_dir.join(self.dir).join(self.file)
+        models_dir.join(self.id).join(self.file)
     }
 }
 /// Where the Debian package `hearth-models` installs them.

@@ -132,10 +132,6 @@ impl Spm {
         })
     }
 
-    pub fn vocab_size(&self) -> usize {
-        self.tokens.len()
-    }
-
     pub fn token_to_id(&self, t: &str) -> Option<u32> {
         self.ids.get(t).copied()
     }

@@ -46,13 +46,6 @@ impl Tok {
         }
     }
 
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            Tok::Bpe(t, _) => t.get_vocab_size(true),
-            Tok::Spm(s) => s.vocab_size(),
-        }
-    }
-
     /// Template text: control tokens written in it are those tokens.
     pub fn template(&self, text: &str) -> Result<Vec<u32>, ModelError> {
         match self {
